@@ -1,0 +1,99 @@
+"""The from-scratch LSTM in TensorFlow: the config, the cell, the stack. No ``tf.keras.layers.LSTM``.
+
+The config dataclass (:class:`~streaming_lstm.weights.LSTMConfig`) and the weights' schema live in
+``weights.py`` so that the Spark driver can handle weights without importing TensorFlow.
+
+One cell at step t (x_t: (B, F), h, c: (B, H)), gates in the order of the equations:
+
+    z   = x_t W + h_{t-1} U + b        # (B, 4H)   W: (F, 4H), U: (H, 4H), b: (4H,)
+    f_t = sigmoid(z[:, 0H:1H])         # forget
+    i_t = sigmoid(z[:, 1H:2H])         # input
+    g_t = tanh(z[:, 2H:3H])            # candidate
+    o_t = sigmoid(z[:, 3H:4H])         # output
+    c_t = f_t * c_{t-1} + i_t * g_t
+    h_t = o_t * tanh(c_t)
+
+Layer l reads the h sequence of layer l-1; a dense head reads the last layer's final h and gives
+logits; softmax and sparse cross-entropy are applied by the trainer (train.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from streaming_lstm.weights import LSTMConfig, Weights, schema
+
+__all__ = ["LSTMCell", "LSTMConfig", "LSTMStack"]
+
+
+class LSTMCell(tf.Module):
+    """One LSTM layer unrolled over time; the four gates share one (B, 4H) matmul per step."""
+
+    def __init__(self, layer: int, fan_in: int, hidden: int) -> None:
+        super().__init__(name=f"lstm_{layer}")
+        self.hidden = hidden
+        self.kernel = tf.Variable(tf.zeros((fan_in, 4 * hidden)), name="kernel")  # W (F, 4H)
+        self.recurrent_kernel = tf.Variable(tf.zeros((hidden, 4 * hidden)), name="recurrent_kernel")  # U (H, 4H)
+        self.bias = tf.Variable(tf.zeros((4 * hidden,)), name="bias")  # b (4H,)
+
+    def __call__(self, xs: tf.Tensor) -> tf.Tensor:
+        """xs: (B, T, F) -> the h sequence (B, T, H)."""
+        batch = tf.shape(xs)[0]
+        steps = xs.shape[1]
+        H = self.hidden
+        # The input projection of all timesteps at once: one (B*T, F) x (F, 4H) matmul.
+        xw = tf.einsum("btf,fg->btg", xs, self.kernel) + self.bias  # (B, T, 4H)
+        h = tf.zeros((batch, H))  # (B, H)
+        c = tf.zeros((batch, H))  # (B, H)
+        hs = []
+        for t in range(steps):  # T is static: the loop unrolls when traced
+            z = xw[:, t, :] + tf.matmul(h, self.recurrent_kernel)  # (B, 4H)
+            f = tf.sigmoid(z[:, 0 * H : 1 * H])  # forget    (B, H)
+            i = tf.sigmoid(z[:, 1 * H : 2 * H])  # input     (B, H)
+            g = tf.tanh(z[:, 2 * H : 3 * H])  # candidate (B, H)
+            o = tf.sigmoid(z[:, 3 * H : 4 * H])  # output    (B, H)
+            c = f * c + i * g  # (B, H)
+            h = o * tf.tanh(c)  # (B, H)
+            hs.append(h)
+        return tf.stack(hs, axis=1)  # (B, T, H)
+
+
+class LSTMStack(tf.Module):
+    """Stacked :class:`LSTMCell` layers and a dense head; variables named as in :func:`schema`."""
+
+    def __init__(self, config: LSTMConfig) -> None:
+        super().__init__(name="lstm_stack")
+        self.config = config
+        fan_in = config.features_per_step
+        self.cells: list[LSTMCell] = []
+        for layer, hidden in enumerate(config.hidden):
+            self.cells.append(LSTMCell(layer, fan_in, hidden))
+            fan_in = hidden
+        self.head_kernel = tf.Variable(tf.zeros((fan_in, config.num_classes)), name="head_kernel")  # (H, C)
+        self.head_bias = tf.Variable(tf.zeros((config.num_classes,)), name="head_bias")  # (C,)
+        self.by_name: dict[str, tf.Variable] = {}
+        for layer, cell in enumerate(self.cells):
+            self.by_name[f"lstm_{layer}/kernel"] = cell.kernel
+            self.by_name[f"lstm_{layer}/recurrent_kernel"] = cell.recurrent_kernel
+            self.by_name[f"lstm_{layer}/bias"] = cell.bias
+        self.by_name["head/kernel"] = self.head_kernel
+        self.by_name["head/bias"] = self.head_bias
+        self.ordered: list[tf.Variable] = [self.by_name[n] for n, _ in schema(config)]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """x: (B, T*F) normalised features -> logits (B, C)."""
+        cfg = self.config
+        seq = tf.reshape(x, (-1, cfg.timesteps, cfg.features_per_step))  # (B, T, F)
+        for cell in self.cells:
+            seq = cell(seq)  # (B, T, H_l)
+        return tf.matmul(seq[:, -1, :], self.head_kernel) + self.head_bias  # (B, C)
+
+    def assign(self, weights: Mapping[str, np.ndarray]) -> None:
+        for name, var in self.by_name.items():
+            var.assign(weights[name])
+
+    def get(self) -> Weights:
+        return {name: self.by_name[name].numpy() for name, _ in schema(self.config)}

@@ -1,0 +1,165 @@
+"""Running the streaming trainer: build the source, start the query, stop cleanly.
+
+Stopping (Ctrl-C, SIGTERM, ``--max-batches``, ``--idle-timeout``) waits for the batch in flight to
+be trained and saved, then stops the query; a batch that Spark starts after that is refused (not
+committed) and replayed on the next start. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from streaming_lstm import sources
+from streaming_lstm.config import AppConfig, ConfigError, parse_duration
+from streaming_lstm.spark_session import get_session
+from streaming_lstm.trainer import StreamingTrainer
+
+log = logging.getLogger("streaming_lstm.runner")
+BOOTSTRAP_ENV = ("STREAMING_LSTM_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+@dataclass
+class RunResult:
+    batches: int
+    rows_trained: int
+    rows_dead: int
+    version: int
+    stopped_by: str
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bootstrap_servers(flag: str | None) -> str:
+    """``--bootstrap`` or the first of the environment variables in :data:`BOOTSTRAP_ENV`."""
+    if flag:
+        return flag
+    for name in BOOTSTRAP_ENV:
+        if os.environ.get(name):
+            return os.environ[name]
+    raise ConfigError(f"--bootstrap is required for --source kafka (or set {' or '.join(BOOTSTRAP_ENV)})")
+
+
+def parse_options(items: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_source(spark: SparkSession, cfg: AppConfig, args: argparse.Namespace) -> DataFrame:
+    if args.source == "socket":
+        if not args.port:
+            raise ConfigError("--port is required for --source socket")
+        return sources.socket_source(spark, args.host, args.port)
+    if args.source == "file":
+        if not args.path:
+            raise ConfigError("--path is required for --source file")
+        return sources.file_source(spark, args.path, cfg)
+    if args.source == "kafka":
+        if not args.topic:
+            raise ConfigError("--topic is required for --source kafka")
+        return sources.kafka_source(spark, cfg, bootstrap_servers(args.bootstrap), args.topic, parse_options(args.kafka_option, "--kafka-option"))
+    raise ConfigError(f"--source {args.source}: the memory source exists for tests only")
+
+
+def run(
+    trainer: StreamingTrainer,
+    source: DataFrame,
+    *,
+    max_batches: int | None = None,
+    idle_timeout: float | None = None,
+    stop_event: threading.Event | None = None,
+    on_tick: Callable[[], None] | None = None,
+) -> RunResult:
+    """Run the query until a stop condition; return what was trained in this run."""
+    started = time.monotonic()
+    stop_event = stop_event or threading.Event()
+    trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
+    query = (
+        source.writeStream.foreachBatch(trainer.handle)
+        .option("checkpointLocation", str(trainer.checkpoint / "spark"))
+        .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
+        .queryName(f"streaming-lstm-{os.getpid()}")
+        .start()
+    )
+    trainer.last_rows_at = time.monotonic()
+    stopped_by = "query ended"
+    try:
+        while query.isActive:
+            query.awaitTermination(0.2)
+            if on_tick:
+                on_tick()
+            if stop_event.is_set():
+                stopped_by = "signal"
+                break
+            if max_batches is not None and trainer.batches_applied >= max_batches:
+                stopped_by = f"max batches ({max_batches})"
+                break
+            if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout:
+                stopped_by = f"idle for {idle_timeout:g} s"
+                break
+    finally:
+        trainer.request_stop()
+        query.stop()
+    error = query.exception()
+    if error is not None and "StopRequested" not in str(error):
+        raise RuntimeError(f"the streaming query failed: {str(error).splitlines()[0]}")
+    rows = sum(int(m["rows_valid"]) for m in trainer.history)
+    dead = sum(int(m["rows_dead"]) for m in trainer.history)
+    return RunResult(trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, time.monotonic() - started, trainer.history)
+
+
+def install_signal_handlers(event: threading.Event) -> None:
+    def _handler(signum: int, _frame: FrameType | None) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        log.warning("%s received: finishing the current batch, then stopping", signal.Signals(signum).name)
+        event.set()
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+def summarize(result: RunResult, checkpoint: Path) -> str:
+    recent = result.history[-5:]
+    rows = sum(int(m["rows_valid"]) for m in recent)
+    acc = sum(int(m["prequential_correct"]) for m in recent) / rows if rows else math.nan
+    return (
+        f"stopped ({result.stopped_by}) after {result.batches} batches in {result.seconds:.1f} s: "
+        f"{result.rows_trained} rows trained, {result.rows_dead} dead-lettered, model version {result.version}; "
+        f"prequential accuracy of the last {len(recent)} batches {acc:.3f}\n"
+        f"model: {checkpoint / 'model'}   metrics: {checkpoint / 'metrics.jsonl'}   dead letters: {checkpoint / 'deadletter'}"
+    )
+
+
+def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
+    checkpoint = Path(args.checkpoint)
+    spark = get_session(cfg.spark)
+    source = build_source(spark, cfg, args)
+    trainer = StreamingTrainer(spark, cfg, checkpoint)
+    print(
+        f"streaming-lstm: training from {args.source} into {checkpoint} with {cfg.stream.partitions} partitions, "
+        f"trigger {cfg.stream.trigger}; starting at model version {trainer.state.version} (batch {trainer.state.last_batch_id})",
+        flush=True,
+    )
+    event = threading.Event()
+    install_signal_handlers(event)
+    result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event)
+    print(summarize(result, checkpoint), flush=True)
+    return 0

@@ -1,0 +1,66 @@
+"""Streaming sources. Every source yields a DataFrame with a string column ``value`` holding one
+row of the dataset (a CSV line or a JSON object); everything after that is shared (spark_parse.py).
+
+Offsets and what a micro-batch includes:
+
+* ``memory``: Spark's ``MemoryStream`` (tests). A batch holds the rows added since the previous
+  batch; offsets live in the checkpoint like any source's.
+* ``socket``: Spark's socket source. Not fault-tolerant: rows received but not yet in a committed
+  batch are lost if the driver dies (Spark keeps no replayable log of them). For demos and tests.
+* ``file``: new files in a directory, at most ``stream.max_files_per_trigger`` per batch; a file is
+  read whole, once (Spark's file-source log is part of the checkpoint).
+* ``kafka``: see kafka_source.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from streaming_lstm.config import AppConfig
+
+
+class MemorySource:
+    """A thin wrapper over Spark's ``MemoryStream[String]`` (reached through py4j; tests only)."""
+
+    JVM_CLASS = "org.apache.spark.sql.execution.streaming.runtime.MemoryStream"
+
+    def __init__(self, spark: SparkSession) -> None:
+        jvm = spark._jvm
+        assert jvm is not None
+        encoder = jvm.org.apache.spark.sql.Encoders.STRING()
+        # py4j reaches the Scala companion object's apply(Encoder, SparkSession).
+        self._stream = jvm.org.apache.spark.sql.execution.streaming.runtime.MemoryStream.apply(encoder, spark._jsparkSession)
+        self._jvm = jvm
+        self._spark = spark
+
+    def add(self, lines: Iterable[str]) -> None:
+        """Append rows; they form (part of) the next micro-batch."""
+        java_list = self._jvm.java.util.ArrayList()
+        for line in lines:
+            java_list.add(line)
+        seq = self._jvm.scala.jdk.javaapi.CollectionConverters.asScala(java_list).toSeq()
+        self._stream.addData(seq)
+
+    def df(self) -> DataFrame:
+        return DataFrame(self._stream.toDF(), self._spark)
+
+
+def socket_source(spark: SparkSession, host: str, port: int) -> DataFrame:
+    return spark.readStream.format("socket").option("host", host).option("port", port).load()
+
+
+def file_source(spark: SparkSession, path: str | Path, cfg: AppConfig) -> DataFrame:
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"--path {path}: not a directory (the file source watches a directory for new files)")
+    return spark.readStream.option("maxFilesPerTrigger", cfg.stream.max_files_per_trigger).text(str(p))
+
+
+def kafka_source(spark: SparkSession, cfg: AppConfig, bootstrap: str, topic: str, options: Mapping[str, str]) -> DataFrame:
+    """Kafka records' values as ``value`` (plus key, topic, partition, offset, timestamp)."""
+    from streaming_lstm.kafka_source import read_kafka
+
+    return read_kafka(spark, cfg, bootstrap, topic, options)

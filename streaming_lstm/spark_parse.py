@@ -1,0 +1,72 @@
+"""Parsing and validating rows in Spark SQL (no per-row Python).
+
+:func:`parse` turns a DataFrame with a string column ``value`` into one with the numeric features
+``f0 .. f{F-1}`` (double), the class id ``label`` (int), and ``reason``: NULL for a valid row, else
+why it is rejected. Rejected rows go to the dead-letter sink with ``value`` and ``reason``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from streaming_lstm.config import DataConfig, data_columns
+
+RAW_LIMIT = 65536  # characters of a rejected row kept in the dead-letter record
+
+
+def feature_names(data: DataConfig) -> list[str]:
+    return [f"f{i}" for i in range(len(data.features))]
+
+
+def _fields(data: DataConfig, value: Column) -> tuple[dict[str, Column], Column | None]:
+    """Each configured column as a trimmed string, and the field count (CSV only)."""
+    columns = data_columns(data)
+    if data.format == "json":
+        return {name: F.trim(F.get_json_object(value, f"$.{name}")) for name in columns}, None
+    parts = F.split(value, ",", -1)
+    # F.get returns NULL past the end (no ANSI-mode error for a short row).
+    return {name: F.trim(F.get(parts, i)) for i, name in enumerate(columns)}, F.size(parts)
+
+
+def parse(df: DataFrame, data: DataConfig) -> DataFrame:
+    """Add ``f*``, ``label`` and ``reason`` columns; keeps ``value``."""
+    value = F.col("value")
+    fields, count = _fields(data, value)
+    columns = data_columns(data)
+    feats = [fields[name].try_cast("double") for name in data.features]
+    class_map = F.create_map(*[x for i, c in enumerate(data.classes) for x in (F.lit(c), F.lit(i))])
+    label = F.try_element_at(class_map, fields[data.label])
+
+    reason = F.when(value.isNull() | (F.trim(value) == ""), F.lit("empty row"))
+    if data.format == "csv":
+        assert count is not None
+        reason = reason.when(F.trim(value) == ",".join(columns), F.lit("header row"))
+        reason = reason.when(count != len(columns), F.concat(F.lit(f"expected {len(columns)} fields, got "), count.cast("string")))
+    else:
+        for name in columns:
+            reason = reason.when(fields[name].isNull(), F.lit(f"missing field '{name}'"))
+    for name, col in zip(data.features, feats, strict=True):
+        reason = reason.when(col.isNull(), F.lit(f"non-numeric feature '{name}'"))
+    for name, col in zip(data.features, feats, strict=True):
+        reason = reason.when(F.isnan(col) | (F.abs(col) == float("inf")), F.lit(f"non-finite feature '{name}'"))
+    for name, col in zip(data.features, feats, strict=True):
+        reason = reason.when(F.abs(col) > data.max_abs_value, F.lit(f"feature '{name}' out of range (|x| > {data.max_abs_value:g})"))
+    reason = reason.when(label.isNull(), F.lit("unknown label"))
+
+    return df.select(
+        value.alias("value"),
+        *[c.alias(n) for c, n in zip(feats, feature_names(data), strict=True)],
+        label.cast("int").alias("label"),
+        reason.alias("reason"),
+    )
+
+
+def dead_letters(parsed: DataFrame, batch_id: int) -> DataFrame:
+    """The rejected rows as dead-letter records: batch id, reason, raw value (truncated), its length."""
+    return parsed.filter(F.col("reason").isNotNull()).select(
+        F.lit(batch_id).alias("batch_id"),
+        F.col("reason"),
+        F.substring(F.col("value"), 1, RAW_LIMIT).alias("raw"),
+        F.length(F.col("value")).alias("raw_length"),
+    )

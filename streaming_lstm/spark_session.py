@@ -1,0 +1,61 @@
+"""Creating the Spark session the trainer runs in (local mode, a cluster, or under spark-submit)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from importlib import resources
+
+from pyspark.sql import SparkSession
+
+from streaming_lstm.config import SparkConfig
+
+LOG4J2 = "log4j2.properties"
+
+
+def log4j2_path() -> str:
+    return str(resources.files("streaming_lstm").joinpath("resources", LOG4J2))
+
+
+def require_java() -> None:
+    """Fail with one clear line when no Java runtime is on PATH or JAVA_HOME."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.path.exists(os.path.join(java_home, "bin", "java")):
+        return
+    if shutil.which("java") is None:
+        raise RuntimeError("Java was not found (Spark needs Java 17 or 21): install a JDK, e.g. 'apt-get install openjdk-17-jre-headless', or set JAVA_HOME")
+
+
+def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """The active session if there is one (spark-submit, tests), else a new one from ``cfg``.
+
+    In local mode the Python workers must run this interpreter: without PYSPARK_PYTHON Spark starts
+    ``python3`` from PATH, which may lack the venv's packages.
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    require_java()
+    submitted = "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"
+    if not submitted:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    java_opts = f"-Dlog4j2.configurationFile=file:{log4j2_path()}"
+    builder = (
+        SparkSession.builder.appName(cfg.app_name)
+        .config("spark.driver.extraJavaOptions", java_opts)
+        .config("spark.executor.extraJavaOptions", java_opts)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        .config("spark.python.worker.reuse", "true")
+    )
+    if not submitted:
+        builder = builder.master(cfg.master)
+    for key, value in {**cfg.conf, **(extra_conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

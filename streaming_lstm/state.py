@@ -1,0 +1,187 @@
+"""The driver-side state: global weights, normaliser, counters; applies each batch id exactly once.
+
+Averaging rule (the one Spark MLlib's StreamingKMeans uses for its centres). With the partition
+results (n_k, w_k) of batch t and the forgetting factor a in [0, 1]:
+
+    W_t = (a * N_{t-1} * W_{t-1} + sum_k n_k * w_k) / (a * N_{t-1} + sum_k n_k)
+    N_t = a * N_{t-1} + sum_k n_k
+
+a = 1 is the cumulative mean over all rows, a = 0 keeps only the newest batch (the seed's plain
+average, FedAvg). Partitions with n_k = 0 contribute nothing. With a robust aggregation the batch's
+``sum_k n_k w_k`` is replaced by ``(sum_k n_k) * robust_k(w_k)``.
+
+Contract of :meth:`TrainerState.apply`: a batch id at or below the last applied one changes nothing
+and returns ``None`` (Spark replays the last uncommitted batch after a restart). Otherwise the new
+version is persisted atomically *before* ``apply`` returns, so Spark commits a batch only after the
+model that includes it is on disk. Together: every batch id is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streaming_lstm.config import AppConfig, effective_decay
+from streaming_lstm.normalizer import NormStats
+from streaming_lstm.store import ModelStore
+from streaming_lstm.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Update:
+    """One partition's contribution: rows trained, weights after training, its rows' statistics."""
+
+    rows: int
+    weights: Weights
+    norm: NormStats
+    key: int = 0
+
+
+def running_average(prev: np.ndarray, prev_n: float, batch_sum: np.ndarray, batch_n: float, decay: float) -> tuple[np.ndarray, float]:
+    """The averaging rule above on flat vectors. ``batch_sum`` is ``sum_k n_k w_k``."""
+    total = decay * prev_n + batch_n
+    if total <= 0:
+        return prev, 0.0
+    return (decay * prev_n * prev + batch_sum) / total, total
+
+
+def aggregate(vectors: np.ndarray, rows: np.ndarray, method: str, trim_fraction: float = 0.1) -> np.ndarray:
+    """The batch's weight vector from K partition vectors (K, D) and their row counts (K,).
+
+    ``mean``: row-weighted mean (FedAvg). ``median``: coordinate-wise median. ``trimmed_mean``:
+    per coordinate, drop the ``trim_fraction`` lowest and highest values, then average the rest.
+    """
+    if method == "mean":
+        return (rows[:, None] * vectors).sum(axis=0) / rows.sum()
+    if method == "median":
+        return np.median(vectors, axis=0)
+    if method == "trimmed_mean":
+        k = len(vectors)
+        cut = int(np.floor(trim_fraction * k))
+        ordered = np.sort(vectors, axis=0)
+        return ordered[cut : k - cut].mean(axis=0)
+    raise ValueError(f"unknown aggregation {method!r}")
+
+
+@dataclass
+class Applied:
+    """What :meth:`TrainerState.apply` did with one batch."""
+
+    batch_id: int
+    version: int
+    rows_trained: int
+    partitions_used: int
+    partitions_rejected: int
+    rejected_reasons: list[str] = field(default_factory=list)
+
+
+class TrainerState:
+    """Weights, normaliser statistics, rows seen, last applied batch id, model version, persisted."""
+
+    def __init__(self, cfg: AppConfig, store: ModelStore | None) -> None:
+        self.cfg = cfg
+        self.lstm = LSTMConfig.from_app(cfg)
+        self.store = store
+        self.decay = effective_decay(cfg.stream)
+        self.weights: Weights = init_weights(self.lstm)
+        self.next_weights: Weights = self.weights
+        self.norm = NormStats.empty(self.lstm.num_features)
+        self.running_n = 0.0
+        self.rows_seen = 0
+        self.last_batch_id = -1
+        self.version = 0
+        self.rejected_updates = 0
+        self.last_meta: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, cfg: AppConfig, store: ModelStore) -> TrainerState:
+        """Resume from the newest loadable version in ``store``, or start fresh if it is empty.
+
+        A model saved with other shapes is an error, never silently replaced by random weights.
+        """
+        state = cls(cfg, store)
+        saved = store.load_latest()
+        if saved is not None:
+            if LSTMConfig.from_app(saved.config) != state.lstm:
+                raise ValueError(f"the model in {store.dir} has shape {LSTMConfig.from_app(saved.config)}, the configuration asks for {state.lstm}: use another --checkpoint")
+            state.weights = saved.weights
+            state.next_weights = saved.next_weights if saved.next_weights is not None else saved.weights
+            state.norm = saved.norm
+            state.version = saved.version
+            state.running_n = float(saved.meta.get("running_n", 0.0))
+            state.rows_seen = int(saved.meta.get("rows_seen", 0))
+            state.last_batch_id = int(saved.meta.get("batch_id", -1))
+            state.rejected_updates = int(saved.meta.get("rejected_updates", 0))
+            state.last_meta = saved.meta
+        return state
+
+    def is_applied(self, batch_id: int) -> bool:
+        return batch_id <= self.last_batch_id
+
+    def training_weights(self) -> Weights:
+        """The weights the next batch's partitions start from (``stream.train_from``)."""
+        return self.next_weights if self.cfg.stream.train_from == "batch" else self.weights
+
+    def _check(self, update: Update, start: np.ndarray) -> str | None:
+        """Why an update is rejected, or None."""
+        if update.rows <= 0:
+            return None
+        if not all_finite(update.weights):
+            return f"partition {update.key}: non-finite weights"
+        limit = self.cfg.stream.max_update_norm
+        if limit > 0:
+            change = float(np.linalg.norm(flatten(update.weights) - start))
+            if change > limit:
+                return f"partition {update.key}: weight change {change:.3g} exceeds stream.max_update_norm {limit:g}"
+        return None
+
+    def apply(self, batch_id: int, updates: Sequence[Update], metrics: Mapping[str, Any] | None = None) -> Applied | None:
+        """Fold one batch's partition updates into the state and persist a new version.
+
+        Returns ``None`` (and changes nothing) for a batch id already applied.
+        """
+        if self.is_applied(batch_id):
+            return None
+        start = flatten(self.training_weights())
+        good: list[Update] = []
+        reasons: list[str] = []
+        for u in updates:
+            why = self._check(u, start)
+            if why:
+                reasons.append(why)
+                log.warning("batch %d: rejected update: %s", batch_id, why)
+            elif u.rows > 0:
+                good.append(u)
+        rows = sum(u.rows for u in good)
+        if good:
+            vectors = np.stack([flatten(u.weights) for u in good])
+            counts = np.array([u.rows for u in good], np.float64)
+            batch_vec = aggregate(vectors, counts, self.cfg.stream.aggregation, self.cfg.stream.trim_fraction)
+            running, self.running_n = running_average(flatten(self.weights), self.running_n, batch_vec * rows, float(rows), self.decay)
+            self.weights = unflatten(running, self.weights)
+            self.next_weights = unflatten(batch_vec, self.weights) if self.decay > 0 else self.weights
+            for u in good:
+                self.norm = self.norm.merge(u.norm)
+        self.rows_seen += rows
+        self.rejected_updates += len(reasons)
+        self.last_batch_id = batch_id
+        self.version += 1
+        meta = {
+            "batch_id": batch_id,
+            "rows_seen": self.rows_seen,
+            "running_n": self.running_n,
+            "rejected_updates": self.rejected_updates,
+            "source": "stream",
+            "metrics": dict(metrics or {}),
+        }
+        self.last_meta = meta
+        if self.store is not None:
+            nxt = self.next_weights if self.next_weights is not self.weights else None
+            self.store.save(self.version, self.cfg, self.weights, self.norm, meta, next_weights=nxt, keep=self.cfg.stream.keep_versions)
+        return Applied(batch_id, self.version, rows, len(good), len(reasons), reasons)

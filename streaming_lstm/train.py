@@ -1,0 +1,275 @@
+"""Training as a pure function of (weights, rows, config): it never touches Spark.
+
+The standalone ``fit`` and every streaming partition task call the functions here. A process keeps
+one compiled model per :class:`TrainSpec` in a module-level cache (:func:`compiled`): Spark reuses
+its Python workers across micro-batches, and a cache that lives in this importable module survives
+between tasks, while one inside a cloudpickled closure would be rebuilt (and TF retraced) every task.
+
+Optimisers are written out too (adam, sgd, rmsprop) so that their state is plain variables that a
+task resets to zero: every task starts from the global weights with a fresh optimiser, which makes a
+replayed task reproduce its result exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from streaming_lstm.config import AppConfig
+from streaming_lstm.normalizer import NormStats
+from streaming_lstm.weights import LSTMConfig, Weights, check_weights
+
+ADAM_BETA1, ADAM_BETA2, EPSILON, RMSPROP_RHO = 0.9, 0.999, 1e-7, 0.9
+SCORE_CHUNK = 8192  # rows per predict call: bounds memory on large batches
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What a compiled model depends on; hashable, the key of the per-process cache."""
+
+    model: LSTMConfig
+    optimizer: str
+    learning_rate: float
+    clip_norm: float
+    l2: float
+
+    @classmethod
+    def from_app(cls, cfg: AppConfig) -> TrainSpec:
+        t = cfg.train
+        return cls(LSTMConfig.from_app(cfg), t.optimizer, t.learning_rate, t.clip_norm, t.l2)
+
+
+@dataclass(frozen=True)
+class Score:
+    """Prequential or evaluation figures: rows, correct predictions and summed cross-entropy."""
+
+    rows: int
+    correct: int
+    loss_sum: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.rows if self.rows else float("nan")
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.rows if self.rows else float("nan")
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """What one streaming partition task returns to the driver."""
+
+    key: int
+    rows: int
+    prequential: Score
+    train_loss: float
+    weights: Weights
+    norm: NormStats  # statistics of this partition's rows only (the driver merges them)
+    seconds: float
+
+
+def task_seed(base_seed: int, batch_id: int, key: int) -> int:
+    """The seed of one training call, from the model seed, the batch id and the partition key.
+
+    A replayed batch gets the same seed, so it reproduces the same weights. The standalone trainer
+    is "batch 0, partition 0".
+    """
+    return int(np.random.SeedSequence([base_seed, batch_id, key]).generate_state(1)[0])
+
+
+_THREADS_SET = False
+
+
+def configure_threads(threads: int) -> None:
+    """Set TF's thread pools once per process, before TF runs anything.
+
+    With several Spark tasks per executor, tasks x threads should not exceed the cores.
+    """
+    global _THREADS_SET
+    if _THREADS_SET:
+        return
+    import tensorflow as tf
+
+    _THREADS_SET = True
+    try:
+        if threads > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        tf.config.experimental.enable_op_determinism()
+    except RuntimeError:
+        # TF was already initialised in this process (e.g. a test ran a model first); its pools stay.
+        pass
+
+
+class CompiledModel:
+    """An :class:`~streaming_lstm.model.LSTMStack`, its optimiser state and traced functions.
+
+    The traced functions take a ``None`` batch dimension, so a short last mini-batch or a batch of
+    another size does not retrace.
+    """
+
+    def __init__(self, spec: TrainSpec) -> None:
+        import tensorflow as tf
+
+        from streaming_lstm.model import LSTMStack
+
+        self.spec = spec
+        self.net = LSTMStack(spec.model)
+        variables = self.net.ordered
+        self.slots_m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.slots_v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.step = tf.Variable(0.0, trainable=False)
+        self._l2_vars = [v for name, v in self.net.by_name.items() if not name.endswith("bias")]
+        nfeat = spec.model.num_features
+        x_sig = tf.TensorSpec((None, nfeat), tf.float32)
+        y_sig = tf.TensorSpec((None,), tf.int32)
+        self.train_step = tf.function(self._train_step, input_signature=[x_sig, y_sig])
+        self.score_step = tf.function(self._score_step, input_signature=[x_sig, y_sig])
+        self.predict_step = tf.function(self._predict_step, input_signature=[x_sig])
+
+    # -- traced bodies ------------------------------------------------------------------------
+    def _loss(self, x, y):  # type: ignore[no-untyped-def]
+        import tensorflow as tf
+
+        logits = self.net(x)  # (B, C)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        if self.spec.l2 > 0:
+            loss += self.spec.l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in self._l2_vars])
+        return loss
+
+    def _train_step(self, x, y):  # type: ignore[no-untyped-def]
+        import tensorflow as tf
+
+        variables = self.net.ordered
+        with tf.GradientTape() as tape:
+            loss = self._loss(x, y)
+        grads = tape.gradient(loss, variables)
+        if self.spec.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.spec.clip_norm)
+        lr = self.spec.learning_rate
+        self.step.assign_add(1.0)
+        t = self.step
+        for var, g, m, v in zip(variables, grads, self.slots_m, self.slots_v, strict=True):
+            if self.spec.optimizer == "adam":
+                m.assign(ADAM_BETA1 * m + (1 - ADAM_BETA1) * g)
+                v.assign(ADAM_BETA2 * v + (1 - ADAM_BETA2) * tf.square(g))
+                m_hat = m / (1 - tf.pow(ADAM_BETA1, t))
+                v_hat = v / (1 - tf.pow(ADAM_BETA2, t))
+                var.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + EPSILON))
+            elif self.spec.optimizer == "rmsprop":
+                v.assign(RMSPROP_RHO * v + (1 - RMSPROP_RHO) * tf.square(g))
+                var.assign_sub(lr * g / (tf.sqrt(v) + EPSILON))
+            else:  # sgd
+                var.assign_sub(lr * g)
+        return loss
+
+    def _score_step(self, x, y):  # type: ignore[no-untyped-def]
+        import tensorflow as tf
+
+        logits = self.net(x)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.int32))
+        return correct, tf.reduce_sum(losses)
+
+    def _predict_step(self, x):  # type: ignore[no-untyped-def]
+        import tensorflow as tf
+
+        return tf.nn.softmax(self.net(x))
+
+    # -- eager helpers ------------------------------------------------------------------------
+    def reset_optimizer(self) -> None:
+        for s in (*self.slots_m, *self.slots_v):
+            s.assign(np.zeros(s.shape, np.float32))
+        self.step.assign(0.0)
+
+
+_CACHE: dict[TrainSpec, CompiledModel] = {}
+
+
+def compiled(spec: TrainSpec, threads: int = 0) -> CompiledModel:
+    """The process's compiled model for ``spec`` (built and traced on first use only)."""
+    model = _CACHE.get(spec)
+    if model is None:
+        configure_threads(threads or int(os.environ.get("STREAMING_LSTM_TF_THREADS", "0")))
+        model = _CACHE[spec] = CompiledModel(spec)
+    return model
+
+
+def fit(weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: TrainSpec, *, epochs: int, batch_size: int, seed: int, threads: int = 0) -> tuple[Weights, float]:
+    """Train from ``weights`` on normalised rows ``x`` (N, F) and labels ``y`` (N,).
+
+    Mini-batches of ``batch_size`` in a fresh seeded order each epoch, a fresh optimiser state.
+    Returns the new weights and the mean training loss of the last epoch. Pure: the inputs are
+    not modified and the result depends only on the arguments.
+    """
+    model = compiled(spec, threads)
+    model.net.assign(check_weights(weights, spec.model))
+    model.reset_optimizer()
+    x = np.ascontiguousarray(x, np.float32)
+    y = np.ascontiguousarray(y, np.int32)
+    rng = np.random.default_rng(seed)
+    last = float("nan")
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        total, seen = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            loss = float(model.train_step(x[idx], y[idx]))
+            total += loss * len(idx)
+            seen += len(idx)
+        last = total / seen if seen else float("nan")
+    return model.net.get(), last
+
+
+def score(weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: TrainSpec, threads: int = 0) -> Score:
+    """Correct predictions and summed cross-entropy of ``weights`` on normalised rows."""
+    model = compiled(spec, threads)
+    model.net.assign(check_weights(weights, spec.model))
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(x), SCORE_CHUNK):
+        c, s = model.score_step(np.asarray(x[start : start + SCORE_CHUNK], np.float32), np.asarray(y[start : start + SCORE_CHUNK], np.int32))
+        correct += int(c)
+        loss_sum += float(s)
+    return Score(len(x), correct, loss_sum)
+
+
+def predict(weights: Mapping[str, np.ndarray], x: np.ndarray, spec: TrainSpec, threads: int = 0) -> np.ndarray:
+    """Class probabilities (N, C) for normalised rows."""
+    model = compiled(spec, threads)
+    model.net.assign(check_weights(weights, spec.model))
+    parts = [model.predict_step(np.asarray(x[s : s + SCORE_CHUNK], np.float32)).numpy() for s in range(0, len(x), SCORE_CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros((0, spec.model.num_classes), np.float32)
+
+
+def train_partition(
+    key: int,
+    weights: Mapping[str, np.ndarray],
+    norm: NormStats,
+    x_raw: np.ndarray,
+    y: np.ndarray,
+    spec: TrainSpec,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    threads: int = 0,
+) -> PartitionResult:
+    """One streaming partition: test, then train (prequential, as in River).
+
+    1. Score every row with the incoming global weights and normaliser (the prequential figures).
+    2. Merge this partition's feature statistics into the global ones and normalise with that.
+    3. Train ``epochs`` local epochs from the global weights.
+
+    The result carries this partition's own statistics; the driver merges all partitions' into the
+    global normaliser, so no row is counted twice.
+    """
+    started = time.perf_counter()
+    prequential = score(weights, norm.transform(x_raw), y, spec, threads)
+    local = NormStats.of(x_raw)
+    new_weights, train_loss = fit(weights, norm.merge(local).transform(x_raw), y, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+    return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started)

@@ -1,0 +1,237 @@
+"""The ``foreachBatch`` handler: convert, dispatch, aggregate. No training math here (train.py).
+
+For each micro-batch ``(df, batch_id)``:
+
+1. A batch id the state has already applied is skipped and logged (Spark replays the last
+   uncommitted batch after a restart; the model that includes it may already be on disk).
+2. Rows are parsed and validated in Spark SQL and cached; one small aggregation counts valid rows per
+   Spark partition and rejected rows per reason. Rejected rows are written to the dead-letter sink
+   ``CHECKPOINT/deadletter/batch_id=N/`` (overwritten on replay, so each row appears once).
+3. Valid rows get a dense global index (their Spark partition's offset plus their position in it)
+   and the key ``(index + shift) mod P``: P balanced partitions whose sizes differ by at most one,
+   with a shift seeded by the batch id. Each key is routed to its own shuffle partition.
+4. ``mapInPandas`` (Arrow) trains one task per key from the broadcast global weights
+   (worker.py), test-then-train, and returns one row per key.
+5. The driver hands the results to :class:`~streaming_lstm.state.TrainerState`, which rejects bad
+   updates, averages the rest, and persists the new version before the handler returns, i.e.
+   before Spark commits the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from streaming_lstm import worker
+from streaming_lstm.config import AppConfig
+from streaming_lstm.normalizer import NormStats
+from streaming_lstm.spark_parse import dead_letters, feature_names, parse
+from streaming_lstm.state import TrainerState, Update
+from streaming_lstm.store import ModelStore, ensure_private_dir
+from streaming_lstm.train import task_seed
+from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, check_weights
+
+log = logging.getLogger("streaming_lstm.trainer")
+KEYING_STREAM = 2**32 - 1  # seed stream of the key shift, apart from the partition keys 0..P-1
+LOCAL_BITS = 33  # monotonically_increasing_id() = (partition index << 33) + position in partition
+
+
+class StopRequested(RuntimeError):
+    """Raised inside a batch that starts after a stop was requested, so Spark does not commit it."""
+
+
+def route_keys(spark: SparkSession, partitions: int) -> list[int]:
+    """For each slot j < P a long value that ``repartition(P, col)`` sends to shuffle partition j.
+
+    Spark's hash partitioning is ``pmod(murmur3(value), P)``, which is what ``F.hash`` computes, so
+    one small query finds a value per partition; keys then never share a task.
+    """
+    found: dict[int, int] = {}
+    upper = 64 * partitions
+    while len(found) < partitions:
+        rows = spark.range(0, upper).select("id", F.pmod(F.hash(F.col("id")), F.lit(partitions)).alias("p")).collect()
+        for row in rows:
+            found.setdefault(int(row["p"]), int(row["id"]))
+        upper *= 4
+    return [found[j] for j in range(partitions)]
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per applied batch, appended and flushed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def last_batch_id(self) -> int:
+        if not self.path.exists():
+            return -1
+        last = -1
+        with self.path.open("rb") as fh:
+            for line in fh:
+                try:
+                    last = max(last, int(json.loads(line)["batch_id"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line after a crash
+        return last
+
+    def append(self, record: dict[str, Any]) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def format_line(m: dict[str, Any]) -> str:
+    acc = m.get("prequential_accuracy")
+    acc_s = f"{acc:.3f}" if isinstance(acc, float) and not math.isnan(acc) else "  -  "
+    return (
+        f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}"
+        f" | preq acc {acc_s} loss {m['prequential_loss']:.4f} | train loss {m['train_loss']:.4f}"
+        f" | {m['rows_per_s']:>8.0f} rows/s | {m['latency_s']:.2f} s | v{m['version']}"
+    )
+
+
+class StreamingTrainer:
+    """Holds the state and the per-run Spark objects; :meth:`handle` is the foreachBatch function."""
+
+    def __init__(self, spark: SparkSession, cfg: AppConfig, checkpoint: str | Path, *, echo: bool = True) -> None:
+        self.spark = spark
+        self.cfg = cfg
+        self.checkpoint = ensure_private_dir(Path(checkpoint))
+        self.deadletter_dir = self.checkpoint / "deadletter"
+        self.state = TrainerState.open(cfg, ModelStore(self.checkpoint / "model"))
+        self.metrics = MetricsLog(self.checkpoint / "metrics.jsonl")
+        self.lstm = LSTMConfig.from_app(cfg)
+        self.partitions = cfg.stream.partitions
+        self.routes = route_keys(spark, self.partitions)
+        self.threads = cfg.train.tf_threads or max(1, spark.sparkContext.defaultParallelism // min(self.partitions, spark.sparkContext.defaultParallelism))
+        self.echo = echo
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.busy = False
+        self.batches_applied = 0
+        self.last_rows_at = time.monotonic()
+        self.history: list[dict[str, Any]] = []
+        self._reconcile_metrics()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _reconcile_metrics(self) -> None:
+        """A crash between saving a version and appending its metrics line loses no line."""
+        meta = self.state.last_meta
+        if meta.get("source") == "stream" and meta.get("metrics") and self.metrics.last_batch_id() < int(meta["batch_id"]):
+            self.metrics.append(meta["metrics"])
+
+    def request_stop(self) -> None:
+        """Wait for the batch in flight (if any) to finish and be saved; refuse later batches."""
+        with self._lock:
+            self._stopping = True
+
+    # -- the handler --------------------------------------------------------------------------
+    def handle(self, df: DataFrame, batch_id: int) -> None:
+        with self._lock:
+            if self._stopping:
+                raise StopRequested(f"batch {batch_id} not started: the trainer is stopping (it will be replayed on restart)")
+            self.busy = True
+            try:
+                self._handle(df, batch_id)
+            finally:
+                self.busy = False
+
+    def _handle(self, df: DataFrame, batch_id: int) -> None:
+        if self.state.is_applied(batch_id):
+            log.info("batch %d already applied (model version %d): skipped", batch_id, self.state.version)
+            return
+        started = time.perf_counter()
+        sc = self.spark.sparkContext
+        sc.setJobGroup(f"batch-{batch_id}", f"streaming-lstm batch {batch_id}: parse and count", interruptOnCancel=False)
+        parsed = parse(df, self.cfg.data).persist()
+        try:
+            counts = parsed.groupBy(F.spark_partition_id().alias("pid"), F.col("reason")).count().collect()
+            valid_by_pid = {int(r["pid"]): int(r["count"]) for r in counts if r["reason"] is None}
+            dead_by_reason: dict[str, int] = {}
+            for r in counts:
+                if r["reason"] is not None:
+                    dead_by_reason[r["reason"]] = dead_by_reason.get(r["reason"], 0) + int(r["count"])
+            rows_dead = sum(dead_by_reason.values())
+            rows_valid = sum(valid_by_pid.values())
+            if rows_dead:
+                sc.setJobDescription(f"streaming-lstm batch {batch_id}: dead letters")
+                dead_letters(parsed, batch_id).write.mode("overwrite").json(str(self.deadletter_dir / f"batch_id={batch_id}"))
+            results = self._train(parsed, batch_id, valid_by_pid) if rows_valid else []
+        finally:
+            parsed.unpersist()
+        if rows_valid == 0 and rows_dead == 0:
+            return  # an empty batch changes nothing and needs no version
+        sc.setJobDescription(f"streaming-lstm batch {batch_id}: aggregate")
+        updates = [Update(int(r["rows"]), check_weights(arrays_from_bytes(r["weights"]), self.lstm), NormStats.from_arrays(arrays_from_bytes(r["norm"]), self.lstm.num_features), int(r["key"])) for r in results]
+        rows_trained = sum(int(r["rows"]) for r in results)
+        if rows_trained != rows_valid:
+            raise RuntimeError(f"batch {batch_id}: {rows_valid} valid rows but {rows_trained} trained; not committing")
+        correct = sum(int(r["correct"]) for r in results)
+        loss_sum = sum(float(r["loss_sum"]) for r in results)
+        train_loss = sum(float(r["train_loss"]) * int(r["rows"]) for r in results) / rows_valid if rows_valid else float("nan")
+        latency = time.perf_counter() - started
+        metrics = {
+            "batch_id": batch_id,
+            "version": self.state.version + 1,
+            "rows_in": rows_valid + rows_dead,
+            "rows_valid": rows_valid,
+            "rows_dead": rows_dead,
+            "dead_reasons": dead_by_reason,
+            "partition_rows": sorted(int(r["rows"]) for r in results),
+            "prequential_correct": correct,
+            "prequential_accuracy": correct / rows_valid if rows_valid else float("nan"),
+            "prequential_loss": loss_sum / rows_valid if rows_valid else float("nan"),
+            "train_loss": train_loss,
+            "task_seconds_max": max((float(r["seconds"]) for r in results), default=0.0),
+            "rows_per_s": rows_valid / latency if latency > 0 else 0.0,
+            "latency_s": latency,
+            "time": time.time(),
+        }
+        applied = self.state.apply(batch_id, updates, metrics)
+        assert applied is not None
+        metrics.update(version=applied.version, rows_seen=self.state.rows_seen, rejected_updates=applied.partitions_rejected)
+        self.metrics.append(metrics)
+        self.history.append(metrics)
+        self.batches_applied += 1
+        if rows_valid:
+            self.last_rows_at = time.monotonic()
+        if self.echo:
+            print(format_line(metrics), flush=True)
+
+    def _train(self, parsed: DataFrame, batch_id: int, valid_by_pid: dict[int, int]) -> list[Any]:
+        sc = self.spark.sparkContext
+        sc.setJobDescription(f"streaming-lstm batch {batch_id}: score and train ({self.partitions} partitions)")
+        P = self.partitions
+        offsets: dict[int, int] = {}
+        running = 0
+        for pid in sorted(valid_by_pid):
+            offsets[pid] = running
+            running += valid_by_pid[pid]
+        shift = task_seed(self.cfg.model.seed, batch_id, KEYING_STREAM) % P
+        offset_map = F.create_map(*[x for pid, off in offsets.items() for x in (F.lit(pid), F.lit(off).cast("long"))])
+        mid = F.col("_mid")
+        index = F.element_at(offset_map, F.shiftright(mid, LOCAL_BITS).cast("int")) + F.col("_mid").bitwiseAND((1 << LOCAL_BITS) - 1)
+        key = F.pmod(F.col("_idx") + F.lit(shift), F.lit(P)).cast("int")
+        routes = F.array(*[F.lit(r).cast("long") for r in self.routes])
+        valid = parsed.filter(F.col("reason").isNull()).select(*feature_names(self.cfg.data), "label").withColumn("_mid", F.monotonically_increasing_id())
+        keyed = valid.withColumn("_idx", index).withColumn("key", key).withColumn("_route", F.element_at(routes, F.col("key") + 1))
+        keyed = keyed.repartition(P, F.col("_route")).drop("_route", "_mid")
+        blob = worker.encode_model(self.state.training_weights(), self.state.norm)
+        bc = sc.broadcast(blob)
+        try:
+            fn = functools.partial(worker.train_frames, model_blob=bc, config_json=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads)
+            return keyed.mapInPandas(fn, worker.RESULT_SCHEMA).collect()
+        finally:
+            bc.unpersist()

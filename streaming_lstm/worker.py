@@ -1,0 +1,87 @@
+"""What runs inside a Spark Python worker: one ``mapInPandas`` training task per partition key.
+
+This is an importable module on purpose: the compiled model is cached in train.py's module-level
+dict, which survives between tasks because Spark reuses Python workers. The function handed to
+``mapInPandas`` is a ``functools.partial`` of :func:`train_frames`, so cloudpickle sends a reference
+to this module, not a copy of the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from streaming_lstm import train
+from streaming_lstm.config import from_dict
+from streaming_lstm.normalizer import NormStats
+from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, check_weights, weights_to_bytes
+
+RESULT_SCHEMA = (
+    "key int, rows long, correct long, loss_sum double, train_loss double, "
+    "weights binary, norm binary, seconds double, worker_pid int"
+)
+
+_CONFIG_CACHE: dict[str, Any] = {}
+
+
+def encode_model(weights: dict[str, np.ndarray], norm: NormStats) -> bytes:
+    """Weights and normaliser statistics as one ``.npz`` blob (what the broadcast carries)."""
+    return weights_to_bytes({**{f"model/{k}": v for k, v in weights.items()}, **norm.to_arrays()})
+
+
+def decode_model(blob: bytes, lstm: LSTMConfig) -> tuple[dict[str, np.ndarray], NormStats]:
+    arrays = arrays_from_bytes(blob)
+    weights = check_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, lstm)
+    return weights, NormStats.from_arrays(arrays, lstm.num_features)
+
+
+def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json: dict[str, Any], batch_id: int, threads: int) -> Iterator[pd.DataFrame]:
+    """The ``mapInPandas`` body: rows ``key, _idx, f0.., label`` in, one result row per key out.
+
+    Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
+    order, and a replayed batch must train on the rows in the same order to reproduce its weights.
+    """
+    cache_key = repr(sorted(config_json.items()))
+    cfg = _CONFIG_CACHE.get(cache_key)
+    if cfg is None:
+        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_json)
+    spec = train.TrainSpec.from_app(cfg)
+    blob = model_blob.value if hasattr(model_blob, "value") else model_blob
+    weights, norm = decode_model(blob, spec.model)
+    frame = pd.concat(list(frames), ignore_index=True) if frames is not None else pd.DataFrame()
+    if frame.empty:
+        return
+    feats = [f"f{i}" for i in range(spec.model.num_features)]
+    for key, part in frame.groupby("key", sort=True):
+        part = part.sort_values("_idx", kind="stable")
+        x = part[feats].to_numpy(np.float64)
+        y = part["label"].to_numpy(np.int32)
+        result = train.train_partition(
+            int(key),
+            weights,
+            norm,
+            x,
+            y,
+            spec,
+            epochs=cfg.train.local_epochs,
+            batch_size=cfg.train.batch_size,
+            seed=train.task_seed(cfg.model.seed, batch_id, int(key)),
+            threads=threads,
+        )
+        yield pd.DataFrame(
+            {
+                "key": [result.key],
+                "rows": [result.rows],
+                "correct": [result.prequential.correct],
+                "loss_sum": [result.prequential.loss_sum],
+                "train_loss": [result.train_loss],
+                "weights": [weights_to_bytes(result.weights)],
+                "norm": [weights_to_bytes(result.norm.to_arrays())],
+                "seconds": [result.seconds],
+                "worker_pid": [os.getpid()],
+            }
+        )

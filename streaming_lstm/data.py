@@ -19,7 +19,7 @@ from streaming_lstm.config import DataConfig, data_columns
 
 @dataclass
 class Dataset:
-    x: np.ndarray  # (N, F) float32, raw (not normalised)
+    x: np.ndarray  # (N, F) float64, raw (not normalised), as Spark parses it
     y: np.ndarray  # (N,) int32 class ids
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -35,7 +35,7 @@ def load_csv(path: str | Path, data: DataConfig) -> Dataset:
     if len(raw) and [str(v).strip() for v in raw.iloc[0]] == columns:
         raw = raw.iloc[1:]
     if raw.empty:
-        return Dataset(np.zeros((0, len(data.features)), np.float32), np.zeros(0, np.int32), rejected)
+        return Dataset(np.zeros((0, len(data.features))), np.zeros(0, np.int32), rejected)
     feats = raw[list(data.features)].apply(lambda c: pd.to_numeric(c.str.strip(), errors="coerce")).to_numpy(np.float64)
     labels = raw[data.label].astype(str).str.strip()
     class_of = {c: i for i, c in enumerate(data.classes)}
@@ -50,7 +50,7 @@ def load_csv(path: str | Path, data: DataConfig) -> Dataset:
     rejected.update({"feature out of range": int((big & ~missing).sum())})
     rejected.update({"unknown label": int((unknown & ~missing & ~nan & ~big).sum())})
     rejected = Counter({k: v for k, v in rejected.items() if v})
-    return Dataset(feats[~bad].astype(np.float32), y[~bad].to_numpy(np.int32), rejected)
+    return Dataset(feats[~bad], y[~bad].to_numpy(np.int32), rejected)
 
 
 def stratified_split(y: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import sources
 from streaming_lstm.config import AppConfig, ConfigError, parse_duration
@@ -78,6 +79,18 @@ def build_source(spark: SparkSession, cfg: AppConfig, args: argparse.Namespace) 
     raise ConfigError(f"--source {args.source}: the memory source exists for tests only")
 
 
+def start_query(trainer: StreamingTrainer, source: DataFrame) -> StreamingQuery:
+    """Start the foreachBatch query; Spark's own checkpoint lives in ``CHECKPOINT/spark``."""
+    trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
+    return (
+        source.writeStream.foreachBatch(trainer.handle)
+        .option("checkpointLocation", str(trainer.checkpoint / "spark"))
+        .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
+        .queryName(f"streaming-lstm-{os.getpid()}-{id(trainer)}")
+        .start()
+    )
+
+
 def run(
     trainer: StreamingTrainer,
     source: DataFrame,
@@ -90,14 +103,7 @@ def run(
     """Run the query until a stop condition; return what was trained in this run."""
     started = time.monotonic()
     stop_event = stop_event or threading.Event()
-    trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
-    query = (
-        source.writeStream.foreachBatch(trainer.handle)
-        .option("checkpointLocation", str(trainer.checkpoint / "spark"))
-        .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
-        .queryName(f"streaming-lstm-{os.getpid()}")
-        .start()
-    )
+    query = start_query(trainer, source)
     trainer.last_rows_at = time.monotonic()
     stopped_by = "query ended"
     try:

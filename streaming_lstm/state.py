@@ -168,6 +168,8 @@ class TrainerState:
             self.next_weights = unflatten(batch_vec, self.weights) if self.decay > 0 else self.weights
             for u in good:
                 self.norm = self.norm.merge(u.norm)
+        else:
+            self.running_n *= self.decay  # N_t = a * N_{t-1}: the weights stay, their mass decays
         self.rows_seen += rows
         self.rejected_updates += len(reasons)
         self.last_batch_id = batch_id

@@ -38,9 +38,11 @@ class TrainSpec:
     l2: float
 
     @classmethod
-    def from_app(cls, cfg: AppConfig) -> TrainSpec:
+    def from_app(cls, cfg: AppConfig, *, streaming: bool = False) -> TrainSpec:
+        """The standalone trainer's spec, or (``streaming``) a partition task's."""
         t = cfg.train
-        return cls(LSTMConfig.from_app(cfg), t.optimizer, t.learning_rate, t.clip_norm, t.l2)
+        lr = t.local_learning_rate if streaming and t.local_learning_rate > 0 else t.learning_rate
+        return cls(LSTMConfig.from_app(cfg), t.optimizer, lr, t.clip_norm, t.l2)
 
 
 @dataclass(frozen=True)

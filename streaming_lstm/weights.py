@@ -105,6 +105,9 @@ def weights_to_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
 
 def arrays_from_bytes(data: bytes) -> dict[str, np.ndarray]:
     """Read named arrays from ``.npz`` bytes, refusing pickled objects with a clear error."""
+    if not data.startswith(b"PK"):
+        kind = "a pickle" if data[:1] == b"\x80" else "not an .npz archive"
+        raise WeightsError(f"not a valid weights file ({kind}); weights files are .npz and are never unpickled")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}

@@ -49,7 +49,7 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
     cfg = _CONFIG_CACHE.get(cache_key)
     if cfg is None:
         cfg = _CONFIG_CACHE[cache_key] = from_dict(config_json)
-    spec = train.TrainSpec.from_app(cfg)
+    spec = train.TrainSpec.from_app(cfg, streaming=True)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)
     frame = pd.concat(list(frames), ignore_index=True) if frames is not None else pd.DataFrame()

@@ -1,0 +1,25 @@
+"""``python -m bench NAME [options]``: run one benchmark (``python -m bench`` lists them)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "averaging": "which averaging defaults learn best (prequential accuracy on an Iris replay)",
+}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help") or sys.argv[1] not in BENCHMARKS:
+        print("usage: python -m bench NAME [--json] [options]\n\nbenchmarks:")
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:<18} {what}")
+        return 0 if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help") else 2
+    module = importlib.import_module(f"bench.{sys.argv[1].replace('-', '_')}")
+    module.main(sys.argv[2:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

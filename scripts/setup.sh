@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install streaming-lstm with its dev and embedded-broker extras. Idempotent:
+# reinstalls only when pyproject.toml changed. Fails with one clear line if Java or Python is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v java >/dev/null 2>&1 && [ ! -x "${JAVA_HOME:-/nonexistent}/bin/java" ]; then
+  echo "error: Java was not found. Spark needs Java 17 or 21: install it (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) or set JAVA_HOME." >&2
+  exit 1
+fi
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+  echo "error: Python 3.11 or newer is required (tried '$PY'; set PYTHON=/path/to/python3.11)." >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PY" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "setup: installing streaming-lstm and its dependencies into .venv (first time: about a minute)" >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[dev,embedded]"
+  touch .venv/.installed
+fi

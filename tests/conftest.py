@@ -1,0 +1,49 @@
+"""Shared fixtures. Spark tests share one session for the whole run (starting one costs ~5 s)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Spark's Python workers must run this interpreter (the venv's), not python3 from PATH.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def iris_csv() -> Path:
+    return ROOT / "data" / "iris.csv"
+
+
+@pytest.fixture(scope="session")
+def iris_lines(iris_csv: Path) -> list[str]:
+    """The 150 Iris rows as CSV lines (no header), in file (class) order."""
+    return iris_csv.read_text().splitlines()[1:]
+
+
+@pytest.fixture(scope="session")
+def iris_cfg():  # type: ignore[no-untyped-def]
+    from streaming_lstm.config import load_config
+
+    return load_config(ROOT / "conf" / "iris.toml")
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    from streaming_lstm.config import SparkConfig
+    from streaming_lstm.spark_session import get_session
+
+    session = get_session(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}))
+    yield session
+    session.stop()

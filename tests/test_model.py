@@ -1,0 +1,95 @@
+"""Prove the math: the from-scratch LSTM equals tf.keras.layers.LSTM with the same weights,
+in outputs and in gradients (as micrograd checks itself against torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from streaming_lstm.model import LSTMStack  # noqa: E402
+from streaming_lstm.weights import LSTMConfig, init_weights, schema  # noqa: E402
+
+
+def to_keras_gate_order(w: np.ndarray) -> np.ndarray:
+    """Ours: [forget, input, candidate, output]; Keras: [input, forget, candidate, output]."""
+    f, i, g, o = np.split(w, 4, axis=-1)
+    return np.concatenate([i, f, g, o], axis=-1)
+
+
+def from_keras_gate_order(w: np.ndarray) -> np.ndarray:
+    i, f, g, o = np.split(w, 4, axis=-1)
+    return np.concatenate([f, i, g, o], axis=-1)
+
+
+def keras_twin(cfg: LSTMConfig, weights: dict[str, np.ndarray]):  # type: ignore[no-untyped-def]
+    inputs = tf.keras.Input((cfg.timesteps, cfg.features_per_step))
+    h = inputs
+    layers = []
+    for layer, hidden in enumerate(cfg.hidden):
+        lstm = tf.keras.layers.LSTM(hidden, return_sequences=layer < len(cfg.hidden) - 1)
+        h = lstm(h)
+        layers.append(lstm)
+    head = tf.keras.layers.Dense(cfg.num_classes)
+    model = tf.keras.Model(inputs, head(h))
+    for layer, lstm in enumerate(layers):
+        lstm.set_weights([to_keras_gate_order(weights[f"lstm_{layer}/{n}"]) for n in ("kernel", "recurrent_kernel", "bias")])
+    head.set_weights([weights["head/kernel"], weights["head/bias"]])
+    return model, layers, head
+
+
+@pytest.mark.parametrize("hidden", [(7,), (6, 5)])
+def test_outputs_and_gradients_equal_keras_lstm(hidden: tuple[int, ...]) -> None:
+    cfg = LSTMConfig(timesteps=5, features_per_step=3, hidden=hidden, num_classes=4, seed=3)
+    rng = np.random.default_rng(0)
+    weights = init_weights(cfg)
+    # Random biases too, so a gate-order mistake cannot hide behind zeros.
+    weights = {k: (v + rng.normal(0, 0.3, v.shape)).astype(np.float32) for k, v in weights.items()}
+    x = rng.normal(size=(8, cfg.timesteps * cfg.features_per_step)).astype(np.float32)
+    y = rng.integers(0, cfg.num_classes, size=8).astype(np.int32)
+
+    ours = LSTMStack(cfg)
+    ours.assign(weights)
+    keras_model, layers, head = keras_twin(cfg, weights)
+    x_seq = x.reshape(-1, cfg.timesteps, cfg.features_per_step)
+
+    with tf.GradientTape() as tape:
+        logits = ours(x)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    grads = dict(zip([n for n, _ in schema(cfg)], tape.gradient(loss, ours.ordered), strict=True))
+
+    with tf.GradientTape() as tape:
+        k_logits = keras_model(x_seq)
+        k_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=k_logits))
+    k_vars = [v for lstm in layers for v in lstm.trainable_weights] + list(head.trainable_weights)
+    k_grads = tape.gradient(k_loss, k_vars)
+
+    np.testing.assert_allclose(logits.numpy(), k_logits.numpy(), atol=1e-5, rtol=1e-5)
+    assert abs(float(loss) - float(k_loss)) < 1e-5
+
+    k_named: dict[str, np.ndarray] = {}
+    it = iter(k_grads)
+    for layer in range(len(hidden)):
+        for n in ("kernel", "recurrent_kernel", "bias"):
+            k_named[f"lstm_{layer}/{n}"] = from_keras_gate_order(next(it).numpy())
+    k_named["head/kernel"] = next(it).numpy()
+    k_named["head/bias"] = next(it).numpy()
+    for name, g in grads.items():
+        scale = max(float(np.abs(k_named[name]).max()), 1e-6)
+        np.testing.assert_allclose(g.numpy() / scale, k_named[name] / scale, atol=1e-4, err_msg=name)
+
+
+def test_gate_order_matters() -> None:
+    """The parity test can fail: swapping two gates changes the output."""
+    cfg = LSTMConfig(timesteps=3, features_per_step=2, hidden=(4,), num_classes=3, seed=1)
+    rng = np.random.default_rng(1)
+    w = {k: (v + rng.normal(0, 0.5, v.shape)).astype(np.float32) for k, v in init_weights(cfg).items()}
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    m = LSTMStack(cfg)
+    m.assign(w)
+    a = m(x).numpy()
+    w2 = dict(w)
+    w2["lstm_0/kernel"] = to_keras_gate_order(w["lstm_0/kernel"])
+    m.assign(w2)
+    assert not np.allclose(a, m(x).numpy(), atol=1e-4)

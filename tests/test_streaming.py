@@ -1,0 +1,206 @@
+"""The streaming trainer on Spark's memory stream (one shared session), plus socket and file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streaming_lstm.config import AppConfig, load_config
+
+pytestmark = pytest.mark.spark
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config(**over: Any) -> AppConfig:
+    return load_config(ROOT / "conf" / "iris.toml", {"stream.trigger": "0s", **over})
+
+
+def shuffled(lines: list[str], copies: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [lines[i] for _ in range(copies) for i in rng.permutation(len(lines))]
+
+
+@contextmanager
+def streaming(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[Any, Callable[[list[str]], None]]]:
+    """A trainer on a fresh memory stream; ``feed(rows)`` makes exactly one micro-batch."""
+    from streaming_lstm.runner import start_query
+    from streaming_lstm.sources import MemorySource
+    from streaming_lstm.trainer import StreamingTrainer
+
+    source = MemorySource(spark)
+    trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
+    query = start_query(trainer, source.df())
+
+    def feed(rows: list[str]) -> None:
+        source.add(rows)
+        query.processAllAvailable()
+
+    try:
+        yield trainer, feed
+    finally:
+        query.stop()
+
+
+def test_balanced_partitions_exactly_once_and_it_learns(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
+    cfg = config(**{"stream.partitions": 3})
+    rows = shuffled(iris_lines, 4)
+    with streaming(spark, cfg, tmp_path / "ck") as (trainer, feed):
+        for start in range(0, len(rows), 50):
+            feed(rows[start : start + 50])
+        history = trainer.history
+    assert [m["batch_id"] for m in history] == list(range(12))
+    for m in history:
+        sizes = m["partition_rows"]
+        assert len(sizes) == 3 and max(sizes) - min(sizes) <= 1, sizes
+        assert sum(sizes) == m["rows_valid"] == 50
+    assert sum(m["rows_valid"] for m in history) == 600
+    assert trainer.state.rows_seen == 600 and trainer.state.version == 12
+    first = np.mean([m["prequential_accuracy"] for m in history[:2]])
+    last = np.mean([m["prequential_accuracy"] for m in history[-3:]])
+    assert last > first + 0.3, (first, last)
+    # metrics.jsonl has one line per batch, same figures.
+    lines = [json.loads(x) for x in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["batch_id"] for x in lines] == list(range(12))
+    from streaming_lstm.standalone import evaluate
+
+    _, ev = evaluate(tmp_path / "ck", iris_csv)
+    assert ev.accuracy >= 0.95
+
+
+def test_replayed_batch_changes_nothing_and_restart_continues(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+    from pyspark.sql import Row
+
+    from streaming_lstm.trainer import StreamingTrainer
+
+    cfg = config()
+    ck = tmp_path / "ck"
+    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    df = spark.createDataFrame([Row(value=v) for v in iris_lines[:40]])
+    trainer.handle(df, 0)
+    trainer.handle(spark.createDataFrame([Row(value=v) for v in iris_lines[40:90]]), 1)
+    weights = {k: v.copy() for k, v in trainer.state.weights.items()}
+    trainer.handle(spark.createDataFrame([Row(value=v) for v in iris_lines[90:]]), 1)  # a replay of batch 1
+    for k in weights:
+        np.testing.assert_array_equal(trainer.state.weights[k], weights[k])
+    assert trainer.state.rows_seen == 90 and trainer.state.version == 2
+    restarted = StreamingTrainer(spark, cfg, ck, echo=False)
+    assert (restarted.state.version, restarted.state.last_batch_id, restarted.state.rows_seen) == (2, 1, 90)
+    restarted.handle(df, 1)  # still skipped after the restart
+    restarted.handle(spark.createDataFrame([Row(value=v) for v in iris_lines[90:]]), 2)
+    assert restarted.state.version == 3 and restarted.state.rows_seen == 150
+
+
+def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+    bad = [
+        "5.1,3.5,1.4",  # too few fields
+        "5.1,3.5,1.4,0.2,0,9",  # too many
+        "abc,3.5,1.4,0.2,0",  # text
+        "NaN,3.5,1.4,0.2,0",
+        "5.1,Infinity,1.4,0.2,1",
+        "5.1,3.5,1e308,0.2,1",
+        "5.1,3.5,1.4,0.2,7",  # unknown label
+        "",
+        "sepal_length,sepal_width,petal_length,petal_width,species",
+    ]
+    with streaming(spark, config(), tmp_path / "ck") as (trainer, feed):
+        feed(iris_lines[:20] + bad + iris_lines[20:30])
+        feed(iris_lines[30:60])
+    h = trainer.history
+    assert [(m["rows_in"], m["rows_valid"], m["rows_dead"]) for m in h] == [(39, 30, 9), (30, 30, 0)]
+    records = [json.loads(line) for f in sorted((tmp_path / "ck" / "deadletter").glob("batch_id=0/*.json")) for line in f.read_text().splitlines()]
+    assert sorted(r["raw"] for r in records) == sorted(bad)
+    reasons = {r["raw"]: r["reason"] for r in records}
+    assert reasons["5.1,3.5,1.4"] == "expected 5 fields, got 3"
+    assert reasons["abc,3.5,1.4,0.2,0"] == "non-numeric feature 'sepal_length'"
+    assert reasons["NaN,3.5,1.4,0.2,0"] == "non-finite feature 'sepal_length'"
+    assert reasons["5.1,3.5,1e308,0.2,1"].startswith("feature 'petal_length' out of range")
+    assert reasons["5.1,3.5,1.4,0.2,7"] == "unknown label"
+    assert reasons[""] == "empty row"
+    assert reasons[iris_lines[0].split(",")[0] and "sepal_length,sepal_width,petal_length,petal_width,species"] == "header row"
+    assert all(r["batch_id"] == 0 for r in records)
+    assert trainer.state.rows_seen == 60
+
+
+def test_nan_partition_update_is_rejected_and_model_stays_finite(spark: Any, iris_lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streaming_lstm import trainer as trainer_mod
+
+    cfg = config(**{"stream.partitions": 2})
+    with streaming(spark, cfg, tmp_path / "ck") as (tr, feed):
+        feed(iris_lines[:60])
+        real = tr._train
+
+        def poisoned(*args: Any, **kwargs: Any) -> list[Any]:
+            rows = real(*args, **kwargs)
+            from pyspark.sql import Row
+
+            from streaming_lstm.weights import arrays_from_bytes, weights_to_bytes
+
+            w = arrays_from_bytes(rows[0]["weights"])
+            w["head/bias"] = w["head/bias"] * np.nan
+            return [Row(**{**rows[0].asDict(), "weights": weights_to_bytes(w)}), *rows[1:]]
+
+        monkeypatch.setattr(tr, "_train", poisoned)
+        feed(iris_lines[60:120])
+    assert trainer_mod is not None
+    last = tr.history[-1]
+    assert last["rejected_updates"] == 1
+    assert all(np.isfinite(v).all() for v in tr.state.weights.values())
+    assert tr.state.rejected_updates == 1
+
+
+def test_one_partition_one_epoch_equals_the_standalone_trainer(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
+    from streaming_lstm import standalone
+
+    over = {"stream.partitions": 1, "train.local_epochs": 1, "train.epochs": 1, "train.local_learning_rate": 0.0}
+    rows = shuffled(iris_lines, 1, seed=3)
+    with streaming(spark, config(**over), tmp_path / "ck") as (tr, feed):
+        feed(rows)
+    data = tmp_path / "rows.csv"
+    data.write_text("\n".join(rows) + "\n")
+    standalone.fit(config(**over), data, tmp_path / "standalone")
+    alone = standalone.load_model(tmp_path / "standalone")
+    streamed = standalone.load_model(tmp_path / "ck")
+    for k in alone.weights:
+        np.testing.assert_allclose(streamed.weights[k], alone.weights[k], atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(streamed.norm.mean, alone.norm.mean, rtol=1e-12)
+
+
+def test_socket_source_end_to_end(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+    import socket
+    import threading
+    import time
+
+    from streaming_lstm.runner import start_query
+    from streaming_lstm.sources import socket_source
+    from streaming_lstm.trainer import StreamingTrainer
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(("\n".join(iris_lines) + "\n").encode())
+            done.wait(60)
+
+    threading.Thread(target=serve, daemon=True).start()
+    trainer = StreamingTrainer(spark, config(), tmp_path / "ck", echo=False)
+    query = start_query(trainer, socket_source(spark, "127.0.0.1", port))
+    try:
+        deadline = time.monotonic() + 120
+        while trainer.state.rows_seen < 150 and time.monotonic() < deadline:
+            query.awaitTermination(0.5)
+        assert query.exception() is None
+    finally:
+        done.set()
+        query.stop()
+        server.close()
+    assert trainer.state.rows_seen == 150
+    assert sum(m["rows_valid"] for m in trainer.history) == 150

@@ -57,7 +57,17 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
             rows = idx[keys == key]
             if len(rows) == 0:
                 continue
-            r = train.train_partition(key, state.training_weights(), state.norm, data.x[rows], data.y[rows], spec, epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size, seed=train.task_seed(cfg.model.seed, batch_id, key))
+            r = train.train_partition(
+                key,
+                state.training_weights(),
+                state.norm,
+                data.x[rows],
+                data.y[rows],
+                spec,
+                epochs=cfg.train.local_epochs,
+                batch_size=cfg.train.batch_size,
+                seed=train.task_seed(cfg.model.seed, batch_id, key),
+            )
             updates.append(Update(r.rows, r.weights, r.norm, key))
             batch_correct += r.prequential.correct
         # Per-row correctness is not kept by the trainer; spread the batch's count evenly.

@@ -31,7 +31,9 @@ examples:
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration")
     g.add_argument("--conf", metavar="TOML", help=f"configuration file (default: {DEFAULT_CONF} if it exists)")
-    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="settings", help="override any key, e.g. --set train.learning_rate=0.003 (repeatable)")
+    g.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="settings", help="override any key, e.g. --set train.learning_rate=0.003 (repeatable)"
+    )
     g.add_argument("--epochs", type=int, help="standalone training epochs (train.epochs)")
     g.add_argument("--local-epochs", type=int, help="epochs per streaming partition task (train.local_epochs)")
     g.add_argument("--hidden", metavar="H1,H2,..", help="LSTM layer sizes, e.g. 128,256 (model.hidden)")
@@ -115,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("fit", help="train in one process (no Spark) and save a model directory", description="Train the LSTM in one process on a CSV file; optionally hold out a stratified, seeded share of each class and report its accuracy.")
+    p = sub.add_parser(
+        "fit",
+        help="train in one process (no Spark) and save a model directory",
+        description="Train the LSTM in one process on a CSV file; optionally hold out a stratified, seeded share of each class and report its accuracy.",
+    )
     p.add_argument("--data", required=True, metavar="CSV", help="labelled rows (a header line is optional)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (a new version is added)")
     p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION", help="share of each class held out for scoring, e.g. 0.3 (default 0: none)")
@@ -123,13 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("evaluate", help="score a saved model on a CSV file", description="Print accuracy, loss and the confusion matrix of the newest version in a model directory (or a trainer checkpoint).")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a saved model on a CSV file",
+        description="Print accuracy, loss and the confusion matrix of the newest version in a model directory (or a trainer checkpoint).",
+    )
     p.add_argument("--model", required=True, metavar="DIR", help="model directory, or a trainer checkpoint directory")
     p.add_argument("--data", required=True, metavar="CSV", help="labelled rows in the model's column layout")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("train", help="the Spark Structured Streaming trainer", description="Learn online from a stream: each micro-batch is split into balanced partitions, each trains the LSTM from the current global weights (mapInPandas over Arrow), and the driver averages the results. Ctrl-C finishes the current batch, saves and exits 0.")
+    p = sub.add_parser(
+        "train",
+        help="the Spark Structured Streaming trainer",
+        description=(
+            "Learn online from a stream: each micro-batch is split into balanced partitions, each trains the LSTM "
+            "from the current global weights (mapInPandas over Arrow), and the driver averages the results. "
+            "Ctrl-C finishes the current batch, saves and exits 0."
+        ),
+    )
     src = p.add_argument_group("source")
     src.add_argument("--source", choices=("socket", "file", "kafka", "memory"), required=True, help="where rows come from (memory: tests only)")
     src.add_argument("--host", default="127.0.0.1", help="socket source host (default 127.0.0.1)")
@@ -137,11 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--path", metavar="DIR", help="file source: directory of CSV (or JSON lines) files")
     src.add_argument("--bootstrap", metavar="SERVERS", help="Kafka bootstrap servers (default: $STREAMING_LSTM_BOOTSTRAP or $KAFKA_BOOTSTRAP_SERVERS)")
     src.add_argument("--topic", help="Kafka topic")
-    src.add_argument("--kafka-option", metavar="KEY=VALUE", action="append", default=[], help="passed to Kafka as is, e.g. kafka.security.protocol=SASL_SSL (repeatable)")
+    src.add_argument(
+        "--kafka-option", metavar="KEY=VALUE", action="append", default=[], help="passed to Kafka as is, e.g. kafka.security.protocol=SASL_SSL (repeatable)"
+    )
     src.add_argument("--starting-offsets", help="Kafka: earliest, latest or a JSON offsets object")
     src.add_argument("--max-offsets-per-trigger", type=int, help="Kafka: cap on rows per micro-batch")
     run = p.add_argument_group("run")
-    run.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory: Spark's offsets, the model versions, metrics.jsonl, dead letters")
+    run.add_argument(
+        "--checkpoint", required=True, metavar="DIR", help="checkpoint directory: Spark's offsets, the model versions, metrics.jsonl, dead letters"
+    )
     run.add_argument("--partitions", type=int, help="training partitions per micro-batch (stream.partitions)")
     run.add_argument("--trigger", help="micro-batch interval, e.g. 2s (stream.trigger)")
     run.add_argument("--master", help="Spark master (spark.master); ignored under spark-submit")

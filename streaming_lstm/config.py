@@ -284,13 +284,17 @@ def validate(cfg: AppConfig) -> None:
         m.timesteps * m.features_per_step == len(d.features),
         "model.timesteps",
         m.timesteps,
-        f"timesteps x features_per_step ({m.timesteps} x {m.features_per_step}) must equal the "
-        f"{len(d.features)} feature columns",
+        f"timesteps x features_per_step ({m.timesteps} x {m.features_per_step}) must equal the {len(d.features)} feature columns",
     )
     need(bool(m.hidden) and all(h > 0 for h in m.hidden), "model.hidden", list(m.hidden), "sizes must be positive")
     need(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
     need(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be positive")
-    need(t.local_learning_rate >= 0 and math.isfinite(t.local_learning_rate), "train.local_learning_rate", t.local_learning_rate, "must be >= 0 (0 = learning_rate)")
+    need(
+        t.local_learning_rate >= 0 and math.isfinite(t.local_learning_rate),
+        "train.local_learning_rate",
+        t.local_learning_rate,
+        "must be >= 0 (0 = learning_rate)",
+    )
     need(t.clip_norm >= 0, "train.clip_norm", t.clip_norm, "must be >= 0 (0 turns clipping off)")
     need(t.l2 >= 0, "train.l2", t.l2, "must be >= 0")
     for key in ("batch_size", "epochs", "local_epochs"):

@@ -28,7 +28,9 @@ def load_csv(path: str | Path, data: DataConfig) -> Dataset:
     """Rows of ``path`` as features and class ids. A header line equal to the columns is skipped."""
     columns = list(data_columns(data))
     try:
-        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skip_blank_lines=True, on_bad_lines="skip", engine="python", names=columns, index_col=False)
+        raw = pd.read_csv(
+            path, header=None, dtype=str, keep_default_na=False, skip_blank_lines=True, on_bad_lines="skip", engine="python", names=columns, index_col=False
+        )
     except FileNotFoundError:
         raise FileNotFoundError(f"data file not found: {path}") from None
     rejected: Counter[str] = Counter()
@@ -62,6 +64,6 @@ def stratified_split(y: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarr
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
-        test.extend(idx[: int(round(holdout * len(idx)))].tolist())
+        test.extend(idx[: round(holdout * len(idx))].tolist())
     test_idx = np.array(sorted(test), dtype=np.int64)
     return np.setdiff1d(np.arange(len(y)), test_idx), test_idx

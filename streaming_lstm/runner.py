@@ -108,7 +108,7 @@ def run(
     stopped_by = "query ended"
     try:
         while query.isActive:
-            query.awaitTermination(0.2)
+            query.awaitTermination(0.2)  # type: ignore[arg-type]  # PySpark's stub says int; it takes seconds as a float
             if on_tick:
                 on_tick()
             if stop_event.is_set():

@@ -82,7 +82,7 @@ def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float =
         threads=cfg.train.tf_threads,
     )
     result: dict[str, Any] = {
-        "rows_trained": int(len(train_idx)),
+        "rows_trained": len(train_idx),
         "rows_rejected": dict(data.rejected),
         "epochs": cfg.train.epochs,
         "train_loss": train_loss,
@@ -92,7 +92,7 @@ def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float =
         result.update(holdout_rows=ev.rows, holdout_accuracy=ev.accuracy, holdout_loss=ev.loss, confusion=ev.confusion)
     store = ModelStore(out)
     version = (store.versions() or [0])[-1] + 1
-    meta = {"batch_id": -1, "rows_seen": int(len(train_idx)), "running_n": float(len(train_idx)), "source": "fit", "metrics": result}
+    meta = {"batch_id": -1, "rows_seen": len(train_idx), "running_n": float(len(train_idx)), "source": "fit", "metrics": result}
     path = store.save(version, cfg, weights, norm, meta)
     result.update(model=str(path.parent), version=version, seconds=time.perf_counter() - started)
     return result

@@ -109,7 +109,9 @@ class TrainerState:
         saved = store.load_latest()
         if saved is not None:
             if LSTMConfig.from_app(saved.config) != state.lstm:
-                raise ValueError(f"the model in {store.dir} has shape {LSTMConfig.from_app(saved.config)}, the configuration asks for {state.lstm}: use another --checkpoint")
+                raise ValueError(
+                    f"the model in {store.dir} has shape {LSTMConfig.from_app(saved.config)}, the configuration asks for {state.lstm}: use another --checkpoint"
+                )
             state.weights = saved.weights
             state.next_weights = saved.next_weights if saved.next_weights is not None else saved.weights
             state.norm = saved.norm

@@ -202,7 +202,9 @@ def compiled(spec: TrainSpec, threads: int = 0) -> CompiledModel:
     return model
 
 
-def fit(weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: TrainSpec, *, epochs: int, batch_size: int, seed: int, threads: int = 0) -> tuple[Weights, float]:
+def fit(
+    weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: TrainSpec, *, epochs: int, batch_size: int, seed: int, threads: int = 0
+) -> tuple[Weights, float]:
     """Train from ``weights`` on normalised rows ``x`` (N, F) and labels ``y`` (N,).
 
     Mini-batches of ``batch_size`` in a fresh seeded order each epoch, a fresh optimiser state.

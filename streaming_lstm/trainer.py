@@ -174,7 +174,15 @@ class StreamingTrainer:
         if rows_valid == 0 and rows_dead == 0:
             return  # an empty batch changes nothing and needs no version
         sc.setJobDescription(f"streaming-lstm batch {batch_id}: aggregate")
-        updates = [Update(int(r["rows"]), check_weights(arrays_from_bytes(r["weights"]), self.lstm), NormStats.from_arrays(arrays_from_bytes(r["norm"]), self.lstm.num_features), int(r["key"])) for r in results]
+        updates = [
+            Update(
+                int(r["rows"]),
+                check_weights(arrays_from_bytes(r["weights"]), self.lstm),
+                NormStats.from_arrays(arrays_from_bytes(r["norm"]), self.lstm.num_features),
+                int(r["key"]),
+            )
+            for r in results
+        ]
         rows_trained = sum(int(r["rows"]) for r in results)
         if rows_trained != rows_valid:
             raise RuntimeError(f"batch {batch_id}: {rows_valid} valid rows but {rows_trained} trained; not committing")

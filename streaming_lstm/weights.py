@@ -99,7 +99,8 @@ def check_weights(weights: Mapping[str, np.ndarray], cfg: LSTMConfig) -> Weights
 def weights_to_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
     """Serialise named arrays as an uncompressed ``.npz`` (no pickle inside)."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in weights.items()})
+    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    np.savez(buf, allow_pickle=False, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     return buf.getvalue()
 
 

@@ -20,10 +20,7 @@ from streaming_lstm.config import from_dict
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, check_weights, weights_to_bytes
 
-RESULT_SCHEMA = (
-    "key int, rows long, correct long, loss_sum double, train_loss double, "
-    "weights binary, norm binary, seconds double, worker_pid int"
-)
+RESULT_SCHEMA = "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int"
 
 _CONFIG_CACHE: dict[str, Any] = {}
 

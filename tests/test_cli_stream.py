@@ -21,7 +21,22 @@ def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], 
     for copy in range(4):
         (incoming / f"iris-{copy}.csv").write_text("\n".join(iris_lines[i] for i in rng.permutation(150)) + "\n")
     ck = tmp_path / "ck"
-    cmd = [sys.executable, "-m", "streaming_lstm.cli", "train", "--source", "file", "--path", str(incoming), "--checkpoint", str(ck), "--idle-timeout", "20", "--trigger", "1s"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streaming_lstm.cli",
+        "train",
+        "--source",
+        "file",
+        "--path",
+        str(incoming),
+        "--checkpoint",
+        str(ck),
+        "--idle-timeout",
+        "20",
+        "--trigger",
+        "1s",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "idle for 20 s" in r.stdout
@@ -30,7 +45,13 @@ def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], 
     assert sum(m["rows_dead"] for m in metrics) == 0
     assert len({m["batch_id"] for m in metrics}) == len(metrics)
     assert [line for line in r.stdout.splitlines() if line.startswith("batch ")], r.stdout
-    e = subprocess.run([sys.executable, "-m", "streaming_lstm.cli", "evaluate", "--model", str(ck), "--data", "data/iris.csv", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    e = subprocess.run(
+        [sys.executable, "-m", "streaming_lstm.cli", "evaluate", "--model", str(ck), "--data", "data/iris.csv", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert e.returncode == 0, e.stderr
     assert json.loads(e.stdout)["accuracy"] >= 0.95
 

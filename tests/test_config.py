@@ -31,7 +31,7 @@ def test_file_overrides_defaults_and_flags_override_file() -> None:
         ({"stream.decay": 1.5}, "stream.decay: must be in [0, 1], got 1.5"),
         ({"stream.trigger": "soon"}, "stream.trigger: expected a duration"),
         ({"train.learning_rate": "fast"}, "train.learning_rate: expected float, got 'fast'"),
-        ({"data.classes": "[\"a\"]"}, "data.classes: at least two classes are required"),
+        ({"data.classes": '["a"]'}, "data.classes: at least two classes are required"),
     ],
 )
 def test_bad_values_name_key_and_value(overrides: dict, message: str) -> None:
@@ -43,7 +43,7 @@ def test_bad_values_name_key_and_value(overrides: dict, message: str) -> None:
 
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    text = IRIS.read_text().replace("optimizer = \"adam\"", "optimizer = \"adam\"\nlearnig_rate = 0.1")
+    text = IRIS.read_text().replace('optimizer = "adam"', 'optimizer = "adam"\nlearnig_rate = 0.1')
     bad.write_text(text)
     with pytest.raises(ConfigError, match=r"unknown key 'train.learnig_rate' in .*bad.toml"):
         load_config(bad)

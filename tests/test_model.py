@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from streaming_lstm.model import LSTMStack  # noqa: E402
-from streaming_lstm.weights import LSTMConfig, init_weights, schema  # noqa: E402
+from streaming_lstm.model import LSTMStack
+from streaming_lstm.weights import LSTMConfig, init_weights, schema
 
 
 def to_keras_gate_order(w: np.ndarray) -> np.ndarray:

@@ -40,7 +40,9 @@ def test_help_explains_and_config_errors_are_one_line(tmp_path: Path) -> None:
     assert "--checkpoint" in r.stdout and "--idle-timeout" in r.stdout
     r = cli("fit", "--data", "data/iris.csv", "--out", str(tmp_path / "m"), "--set", "model.timesteps=3")
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["streaming-lstm: configuration error: model.timesteps: timesteps x features_per_step (3 x 1) must equal the 4 feature columns, got 3"]
+    assert r.stderr.strip().splitlines() == [
+        "streaming-lstm: configuration error: model.timesteps: timesteps x features_per_step (3 x 1) must equal the 4 feature columns, got 3"
+    ]
     r = cli("evaluate", "--model", str(tmp_path / "nothing"), "--data", "data/iris.csv")
     assert r.returncode == 1 and "no model found" in r.stderr
 
@@ -49,7 +51,9 @@ def test_bad_rows_in_a_csv_are_counted_not_fatal(tmp_path: Path, iris_cfg) -> No
     from streaming_lstm.data import load_csv
 
     f = tmp_path / "rows.csv"
-    f.write_text("sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,0\nx,1,1,1,0\n1,1,1,nan,1\n1,1,1,1,9\n1,1,1,1e300,1\n6,3,4,1.3,1\n")
+    f.write_text(
+        "sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,0\nx,1,1,1,0\n1,1,1,nan,1\n1,1,1,1,9\n1,1,1,1e300,1\n6,3,4,1.3,1\n"
+    )
     d = load_csv(f, iris_cfg.data)
     assert d.x.shape == (2, 4) and list(d.y) == [0, 1]
     assert sum(d.rejected.values()) == 4

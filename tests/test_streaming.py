@@ -159,7 +159,7 @@ def test_one_partition_one_epoch_equals_the_standalone_trainer(spark: Any, iris_
 
     over = {"stream.partitions": 1, "train.local_epochs": 1, "train.epochs": 1, "train.local_learning_rate": 0.0}
     rows = shuffled(iris_lines, 1, seed=3)
-    with streaming(spark, config(**over), tmp_path / "ck") as (tr, feed):
+    with streaming(spark, config(**over), tmp_path / "ck") as (_tr, feed):
         feed(rows)
     data = tmp_path / "rows.csv"
     data.write_text("\n".join(rows) + "\n")

@@ -3,11 +3,9 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-from streaming_lstm import train  # noqa: E402
-from streaming_lstm.normalizer import NormStats  # noqa: E402
-from streaming_lstm.weights import LSTMConfig, init_weights  # noqa: E402
+from streaming_lstm import train
+from streaming_lstm.normalizer import NormStats
+from streaming_lstm.weights import LSTMConfig, init_weights
 
 CFG = LSTMConfig(timesteps=4, features_per_step=1, hidden=(8,), num_classes=3, seed=1)
 

@@ -12,9 +12,14 @@ CFG = LSTMConfig(timesteps=4, features_per_step=1, hidden=(8, 6), num_classes=3,
 def test_schema_is_stable_and_named() -> None:
     names = [n for n, _ in schema(CFG)]
     assert names == [
-        "lstm_0/kernel", "lstm_0/recurrent_kernel", "lstm_0/bias",
-        "lstm_1/kernel", "lstm_1/recurrent_kernel", "lstm_1/bias",
-        "head/kernel", "head/bias",
+        "lstm_0/kernel",
+        "lstm_0/recurrent_kernel",
+        "lstm_0/bias",
+        "lstm_1/kernel",
+        "lstm_1/recurrent_kernel",
+        "lstm_1/bias",
+        "head/kernel",
+        "head/bias",
     ]
     assert dict(schema(CFG))["lstm_1/kernel"] == (8, 24)
 

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Set everything up, then run the main job (extra arguments go to 'streaming-lstm demo').
+# Set everything up, then run the main job: the embedded Kafka-compatible broker, a replay producer
+# streaming Iris into it, and the Spark streaming trainer learning from it (extra arguments go to
+# 'streaming-lstm demo', e.g. --json, --source socket, --rows 3000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-out="runs/iris-standalone"
-.venv/bin/streaming-lstm fit --data data/iris.csv --out "$out" --holdout 0.3 "$@"
-.venv/bin/streaming-lstm evaluate --model "$out" --data data/iris.csv
+exec .venv/bin/streaming-lstm demo "$@"

@@ -107,6 +107,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return runner.run_cli(cfg, args)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streaming_lstm import demo
+
+    cfg = config_from_args(args)
+    summary = demo.run_demo(cfg, args)
+    _print(summary, args.json, demo.format_summary(summary))
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streaming_lstm.broker import run_forever
+
+    return run_forever(args.port)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from producers import replay
+
+    return replay.main(args.replay_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streaming-lstm",
@@ -171,6 +192,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job: embedded Kafka + replay producer + streaming trainer, with a summary",
+        description=(
+            "Start the embedded Kafka-compatible broker, replay the dataset into it (shuffled, looping, at a steady rate) "
+            "and train on the stream until every produced row is trained; print one line per batch and a summary."
+        ),
+    )
+    p.add_argument("--source", choices=("kafka", "socket"), default="kafka", help="kafka (embedded broker, default) or socket")
+    p.add_argument("--data", default="data/iris.csv", metavar="CSV", help="dataset to replay and to score the final model on (default data/iris.csv)")
+    p.add_argument("--rows", type=int, default=900, help="rows to produce (default 900: six shuffled passes over Iris)")
+    p.add_argument("--rate", type=float, default=150.0, help="rows per second (default 150)")
+    p.add_argument("--corrupt-rate", type=float, default=0.0, help="share of malformed rows mixed in (default 0)")
+    p.add_argument("--replay-seed", type=int, default=0, help="shuffle seed of the replay (default 0)")
+    p.add_argument("--topic-partitions", type=int, default=3, help="Kafka partitions of the demo topic (default 3)")
+    p.add_argument("--checkpoint", metavar="DIR", help="where the run goes (default runs/demo-<time>; must be new)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="give up after this long without new rows (default 120)")
+    p.add_argument("--partitions", type=int, help="training partitions per micro-batch (stream.partitions)")
+    p.add_argument("--trigger", default="1s", help="micro-batch interval (default 1s)")
+    p.add_argument("--master", help="Spark master (spark.master)")
+    p.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("produce", help="replay a CSV into a socket or Kafka (python -m producers.replay)", add_help=False)
+    p.add_argument("replay_args", nargs=argparse.REMAINDER, help="see 'streaming-lstm produce --help'")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker on loopback until Ctrl-C", description="Run the Tansu broker shipped by the 'embedded' extra (memory storage: a restart loses every record).")
+    p.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092)")
+    p.set_defaults(func=cmd_broker)
     return parser
 
 
@@ -178,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Our own loggers at INFO; kafka-python and py4j chatter only from WARNING (or with -v).
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("streaming_lstm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -98,9 +98,12 @@ def run(
     max_batches: int | None = None,
     idle_timeout: float | None = None,
     stop_event: threading.Event | None = None,
-    on_tick: Callable[[], None] | None = None,
+    on_tick: Callable[[], str | None] | None = None,
 ) -> RunResult:
-    """Run the query until a stop condition; return what was trained in this run."""
+    """Run the query until a stop condition; return what was trained in this run.
+
+    ``on_tick`` is called every ~0.2 s; a string it returns stops the run with that reason.
+    """
     started = time.monotonic()
     stop_event = stop_event or threading.Event()
     query = start_query(trainer, source)
@@ -109,8 +112,10 @@ def run(
     try:
         while query.isActive:
             query.awaitTermination(0.2)  # type: ignore[arg-type]  # PySpark's stub says int; it takes seconds as a float
-            if on_tick:
-                on_tick()
+            reason = on_tick() if on_tick else None
+            if reason:
+                stopped_by = reason
+                break
             if stop_event.is_set():
                 stopped_by = "signal"
                 break
@@ -164,6 +169,7 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
         f"trigger {cfg.stream.trigger}; starting at model version {trainer.state.version} (batch {trainer.state.last_batch_id})",
         flush=True,
     )
+    print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
     event = threading.Event()
     install_signal_handlers(event)
     result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event)

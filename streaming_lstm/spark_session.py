@@ -37,7 +37,9 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
     if active is not None:
         return active
     require_java()
-    submitted = "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"
+    # Under spark-submit the JVM starts this Python driver and hands it the gateway port: the master
+    # and deploy settings are the submitted ones and must not be overridden here.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     if not submitted:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

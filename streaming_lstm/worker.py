@@ -82,3 +82,23 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
                 "worker_pid": [os.getpid()],
             }
         )
+
+
+WARM_SCHEMA = "worker_pid int, seconds double"
+
+
+def warm_frames(frames: Iterator[pd.DataFrame], *, config_json: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
+    """Import TF and trace the compiled model in this Python worker before the stream starts."""
+    import time
+
+    started = time.perf_counter()
+    for _ in frames:
+        pass
+    cfg = from_dict(config_json)
+    spec = train.TrainSpec.from_app(cfg, streaming=True)
+    n = spec.model.num_features
+    from streaming_lstm.weights import init_weights
+
+    train.fit(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, epochs=1, batch_size=2, seed=0, threads=threads)
+    train.score(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, threads)
+    yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})

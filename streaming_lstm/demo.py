@@ -1,0 +1,122 @@
+"""``streaming-lstm demo``: the embedded broker, a replay producer and the trainer in one command.
+
+Iris is replayed (shuffled, looping) into a fresh topic of the embedded Kafka-compatible broker (or a
+local socket with ``--source socket``) while the streaming trainer learns from it; the run stops once
+every produced row has been trained (or dead-lettered), and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from producers.replay import KafkaSink, ReplayStats, SocketSink, read_rows, replay
+from streaming_lstm import runner, sources
+from streaming_lstm.config import AppConfig
+from streaming_lstm.spark_session import get_session
+from streaming_lstm.trainer import StreamingTrainer
+
+
+def prequential_last(history: list[dict[str, Any]], rows: int) -> float:
+    """Prequential accuracy over (about) the last ``rows`` rows: whole batches from the end."""
+    correct = seen = 0
+    for m in reversed(history):
+        if seen >= rows:
+            break
+        correct += int(m["prequential_correct"])
+        seen += int(m["rows_valid"])
+    return correct / seen if seen else math.nan
+
+
+def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from streaming_lstm.broker import EmbeddedBroker
+    from streaming_lstm.kafka_source import read_kafka
+    from streaming_lstm.standalone import evaluate
+
+    started = time.monotonic()
+    checkpoint = Path(args.checkpoint or f"runs/demo-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    if (checkpoint / "spark").exists():
+        raise ValueError(f"--checkpoint {checkpoint} already holds a run; the demo's broker starts empty, so use a new directory")
+    rows = read_rows(args.data)
+    say = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
+    stop_producer = threading.Event()
+    stats = ReplayStats()
+    broker = None
+    try:
+        spark = get_session(cfg.spark)
+        if args.source == "kafka":
+            broker = EmbeddedBroker().start()
+            sink: Any = KafkaSink(broker.bootstrap, "iris", args.topic_partitions, {})
+            source = read_kafka(spark, cfg, broker.bootstrap, "iris", {})
+            where = f"Kafka topic 'iris' ({args.topic_partitions} partitions) on the embedded broker at {broker.bootstrap}"
+        else:
+            sink = SocketSink("127.0.0.1", 0, stop_producer, say)
+            source = sources.socket_source(spark, "127.0.0.1", sink.port)
+            where = f"a local socket on 127.0.0.1:{sink.port}"
+        trainer = StreamingTrainer(spark, cfg, checkpoint, echo=not args.json)
+        say(f"demo: Python workers ready in {trainer.warm_up():.1f} s")
+        say(f"demo: replaying {args.rows} rows of {args.data} at {args.rate:g} rows/s into {where}")
+        say(f"demo: training with {cfg.stream.partitions} partitions, trigger {cfg.stream.trigger}; checkpoint {checkpoint}")
+
+        def produce() -> None:
+            try:
+                replay(rows, sink, rate=args.rate, seed=args.replay_seed, loops=0, limit=args.rows, corrupt_rate=args.corrupt_rate, stop=stop_producer, stats=stats, progress_every=1e9)
+            finally:
+                if args.source == "kafka":
+                    sink.close()
+
+        producer = threading.Thread(target=produce, name="replay-producer", daemon=True)
+        producer.start()
+
+        def done() -> str | None:
+            if producer.is_alive():
+                return None
+            handled = sum(int(m["rows_in"]) for m in trainer.history)
+            return "every produced row was trained or dead-lettered" if handled >= stats.rows_sent else None
+
+        result = runner.run(trainer, source, stop_event=threading.Event(), on_tick=done, idle_timeout=args.timeout)
+    finally:
+        stop_producer.set()
+        if args.source == "socket" and "sink" in locals():
+            sink.close()
+        if broker is not None:
+            broker.stop()
+    _, ev = evaluate(checkpoint, args.data)
+    return {
+        "source": args.source,
+        "rows_produced": stats.rows_sent,
+        "corrupt_produced": stats.corrupt_sent,
+        "rows_trained": result.rows_trained,
+        "rows_dead_lettered": result.rows_dead,
+        "batches": result.batches,
+        "prequential_accuracy_last_150": prequential_last(result.history, 150),
+        "final_accuracy": ev.accuracy,
+        "final_accuracy_rows": ev.rows,
+        "model_version": result.version,
+        "stopped_by": result.stopped_by,
+        "elapsed_s": time.monotonic() - started,
+        "checkpoint": str(checkpoint),
+        "model": str(checkpoint / "model"),
+        "metrics": str(checkpoint / "metrics.jsonl"),
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "",
+            f"demo finished ({s['stopped_by']}) in {s['elapsed_s']:.1f} s",
+            f"  rows produced        {s['rows_produced']} ({s['corrupt_produced']} corrupt on purpose)",
+            f"  rows trained         {s['rows_trained']} in {s['batches']} batches",
+            f"  dead-lettered        {s['rows_dead_lettered']}",
+            f"  prequential accuracy {s['prequential_accuracy_last_150']:.3f} over the last 150 rows",
+            f"  final model          accuracy {s['final_accuracy']:.3f} on {s['final_accuracy_rows']} rows, version {s['model_version']}",
+            f"  model                {s['model']}",
+            f"  metrics              {s['metrics']}",
+        ]
+    )

@@ -1,0 +1,298 @@
+"""The Kafka source: Spark's own connector when it is on the classpath, else a Python data source.
+
+Both produce the columns ``key, value, topic, partition, offset, timestamp`` (``value`` as a string),
+so nothing downstream knows which one ran.
+
+Python data source contract (``streaming_lstm_kafka``):
+
+* An offset is ``{"<partition>": next_offset, ...}`` for the one topic; a micro-batch covering
+  ``start -> end`` includes, for each partition, the records with ``start[p] <= offset < end[p]``.
+  The offsets are Spark's: they are logged in the checkpoint before the batch runs, so a replayed
+  batch reads exactly the same records, and Spark's commit makes the stream exactly-once.
+* The latest offset of a partition is the larger of ListOffsets' answer and the high watermark of a
+  Fetch response: the embedded broker under-reports ListOffsets (the last record batch's base offset
+  + 1) when a batch holds several records.
+* ``maxOffsetsPerTrigger`` caps a batch through Spark's admission control (``ReadMaxRows``), shared
+  out across partitions in proportion to their backlog.
+* One input partition per Kafka partition and range; ranges over ``maxOffsetsPerPartition`` split.
+* ``kafka.*`` options pass through to kafka-python with dots as underscores
+  (``kafka.security.protocol`` -> ``security_protocol``, ``kafka.sasl.plain.username`` ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.datasource import CaseInsensitiveDict, DataSource, DataSourceStreamReader, InputPartition
+
+from streaming_lstm.config import AppConfig
+
+log = logging.getLogger(__name__)
+SOURCE_NAME = "streaming_lstm_kafka"
+SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+CONNECTOR_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
+CONNECT_TIMEOUT_S = 30.0
+
+
+class KafkaSourceError(RuntimeError):
+    """Kafka cannot be reached, the topic is missing, or data was lost; names servers and topic."""
+
+
+def client_config(options: Mapping[str, str]) -> dict[str, Any]:
+    """``kafka.*`` options as kafka-python keyword arguments."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key.startswith("kafka.") and key != "kafka.bootstrap.servers":
+            out[key[len("kafka.") :].replace(".", "_")] = value
+    return out
+
+
+def _consumer(bootstrap: str, options: Mapping[str, str], **extra: Any) -> Any:
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None, request_timeout_ms=15000, **client_config(options), **extra)
+
+
+def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: float = CONNECT_TIMEOUT_S) -> tuple[Any, list[int]]:
+    """A consumer and the topic's partitions, retrying for at most ``timeout`` seconds."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        consumer = None
+        try:
+            consumer = _consumer(bootstrap, options)
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return consumer, sorted(parts)
+            last = f"topic '{topic}' does not exist"
+        except KafkaError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if consumer is not None:
+            consumer.close()
+        if time.monotonic() >= deadline:
+            raise KafkaSourceError(f"Kafka at {bootstrap}, topic '{topic}': {last} (gave up after {timeout:g} s)")
+        time.sleep(0.5)
+
+
+def latest_offsets(consumer: Any, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """max(ListOffsets "latest", Fetch high watermark) per partition (see the module docstring)."""
+    from kafka import TopicPartition
+
+    tps = [TopicPartition(topic, p) for p in partitions]
+    listed = {tp.partition: int(o) for tp, o in consumer.end_offsets(tps).items()}
+    # Re-assigning gives every partition a fresh state whose high watermark is unknown (None), so
+    # the loop below waits for a Fetch response from now, never a cached value from an earlier call.
+    consumer.assign([])
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, listed[tp.partition])
+    # Any Fetch response carries the high watermark; poll until every partition has reported one.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
+        consumer.poll(timeout_ms=200, max_records=1)
+    out = {}
+    for tp in tps:
+        hw = consumer.highwater(tp)
+        out[tp.partition] = max(listed[tp.partition], int(hw) if hw is not None else 0)
+    return out
+
+
+def earliest_offsets(consumer: Any, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    from kafka import TopicPartition
+
+    return {tp.partition: int(o) for tp, o in consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions]).items()}
+
+
+def cap_offsets(start: Mapping[int, int], latest: Mapping[int, int], max_rows: int) -> dict[int, int]:
+    """End offsets that admit at most ``max_rows`` records, shared in proportion to each backlog."""
+    backlog = {p: max(0, latest[p] - start.get(p, 0)) for p in latest}
+    total = sum(backlog.values())
+    if total <= max_rows:
+        return dict(latest)
+    end = {p: start.get(p, 0) + (backlog[p] * max_rows) // total for p in latest}
+    left = max_rows - sum(end[p] - start.get(p, 0) for p in latest)
+    for p in sorted(latest, key=lambda q: -backlog[q]):  # hand out the rounding remainder
+        if left <= 0:
+            break
+        if end[p] < latest[p]:
+            end[p] += 1
+            left -= 1
+    return end
+
+
+@dataclass
+class KafkaRange(InputPartition):
+    topic: str
+    partition: int
+    start: int
+    end: int  # exclusive
+
+
+class KafkaStreamReader(DataSourceStreamReader):
+    def __init__(self, options: Mapping[str, str]) -> None:
+        # Spark hands over a case-insensitive mapping whose keys are lowercased: dict(options) would
+        # make every camelCase lookup below miss and silently fall back to its default.
+        self.options = CaseInsensitiveDict(options)
+        self.bootstrap = self.options["kafka.bootstrap.servers"]
+        self.topic = self.options["subscribe"]
+        self.starting = self.options.get("startingOffsets", "earliest")
+        self.max_rows = int(self.options.get("maxOffsetsPerTrigger", "0") or 0)
+        self.max_per_split = int(self.options.get("maxOffsetsPerPartition", "100000"))
+        self.fail_on_data_loss = self.options.get("failOnDataLoss", "true").lower() == "true"
+        self._consumer: Any = None
+        self._partitions: list[int] = []
+
+    def _client(self) -> Any:
+        if self._consumer is None:
+            self._consumer, self._partitions = connect(self.bootstrap, self.topic, self.options)
+        return self._consumer
+
+    def _latest(self) -> dict[int, int]:
+        try:
+            consumer = self._client()
+            parts = sorted(consumer.partitions_for_topic(self.topic) or self._partitions)
+            return latest_offsets(consumer, self.topic, parts)
+        except Exception as exc:
+            if self._consumer is not None:
+                self._consumer.close()
+            self._consumer = None
+            raise KafkaSourceError(f"Kafka at {self.bootstrap}, topic '{self.topic}': cannot read offsets: {exc}") from None
+
+    def initialOffset(self) -> dict:
+        consumer = self._client()
+        if self.starting == "earliest":
+            return {str(p): o for p, o in earliest_offsets(consumer, self.topic, self._partitions).items()}
+        if self.starting == "latest":
+            return {str(p): o for p, o in self._latest().items()}
+        given = json.loads(self.starting).get(self.topic, {})
+        earliest = earliest_offsets(consumer, self.topic, self._partitions)
+        # Kafka's convention: -2 = earliest, -1 = latest.
+        latest = self._latest() if -1 in given.values() else {}
+        out = {}
+        for p in self._partitions:
+            o = int(given.get(str(p), -2))
+            out[str(p)] = earliest[p] if o == -2 else latest[p] if o == -1 else o
+        return out
+
+    def getDefaultReadLimit(self) -> Any:
+        from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
+
+        return ReadMaxRows(self.max_rows) if self.max_rows > 0 else ReadAllAvailable()
+
+    def latestOffset(self, start: dict, limit: Any) -> dict:
+        from pyspark.sql.streaming.datasource import ReadMaxRows
+
+        latest = self._latest()
+        begin = {int(p): int(o) for p, o in start.items()}
+        for p in latest:  # a partition added after the start begins at 0
+            begin.setdefault(p, 0)
+        if isinstance(limit, ReadMaxRows):
+            latest = cap_offsets(begin, latest, limit.max_rows)
+        return {str(p): max(o, begin[p]) for p, o in latest.items()}
+
+    def reportLatestOffset(self) -> dict | None:
+        return {str(p): o for p, o in self._latest().items()}
+
+    def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
+        out: list[InputPartition] = []
+        earliest = earliest_offsets(self._client(), self.topic, [int(p) for p in end])
+        for p_str, stop in sorted(end.items(), key=lambda kv: int(kv[0])):
+            p = int(p_str)
+            begin = int(start.get(p_str, 0))
+            if begin < earliest.get(p, 0):
+                msg = f"Kafka topic '{self.topic}' partition {p}: offsets {begin}..{earliest[p] - 1} are gone (retention or a broker restart)"
+                if self.fail_on_data_loss:
+                    raise KafkaSourceError(msg + "; set failOnDataLoss=false to skip them")
+                log.warning("%s; skipping them (failOnDataLoss=false)", msg)
+                begin = earliest[p]
+            for lo in range(begin, int(stop), self.max_per_split):
+                out.append(KafkaRange(self.topic, p, lo, min(int(stop), lo + self.max_per_split)))
+        return out
+
+    def read(self, partition: InputPartition) -> Iterator[tuple[Any, ...]]:
+        """Records with start <= offset < end of one partition; fails rather than return fewer."""
+        import datetime as dt
+
+        from kafka import TopicPartition
+
+        assert isinstance(partition, KafkaRange)
+        if partition.end <= partition.start:
+            return
+        consumer = _consumer(self.bootstrap, self.options, max_poll_records=5000)
+        try:
+            tp = TopicPartition(partition.topic, partition.partition)
+            consumer.assign([tp])
+            consumer.seek(tp, partition.start)
+            deadline = time.monotonic() + float(self.options.get("readTimeoutSeconds", "120"))
+            while consumer.position(tp) < partition.end:
+                if time.monotonic() > deadline:
+                    raise KafkaSourceError(f"Kafka at {self.bootstrap}, topic '{partition.topic}' partition {partition.partition}: timed out reading offsets {partition.start}..{partition.end - 1} (at {consumer.position(tp)})")
+                for record in consumer.poll(timeout_ms=500).get(tp, []):
+                    if record.offset >= partition.end:
+                        break
+                    if record.offset >= partition.start:
+                        ts = dt.datetime.fromtimestamp(record.timestamp / 1000.0, tz=dt.UTC) if record.timestamp is not None else None
+                        yield (record.key, record.value, partition.topic, partition.partition, record.offset, ts)
+        finally:
+            consumer.close()
+
+    def commit(self, end: dict) -> None:
+        """Nothing to do: Spark's checkpoint holds the offsets; no consumer group is used."""
+
+    def stop(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class KafkaDataSource(DataSource):
+    @classmethod
+    def name(cls) -> str:
+        return SOURCE_NAME
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def streamReader(self, schema: Any) -> DataSourceStreamReader:
+        return KafkaStreamReader(self.options)
+
+
+def has_connector(spark: SparkSession) -> bool:
+    try:
+        assert spark._jvm is not None
+        spark._jvm.java.lang.Class.forName(CONNECTOR_CLASS)
+        return True
+    except Exception:
+        return False
+
+
+def read_kafka(spark: SparkSession, cfg: AppConfig, bootstrap: str, topic: str, options: Mapping[str, str]) -> DataFrame:
+    """The stream of ``topic``; checks up front (bounded) that the broker and topic exist."""
+    consumer, _ = connect(bootstrap, topic, options, float(options.get("connectTimeoutSeconds", CONNECT_TIMEOUT_S)))
+    consumer.close()
+    s = cfg.stream
+    opts = {
+        "kafka.bootstrap.servers": bootstrap,
+        "subscribe": topic,
+        "startingOffsets": s.starting_offsets,
+        "failOnDataLoss": str(s.fail_on_data_loss).lower(),
+        **({"maxOffsetsPerTrigger": str(s.max_offsets_per_trigger)} if s.max_offsets_per_trigger else {}),
+        **options,
+    }
+    if has_connector(spark):
+        log.info("Kafka: using Spark's connector")
+        df = spark.readStream.format("kafka").options(**{k: v for k, v in opts.items() if not k.endswith("TimeoutSeconds")}).load()
+    else:
+        log.info("Kafka: Spark's connector is not on the classpath; using the Python data source")
+        spark.dataSource.register(KafkaDataSource)
+        df = spark.readStream.format(SOURCE_NAME).options(**opts).load()
+    return df.select("key", F.col("value").cast("string").alias("value"), "topic", "partition", "offset", "timestamp")

@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", help=f"kafka: bootstrap servers (default ${BOOTSTRAP_ENV[0]} or ${BOOTSTRAP_ENV[1]})")
     p.add_argument("--topic", default="iris", help="kafka: topic (created if missing)")
     p.add_argument("--partitions", type=int, default=3, help="kafka: partitions of a topic it creates (default 3)")
-    p.add_argument("--kafka-option", action="append", default=[], metavar="KEY=VALUE", help="kafka-python setting, e.g. security_protocol=SASL_SSL (repeatable)")
+    p.add_argument(
+        "--kafka-option", action="append", default=[], metavar="KEY=VALUE", help="kafka-python setting, e.g. security_protocol=SASL_SSL (repeatable)"
+    )
     p.add_argument("--rate", type=float, default=50.0, help="rows per second, steady (0 = as fast as possible; default 50)")
     p.add_argument("--loops", type=int, default=1, help="passes over the data, each freshly shuffled (0 = forever; default 1)")
     p.add_argument("--limit", type=int, help="stop after this many rows")

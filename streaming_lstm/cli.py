@@ -221,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("replay_args", nargs=argparse.REMAINDER, help="see 'streaming-lstm produce --help'")
     p.set_defaults(func=cmd_produce)
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker on loopback until Ctrl-C", description="Run the Tansu broker shipped by the 'embedded' extra (memory storage: a restart loses every record).")
+    p = sub.add_parser(
+        "broker",
+        help="run the embedded Kafka-compatible broker on loopback until Ctrl-C",
+        description="Run the Tansu broker shipped by the 'embedded' extra (memory storage: a restart loses every record).",
+    )
     p.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092)")
     p.set_defaults(func=cmd_broker)
     return parser

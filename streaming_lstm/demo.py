@@ -65,7 +65,18 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
 
         def produce() -> None:
             try:
-                replay(rows, sink, rate=args.rate, seed=args.replay_seed, loops=0, limit=args.rows, corrupt_rate=args.corrupt_rate, stop=stop_producer, stats=stats, progress_every=1e9)
+                replay(
+                    rows,
+                    sink,
+                    rate=args.rate,
+                    seed=args.replay_seed,
+                    loops=0,
+                    limit=args.rows,
+                    corrupt_rate=args.corrupt_rate,
+                    stop=stop_producer,
+                    stats=stats,
+                    progress_every=1e9,
+                )
             finally:
                 if args.source == "kafka":
                     sink.close()

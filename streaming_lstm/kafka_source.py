@@ -57,7 +57,9 @@ def client_config(options: Mapping[str, str]) -> dict[str, Any]:
 def _consumer(bootstrap: str, options: Mapping[str, str], **extra: Any) -> Any:
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None, request_timeout_ms=15000, **client_config(options), **extra)
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None, request_timeout_ms=15000, **client_config(options), **extra
+    )
 
 
 def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: float = CONNECT_TIMEOUT_S) -> tuple[Any, list[int]]:
@@ -235,7 +237,9 @@ class KafkaStreamReader(DataSourceStreamReader):
             deadline = time.monotonic() + float(self.options.get("readTimeoutSeconds", "120"))
             while consumer.position(tp) < partition.end:
                 if time.monotonic() > deadline:
-                    raise KafkaSourceError(f"Kafka at {self.bootstrap}, topic '{partition.topic}' partition {partition.partition}: timed out reading offsets {partition.start}..{partition.end - 1} (at {consumer.position(tp)})")
+                    raise KafkaSourceError(
+                        f"Kafka at {self.bootstrap}, topic '{partition.topic}' partition {partition.partition}: timed out reading offsets {partition.start}..{partition.end - 1} (at {consumer.position(tp)})"
+                    )
                 for record in consumer.poll(timeout_ms=500).get(tp, []):
                     if record.offset >= partition.end:
                         break

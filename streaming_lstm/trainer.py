@@ -224,7 +224,12 @@ class StreamingTrainer:
             "time": time.time(),
         }
         t_apply = time.perf_counter()
-        metrics["step_seconds"] = {"read_parse_count": t_count - started, "dead_letters": t_dead - t_count, "train": t_train - t_dead, "decode": t_apply - t_train}
+        metrics["step_seconds"] = {
+            "read_parse_count": t_count - started,
+            "dead_letters": t_dead - t_count,
+            "train": t_train - t_dead,
+            "decode": t_apply - t_train,
+        }
         applied = self.state.apply(batch_id, updates, metrics)
         assert applied is not None
         metrics["step_seconds"]["aggregate_and_save"] = time.perf_counter() - t_apply

@@ -41,7 +41,9 @@ def produce(broker: Any, name: str, rows: list[str], partitions: int = 3) -> Non
         sink.close()
 
 
-def train_until(spark: Any, cfg: AppConfig, broker: Any, name: str, ck: Path, expected: int, options: dict[str, str] | None = None, after_start: Any = None) -> Any:
+def train_until(
+    spark: Any, cfg: AppConfig, broker: Any, name: str, ck: Path, expected: int, options: dict[str, str] | None = None, after_start: Any = None
+) -> Any:
     from streaming_lstm.kafka_source import read_kafka
     from streaming_lstm.runner import start_query
     from streaming_lstm.trainer import StreamingTrainer
@@ -100,7 +102,9 @@ def test_max_offsets_per_trigger_caps_batches(spark: Any, broker: Any, iris_line
 def test_starting_offsets_latest_skips_earlier_rows(spark: Any, broker: Any, iris_lines: list[str], tmp_path: Path) -> None:
     name = topic()
     produce(broker, name, iris_lines[:100])
-    trainer = train_until(spark, config(**{"stream.starting_offsets": "latest"}), broker, name, tmp_path / "ck", 50, after_start=lambda: produce(broker, name, iris_lines[100:]))
+    trainer = train_until(
+        spark, config(**{"stream.starting_offsets": "latest"}), broker, name, tmp_path / "ck", 50, after_start=lambda: produce(broker, name, iris_lines[100:])
+    )
     assert trainer.state.rows_seen == 50
 
 
@@ -150,7 +154,10 @@ def test_demo_json_trains_every_row_and_learns_iris(tmp_path: Path) -> None:
 
     r = subprocess.run(
         [sys.executable, "-m", "streaming_lstm.cli", "demo", "--json", "--checkpoint", str(tmp_path / "demo"), "--rows", "600", "--rate", "200"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])

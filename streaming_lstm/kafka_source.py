@@ -238,7 +238,8 @@ class KafkaStreamReader(DataSourceStreamReader):
             while consumer.position(tp) < partition.end:
                 if time.monotonic() > deadline:
                     raise KafkaSourceError(
-                        f"Kafka at {self.bootstrap}, topic '{partition.topic}' partition {partition.partition}: timed out reading offsets {partition.start}..{partition.end - 1} (at {consumer.position(tp)})"
+                        f"Kafka at {self.bootstrap}, topic '{partition.topic}' partition {partition.partition}: timed out reading "
+                        f"offsets {partition.start}..{partition.end - 1} (at {consumer.position(tp)})"
                     )
                 for record in consumer.poll(timeout_ms=500).get(tp, []):
                     if record.offset >= partition.end:

@@ -206,7 +206,7 @@ class StreamingTrainer:
         loss_sum = sum(float(r["loss_sum"]) for r in results)
         train_loss = sum(float(r["train_loss"]) * int(r["rows"]) for r in results) / rows_valid if rows_valid else float("nan")
         latency = time.perf_counter() - started
-        metrics = {
+        metrics: dict[str, Any] = {
             "batch_id": batch_id,
             "version": self.state.version + 1,
             "rows_in": rows_valid + rows_dead,

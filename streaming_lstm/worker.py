@@ -53,12 +53,12 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
     if frame.empty:
         return
     feats = [f"f{i}" for i in range(spec.model.num_features)]
-    for key, part in frame.groupby("key", sort=True):
-        part = part.sort_values("_idx", kind="stable")
+    for key in sorted(int(k) for k in frame["key"].unique()):
+        part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
         x = part[feats].to_numpy(np.float64)
         y = part["label"].to_numpy(np.int32)
         result = train.train_partition(
-            int(key),
+            key,
             weights,
             norm,
             x,
@@ -66,7 +66,7 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
             spec,
             epochs=cfg.train.local_epochs,
             batch_size=cfg.train.batch_size,
-            seed=train.task_seed(cfg.model.seed, batch_id, int(key)),
+            seed=train.task_seed(cfg.model.seed, batch_id, key),
             threads=threads,
         )
         yield pd.DataFrame(

@@ -21,8 +21,10 @@ Python data source contract (``streaming_lstm_kafka``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,6 +133,11 @@ def cap_offsets(start: Mapping[int, int], latest: Mapping[int, int], max_rows: i
     return end
 
 
+def _say(message: str) -> None:
+    """One line on stderr: this runs in Spark's Python planner process, where logging is not set up."""
+    print(f"streaming-lstm kafka: {message}", file=sys.stderr, flush=True)
+
+
 @dataclass
 class KafkaRange(InputPartition):
     topic: str
@@ -153,21 +160,46 @@ class KafkaStreamReader(DataSourceStreamReader):
         self._consumer: Any = None
         self._partitions: list[int] = []
 
-    def _client(self) -> Any:
+    def _client(self, timeout: float = CONNECT_TIMEOUT_S) -> Any:
         if self._consumer is None:
-            self._consumer, self._partitions = connect(self.bootstrap, self.topic, self.options)
+            self._consumer, self._partitions = connect(self.bootstrap, self.topic, self.options, timeout)
         return self._consumer
 
-    def _latest(self) -> dict[int, int]:
-        try:
-            consumer = self._client()
-            parts = sorted(consumer.partitions_for_topic(self.topic) or self._partitions)
-            return latest_offsets(consumer, self.topic, parts)
-        except Exception as exc:
-            if self._consumer is not None:
+    def _drop_client(self) -> None:
+        if self._consumer is not None:
+            # Closing a consumer whose broker is gone may fail; it is dropped anyway.
+            with contextlib.suppress(Exception):
                 self._consumer.close()
-            self._consumer = None
-            raise KafkaSourceError(f"Kafka at {self.bootstrap}, topic '{self.topic}': cannot read offsets: {exc}") from None
+        self._consumer = None
+
+    def _latest(self) -> dict[int, int]:
+        """Latest offsets; while the broker or topic is unavailable, wait (one line), then resume.
+
+        Gives up with :class:`KafkaSourceError` after ``brokerWaitSeconds`` (default 600).
+        """
+        waiting_since: float | None = None
+        limit = float(self.options.get("brokerWaitSeconds", "600"))
+        while True:
+            try:
+                consumer = self._client(timeout=2.0)
+                parts = consumer.partitions_for_topic(self.topic)
+                if not parts:
+                    raise KafkaSourceError(f"topic '{self.topic}' does not exist")
+                latest = latest_offsets(consumer, self.topic, sorted(parts))
+                if waiting_since is not None:
+                    waited = time.monotonic() - waiting_since
+                    _say(f"Kafka at {self.bootstrap}, topic '{self.topic}' is back after {waited:.0f} s; resuming")
+                return latest
+            except Exception as exc:
+                self._drop_client()
+                now = time.monotonic()
+                if waiting_since is None:
+                    waiting_since = now
+                    reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                    _say(f"Kafka at {self.bootstrap}, topic '{self.topic}' is unavailable ({reason}); waiting for it (up to {limit:g} s)")
+                if now - waiting_since > limit:
+                    raise KafkaSourceError(f"Kafka at {self.bootstrap}, topic '{self.topic}': unavailable for {limit:g} s: {exc}") from None
+                time.sleep(1.0)
 
     def initialOffset(self) -> dict:
         consumer = self._client()
@@ -197,6 +229,17 @@ class KafkaStreamReader(DataSourceStreamReader):
         begin = {int(p): int(o) for p, o in start.items()}
         for p in latest:  # a partition added after the start begins at 0
             begin.setdefault(p, 0)
+        behind = {p: o for p, o in latest.items() if o < begin[p]}
+        if behind:
+            # Offsets went backwards: the topic was deleted and recreated, or the broker lost its log
+            # (the embedded broker keeps nothing across a restart).
+            detail = ", ".join(f"partition {p}: latest {o} < next {begin[p]}" for p, o in sorted(behind.items()))
+            msg = f"Kafka topic '{self.topic}' at {self.bootstrap} went back in time ({detail})"
+            if self.fail_on_data_loss:
+                raise KafkaSourceError(msg + "; set failOnDataLoss=false to continue from its earliest offsets")
+            _say(msg + "; continuing from its earliest offsets (failOnDataLoss=false)")
+            earliest = earliest_offsets(self._client(), self.topic, sorted(behind))
+            return {str(p): (earliest[p] if p in behind else max(o, begin[p])) for p, o in latest.items()}
         if isinstance(limit, ReadMaxRows):
             latest = cap_offsets(begin, latest, limit.max_rows)
         return {str(p): max(o, begin[p]) for p, o in latest.items()}

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from streaming_lstm import faults
 from streaming_lstm.config import AppConfig, from_dict
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.weights import LSTMConfig, Weights, WeightsError, arrays_from_bytes, check_weights, weights_to_bytes
@@ -128,6 +129,7 @@ class ModelStore:
             **meta,
         }
         _write_atomic(npz_path, blob)
+        faults.hit("mid_save", int(meta.get("batch_id", -1)))
         _write_atomic(json_path, json.dumps(record, indent=1, sort_keys=True).encode())
         _fsync_dir(self.dir)
         for old in self.versions()[:-keep]:

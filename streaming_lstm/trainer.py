@@ -32,7 +32,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streaming_lstm import worker
+from streaming_lstm import faults, worker
 from streaming_lstm.config import AppConfig
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.spark_parse import dead_letters, feature_names, parse
@@ -183,7 +183,9 @@ class StreamingTrainer:
                 sc.setJobDescription(f"streaming-lstm batch {batch_id}: dead letters")
                 dead_letters(parsed, batch_id).write.mode("overwrite").json(str(self.deadletter_dir / f"batch_id={batch_id}"))
             t_dead = time.perf_counter()
-            results = self._train(parsed, batch_id, valid_by_pid) if rows_valid else []
+            # Sorted by key: the driver's float sums then run in one fixed order, so a replayed
+            # batch reproduces the same weights whatever order the tasks finished in.
+            results = sorted(self._train(parsed, batch_id, valid_by_pid), key=lambda r: int(r["key"])) if rows_valid else []
             t_train = time.perf_counter()
         finally:
             parsed.unpersist()
@@ -223,6 +225,7 @@ class StreamingTrainer:
             "latency_s": latency,
             "time": time.time(),
         }
+        faults.hit("before_save", batch_id)
         t_apply = time.perf_counter()
         metrics["step_seconds"] = {
             "read_parse_count": t_count - started,
@@ -233,6 +236,7 @@ class StreamingTrainer:
         applied = self.state.apply(batch_id, updates, metrics)
         assert applied is not None
         metrics["step_seconds"]["aggregate_and_save"] = time.perf_counter() - t_apply
+        faults.hit("after_save", batch_id)
         metrics.update(version=applied.version, rows_seen=self.state.rows_seen, rejected_updates=applied.partitions_rejected)
         self.metrics.append(metrics)
         self.history.append(metrics)
@@ -264,6 +268,7 @@ class StreamingTrainer:
         bc = sc.broadcast(blob)
         try:
             fn = functools.partial(worker.train_frames, model_blob=bc, config_json=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads)
+            faults.hit_later("mid_train", batch_id)
             return keyed.mapInPandas(fn, worker.RESULT_SCHEMA).collect()
         finally:
             bc.unpersist()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streaming_lstm import train
+from streaming_lstm import faults, train
 from streaming_lstm.config import from_dict
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, check_weights, weights_to_bytes
@@ -36,6 +36,15 @@ def decode_model(blob: bytes, lstm: LSTMConfig) -> tuple[dict[str, np.ndarray], 
     return weights, NormStats.from_arrays(arrays, lstm.num_features)
 
 
+def _maybe_fail(batch_id: int) -> None:
+    """The ``worker`` fault point: die in a task's first attempt only, so Spark's retry succeeds."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is not None and ctx.attemptNumber() == 0:
+        faults.hit("worker", batch_id)
+
+
 def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json: dict[str, Any], batch_id: int, threads: int) -> Iterator[pd.DataFrame]:
     """The ``mapInPandas`` body: rows ``key, _idx, f0.., label`` in, one result row per key out.
 
@@ -50,6 +59,7 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)
     frame = pd.concat(list(frames), ignore_index=True) if frames is not None else pd.DataFrame()
+    _maybe_fail(batch_id)
     if frame.empty:
         return
     feats = [f"f{i}" for i in range(spec.model.num_features)]

@@ -38,7 +38,8 @@ def parse(df: DataFrame, data: DataConfig) -> DataFrame:
     class_map = F.create_map(*[x for i, c in enumerate(data.classes) for x in (F.lit(c), F.lit(i))])
     label = F.try_element_at(class_map, fields[data.label])
 
-    reason = F.when(value.isNull() | (F.trim(value) == ""), F.lit("empty row"))
+    # rlike, not trim: Spark's trim strips spaces only, and a tab-only line is empty too.
+    reason = F.when(value.isNull() | value.rlike(r"^\s*$"), F.lit("empty row"))
     if data.format == "csv":
         assert count is not None
         reason = reason.when(F.trim(value) == ",".join(columns), F.lit("header row"))

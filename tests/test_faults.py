@@ -116,3 +116,59 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning_and_none_loadable_s
     assert r.returncode == 1
     assert "no loadable model version" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("streaming-lstm: error:")
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+def test_broker_gone_for_ten_seconds_then_back(spark: Any, iris_lines: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The embedded broker keeps nothing across a restart, so the producer is paused while it is
+    gone and resumes into the recreated topic; the trainer waits and resumes (fail_on_data_loss is
+    off because the recreated topic's offsets start again at 0)."""
+    import time
+
+    from streaming_lstm.broker import EmbeddedBroker, free_port
+    from streaming_lstm.config import load_config
+    from streaming_lstm.kafka_source import KafkaStreamReader, read_kafka
+    from streaming_lstm.runner import start_query
+    from streaming_lstm.trainer import StreamingTrainer
+
+    port = free_port()
+    topic = f"gone-{uuid.uuid4().hex[:8]}"
+    cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.trigger": "500ms", "stream.fail_on_data_loss": False})
+    first = EmbeddedBroker(port).start()
+    sink = KafkaSink(first.bootstrap, topic, 3, {})
+    replay(iris_lines, sink, rate=0, loops=1)
+    sink.close()
+    trainer = StreamingTrainer(spark, cfg, tmp_path / "ck", echo=False)
+    query = start_query(trainer, read_kafka(spark, cfg, first.bootstrap, topic, {"brokerWaitSeconds": "120"}))
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while trainer.state.rows_seen < 150 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert trainer.state.rows_seen == 150
+        first.stop()
+
+        # What the trainer's offset planner does meanwhile (it runs in Spark's planner process,
+        # whose stderr this test cannot capture): one line, then it waits.
+        reader = KafkaStreamReader({"kafka.bootstrap.servers": first.bootstrap, "subscribe": topic, "brokerWaitSeconds": "3"})
+        with pytest.raises(Exception, match="unavailable for 3 s"):
+            reader.latestOffset({"0": 0}, None)
+        err = capsys.readouterr().err
+        assert err.count("is unavailable") == 1 and "waiting for it" in err
+
+        time.sleep(7)
+        assert query.isActive and query.exception() is None
+        second = EmbeddedBroker(port).start()
+        sink = KafkaSink(second.bootstrap, topic, 3, {})
+        replay(iris_lines[:60], sink, rate=0, loops=1)
+        sink.close()
+        deadline = time.monotonic() + 120
+        while trainer.state.rows_seen < 210 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert query.exception() is None
+    finally:
+        query.stop()
+        if second is not None:
+            second.stop()
+    assert trainer.state.rows_seen == 210

@@ -36,11 +36,16 @@ SETTINGS: list[dict[str, Any]] = [
     {"stream.half_life_batches": 4.0, "train.local_learning_rate": 0.01},
     {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.01, "train.local_epochs": 10},
     {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.02},
+    # Robust aggregation: what it costs in learning (4 partitions, so a median has something to do).
+    {"stream.partitions": 4, "stream.aggregation": "mean"},
+    {"stream.partitions": 4, "stream.aggregation": "median"},
+    {"stream.partitions": 4, "stream.aggregation": "trimmed_mean", "stream.trim_fraction": 0.25},
 ]
 
 
 def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: int, seed: int = 0) -> dict[str, Any]:
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": partitions, **overrides})
+    partitions = cfg.stream.partitions
     data = load_csv(ROOT / "data" / "iris.csv", cfg.data)
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(data.y)) for _ in range(copies)])
@@ -87,6 +92,23 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
     }
 
 
+def aggregation_cost_ms(partitions: int = 15, hidden: tuple[int, ...] = (128, 256), reps: int = 5) -> dict[str, float]:
+    """Driver time to aggregate ``partitions`` updates of the seed-sized model, per method (ms)."""
+    from streaming_lstm.state import aggregate
+    from streaming_lstm.weights import LSTMConfig, flatten, init_weights
+
+    lstm = LSTMConfig(4, 1, hidden, 3)
+    vectors = np.stack([flatten(init_weights(lstm, seed=k)) for k in range(partitions)])
+    rows = np.full(partitions, 10.0)
+    out = {"parameters": float(vectors.shape[1])}
+    for method in ("mean", "median", "trimmed_mean"):
+        started = time.perf_counter()
+        for _ in range(reps):
+            aggregate(vectors, rows, method, 0.2)
+        out[method] = (time.perf_counter() - started) / reps * 1000
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m bench averaging", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=6, help="Iris replays (default 6 = 900 rows)")
@@ -109,7 +131,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(row)
         if not args.json:
             print(json.dumps(row), flush=True)
-    payload = {"copies": args.copies, "batch_rows": args.batch_rows, "partitions": args.partitions, "seeds": args.seeds, "results": rows}
+    cost = aggregation_cost_ms()
+    if not args.json:
+        print(
+            f"aggregating 15 partitions of {cost['parameters']:.0f} parameters: "
+            + ", ".join(f"{m} {cost[m]:.1f} ms" for m in ("mean", "median", "trimmed_mean"))
+        )
+    payload = {
+        "copies": args.copies,
+        "batch_rows": args.batch_rows,
+        "partitions": args.partitions,
+        "seeds": args.seeds,
+        "results": rows,
+        "aggregation_cost_ms": cost,
+    }
     path = write("averaging", payload)
     if args.json:
         print(json.dumps(payload))

@@ -30,3 +30,62 @@ def write(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def synthetic_rows(n: int, seed: int = 0) -> list[str]:
+    """Iris-like CSV rows: real Iris rows plus small Gaussian noise, labels kept."""
+    import numpy as np
+
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / "data" / "iris.csv").read_text().splitlines()[1:]
+    x = np.array([[float(v) for v in line.split(",")[:4]] for line in lines])
+    y = [line.split(",")[4] for line in lines]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(lines), n)
+    noisy = x[idx] + rng.normal(0, 0.05, (n, 4))
+    return [f"{a:.3f},{b:.3f},{c:.3f},{d:.3f},{y[i]}" for (a, b, c, d), i in zip(noisy, idx, strict=True)]
+
+
+class FileFeed:
+    """A directory watched by the file source; each :meth:`batch` drops one file = one micro-batch."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+
+    def batch(self, rows: list[str]) -> None:
+        tmp = self.dir / f".{self.n}.tmp"
+        tmp.write_text("\n".join(rows) + "\n")
+        tmp.rename(self.dir / f"b{self.n:05d}.csv")  # atomic: the source never sees half a file
+        self.n += 1
+
+
+def lstm_flops_per_row(timesteps: int, features_per_step: int, hidden: list[int], classes: int) -> dict[str, float]:
+    """Matmul FLOPs of one row: forward = sum_l T * (2*F_l*4H_l + 2*H_l*4H_l) + 2*H_L*C;
+    training ~ 3 x forward (the backward pass costs about twice the forward). Element-wise gate
+    arithmetic is left out (O(T*H), small against the O(T*H^2) matmuls)."""
+    fwd = 0.0
+    fan_in = features_per_step
+    for h in hidden:
+        fwd += timesteps * (2 * fan_in * 4 * h + 2 * h * 4 * h)
+        fan_in = h
+    fwd += 2 * fan_in * classes
+    return {"forward": fwd, "train": 3 * fwd}
+
+
+def matmul_peak_gflops(threads: int = 0, n: int = 1024, seconds: float = 3.0) -> float:
+    """Measured float32 matrix-multiply rate of TensorFlow on this machine (GFLOP/s)."""
+    import time
+
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    f()
+    reps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        f().numpy()
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - started) / 1e9

@@ -59,9 +59,12 @@ def client_config(options: Mapping[str, str]) -> dict[str, Any]:
 def _consumer(bootstrap: str, options: Mapping[str, str], **extra: Any) -> Any:
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","), enable_auto_commit=False, group_id=None, request_timeout_ms=15000, **client_config(options), **extra
-    )
+    # 5 s (not kafka-python's 30 s) so that a dead broker is noticed, and waited out, promptly;
+    # a user's kafka.request.timeout.ms (or any other kafka.* option) wins.
+    settings: dict[str, Any] = {"enable_auto_commit": False, "group_id": None, "request_timeout_ms": 5000, "bootstrap_timeout_ms": 5000}
+    settings.update(extra)
+    settings.update(client_config(options))
+    return KafkaConsumer(bootstrap_servers=bootstrap.split(","), **settings)
 
 
 def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: float = CONNECT_TIMEOUT_S) -> tuple[Any, list[int]]:
@@ -73,7 +76,8 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
     while True:
         consumer = None
         try:
-            consumer = _consumer(bootstrap, options)
+            left_ms = max(500, int((deadline - time.monotonic()) * 1000))
+            consumer = _consumer(bootstrap, options, bootstrap_timeout_ms=min(5000, left_ms))
             parts = consumer.partitions_for_topic(topic)
             if parts:
                 return consumer, sorted(parts)

@@ -109,9 +109,8 @@ def test_fuzz_ten_thousand_hostile_rows(spark: Any, iris_lines: list[str], tmp_p
 
 
 def test_a_burst_of_random_labels_is_survived_and_accuracy_recovers(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
-    from tests.test_streaming import shuffled, streaming
-
     from streaming_lstm.standalone import evaluate
+    from tests.test_streaming import shuffled, streaming
 
     rng = random.Random(7)
     clean = shuffled(iris_lines, 8, seed=7)
@@ -133,12 +132,13 @@ def test_a_burst_of_random_labels_is_survived_and_accuracy_recovers(spark: Any, 
 
 
 @pytest.mark.parametrize("aggregation", ["mean", "median", "trimmed_mean"])
-def test_an_exploding_partition_is_rejected_or_bounded(spark: Any, iris_lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aggregation: str) -> None:
+def test_an_exploding_partition_is_rejected_or_bounded(
+    spark: Any, iris_lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aggregation: str
+) -> None:
     from pyspark.sql import Row
 
-    from tests.test_streaming import streaming
-
     from streaming_lstm.weights import arrays_from_bytes, flatten, weights_to_bytes
+    from tests.test_streaming import streaming
 
     over: dict[str, Any] = {"stream.partitions": 5, "stream.aggregation": aggregation, "stream.trim_fraction": 0.2, "stream.decay": 0.0}
     if aggregation == "mean":

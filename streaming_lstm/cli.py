@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,73 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return replay.main(args.replay_args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from streaming_lstm.export import export_saved_model
+
+    r = export_saved_model(args.checkpoint, args.out)
+    _print(r, args.json, f"model version {r['model_version']} exported as a SavedModel to {r['out']}\n  {r['signature']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from streaming_lstm.report import write_report
+
+    r = write_report(args.checkpoint, args.out)
+    text = (
+        f"{r['batches']} batches, {r['rows_trained']} rows trained, {r['rows_dead_lettered']} dead-lettered; "
+        f"prequential accuracy (last 150 rows) {r['prequential_accuracy_last_150']:.3f}; "
+        f"latency p50 {r['latency_p50_s']:.2f} s, p95 {r['latency_p95_s']:.2f} s; {r['drift_alarms']} drift alarms\n"
+        f"wrote {r['summary']} and " + ", ".join(r["charts"])
+    )
+    _print(r, args.json, text)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import contextlib
+    import threading
+
+    out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115 - closed below
+    try:
+        if args.data:
+            from streaming_lstm.export import predict_csv
+
+            for record in predict_csv(args.model, args.data):
+                out.write(json.dumps(record) + "\n")
+            return 0
+        if not args.source:
+            raise ConfigError("predict needs --data CSV, or --source socket|kafka|file for a stream")
+        from streaming_lstm import runner
+        from streaming_lstm.predictor import StreamPredictor
+        from streaming_lstm.spark_session import get_session
+        from streaming_lstm.store import ModelStore
+
+        saved = ModelStore.resolve(args.model).load_latest()
+        if saved is None:
+            raise FileNotFoundError(f"no model found in {args.model}")
+        spark = get_session(saved.config.spark)
+        source = runner.build_source(spark, saved.config, args)
+        predictor = StreamPredictor(spark, args.model, out)
+        query = source.writeStream.foreachBatch(predictor.handle).option("checkpointLocation", args.checkpoint).trigger(processingTime=args.trigger).start()
+        event = threading.Event()
+        runner.install_signal_handlers(event)
+        started = last = time.monotonic()
+        seen = 0
+        while query.isActive and not event.is_set():
+            query.awaitTermination(0.2)  # type: ignore[arg-type]  # seconds as a float
+            if predictor.rows_scored != seen:
+                seen, last = predictor.rows_scored, time.monotonic()
+            if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
+                break
+        query.stop()
+        print(f"streaming-lstm: scored {predictor.rows_scored} rows in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        return 0
+    finally:
+        if out is not sys.stdout:
+            with contextlib.suppress(Exception):
+                out.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streaming-lstm",
@@ -216,6 +284,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "export",
+        help="write the newest model as a TensorFlow SavedModel",
+        description=(
+            "Export the newest version of a trainer checkpoint (or model directory) as a SavedModel whose serving "
+            "signature takes raw feature rows and returns class probabilities."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="trainer checkpoint or model directory")
+    p.add_argument("--out", required=True, metavar="PATH", help="SavedModel directory to write")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "predict",
+        help="score a CSV file, or a stream, with the newest model",
+        description=(
+            "Score rows with the newest model version: a CSV file (--data), or a stream (--source), picking up "
+            "new versions as the trainer writes them. JSON lines out."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="trainer checkpoint or model directory")
+    p.add_argument("--data", metavar="CSV", help="score this file and exit")
+    p.add_argument("--out", metavar="FILE", help="append JSON lines here (default: standard output)")
+    p.add_argument("--source", choices=("socket", "file", "kafka"), help="score a stream instead of a file")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int)
+    p.add_argument("--path", metavar="DIR")
+    p.add_argument("--bootstrap", metavar="SERVERS")
+    p.add_argument("--topic")
+    p.add_argument("--kafka-option", metavar="KEY=VALUE", action="append", default=[])
+    p.add_argument("--checkpoint", default="runs/predict-checkpoint", metavar="DIR", help="the prediction query's own Spark checkpoint")
+    p.add_argument("--trigger", default="1 second", help="micro-batch interval (default 1 second)")
+    p.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "report",
+        help="PNG charts and a markdown summary of a training run",
+        description=(
+            "Read CHECKPOINT/metrics.jsonl and write prequential accuracy and loss against rows seen, batch "
+            "latency and rows per batch as PNG charts, with a markdown summary."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--out", metavar="DIR", help="where to write (default CHECKPOINT/report)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("produce", help="replay a CSV into a socket or Kafka (python -m producers.replay)", add_help=False)
     p.add_argument("replay_args", nargs=argparse.REMAINDER, help="see 'streaming-lstm produce --help'")

@@ -91,6 +91,12 @@ class StreamConfig:
     max_files_per_trigger: int = 1
     max_offsets_per_trigger: int = 0
     starting_offsets: str = "earliest"
+    # Drift: ADWIN over the prequential error (0 turns it off); while an alarm is raised (the next
+    # ``drift_batches`` batches) the averaging half-life is ``drift_half_life_batches`` (0 = unchanged).
+    drift_delta: float = 0.002
+    drift_half_life_batches: float = 0.0
+    drift_batches: int = 3
+    tensorboard: bool = True  # event files under CHECKPOINT/tensorboard
     fail_on_data_loss: bool = True
 
 
@@ -308,6 +314,9 @@ def validate(cfg: AppConfig) -> None:
     need(s.aggregation in AGGREGATIONS, "stream.aggregation", s.aggregation, f"must be one of {', '.join(AGGREGATIONS)}")
     need(0.0 <= s.trim_fraction < 0.5, "stream.trim_fraction", s.trim_fraction, "must be in [0, 0.5)")
     need(s.max_update_norm >= 0, "stream.max_update_norm", s.max_update_norm, "must be >= 0 (0 turns it off)")
+    need(0.0 <= s.drift_delta < 1.0, "stream.drift_delta", s.drift_delta, "must be in [0, 1) (0 turns drift detection off)")
+    need(s.drift_half_life_batches >= 0, "stream.drift_half_life_batches", s.drift_half_life_batches, "must be >= 0")
+    need(s.drift_batches >= 1, "stream.drift_batches", s.drift_batches, "must be at least 1")
     need(s.keep_versions >= 1, "stream.keep_versions", s.keep_versions, "must be at least 1")
     need(s.max_files_per_trigger > 0, "stream.max_files_per_trigger", s.max_files_per_trigger, "must be positive")
     need(s.max_offsets_per_trigger >= 0, "stream.max_offsets_per_trigger", s.max_offsets_per_trigger, "must be >= 0 (0 = no cap)")

@@ -77,7 +77,9 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
         consumer = None
         try:
             left_ms = max(500, int((deadline - time.monotonic()) * 1000))
-            consumer = _consumer(bootstrap, options, bootstrap_timeout_ms=min(5000, left_ms))
+            # fetch_max_wait_ms: the high-watermark poll below must not sit in the broker's 500 ms
+            # wait for new data on every trigger.
+            consumer = _consumer(bootstrap, options, bootstrap_timeout_ms=min(5000, left_ms), fetch_max_wait_ms=50)
             parts = consumer.partitions_for_topic(topic)
             if parts:
                 return consumer, sorted(parts)
@@ -140,6 +142,33 @@ def cap_offsets(start: Mapping[int, int], latest: Mapping[int, int], max_rows: i
 def _say(message: str) -> None:
     """One line on stderr: this runs in Spark's Python planner process, where logging is not set up."""
     print(f"streaming-lstm kafka: {message}", file=sys.stderr, flush=True)
+
+
+_READ_CONSUMERS: dict[str, Any] = {}
+
+
+def _read_key(bootstrap: str, options: Mapping[str, str]) -> str:
+    return json.dumps([bootstrap, sorted(client_config(options).items())], default=str)
+
+
+def _read_consumer(bootstrap: str, options: Mapping[str, str]) -> Any:
+    """The executor-side consumer, one per Python worker and broker settings.
+
+    Spark reuses Python workers and runs one task at a time in each, so a consumer kept here saves
+    the bootstrap and metadata round trips of a new one for every partition of every batch.
+    """
+    key = _read_key(bootstrap, options)
+    consumer = _READ_CONSUMERS.get(key)
+    if consumer is None:
+        consumer = _READ_CONSUMERS[key] = _consumer(bootstrap, options, max_poll_records=5000, fetch_max_wait_ms=100)
+    return consumer
+
+
+def _drop_read_consumer(bootstrap: str, options: Mapping[str, str]) -> None:
+    consumer = _READ_CONSUMERS.pop(_read_key(bootstrap, options), None)
+    if consumer is not None:
+        with contextlib.suppress(Exception):
+            consumer.close()
 
 
 @dataclass
@@ -276,7 +305,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         assert isinstance(partition, KafkaRange)
         if partition.end <= partition.start:
             return
-        consumer = _consumer(self.bootstrap, self.options, max_poll_records=5000)
+        consumer = _read_consumer(self.bootstrap, self.options)
         try:
             tp = TopicPartition(partition.topic, partition.partition)
             consumer.assign([tp])
@@ -294,8 +323,9 @@ class KafkaStreamReader(DataSourceStreamReader):
                     if record.offset >= partition.start:
                         ts = dt.datetime.fromtimestamp(record.timestamp / 1000.0, tz=dt.UTC) if record.timestamp is not None else None
                         yield (record.key, record.value, partition.topic, partition.partition, record.offset, ts)
-        finally:
-            consumer.close()
+        except BaseException:
+            _drop_read_consumer(self.bootstrap, self.options)
+            raise
 
     def commit(self, end: dict) -> None:
         """Nothing to do: Spark's checkpoint holds the offsets; no consumer group is used."""

@@ -29,8 +29,11 @@ def _fields(data: DataConfig, value: Column) -> tuple[dict[str, Column], Column 
     return {name: F.trim(F.get(parts, i)) for i, name in enumerate(columns)}, F.size(parts)
 
 
-def parse(df: DataFrame, data: DataConfig) -> DataFrame:
-    """Add ``f*``, ``label`` and ``reason`` columns; keeps ``value``."""
+def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
+    """Add ``f*``, ``label`` and ``reason`` columns; keeps ``value``.
+
+    With ``require_label=False`` (prediction) the label column may be empty or unknown.
+    """
     value = F.col("value")
     fields, count = _fields(data, value)
     columns = data_columns(data)
@@ -53,7 +56,8 @@ def parse(df: DataFrame, data: DataConfig) -> DataFrame:
         reason = reason.when(F.isnan(col) | (F.abs(col) == float("inf")), F.lit(f"non-finite feature '{name}'"))
     for name, col in zip(data.features, feats, strict=True):
         reason = reason.when(F.abs(col) > data.max_abs_value, F.lit(f"feature '{name}' out of range (|x| > {data.max_abs_value:g})"))
-    reason = reason.when(label.isNull(), F.lit("unknown label"))
+    if require_label:
+        reason = reason.when(label.isNull(), F.lit("unknown label"))
 
     return df.select(
         value.alias("value"),

@@ -88,7 +88,8 @@ class TrainerState:
         self.cfg = cfg
         self.lstm = LSTMConfig.from_app(cfg)
         self.store = store
-        self.decay = effective_decay(cfg.stream)
+        self.base_decay = effective_decay(cfg.stream)
+        self.decay = self.base_decay  # the trainer shortens it while a drift alarm is raised
         self.weights: Weights = init_weights(self.lstm)
         self.next_weights: Weights = self.weights
         self.norm = NormStats.empty(self.lstm.num_features)

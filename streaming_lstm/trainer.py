@@ -34,10 +34,12 @@ from pyspark.sql import functions as F
 
 from streaming_lstm import faults, worker
 from streaming_lstm.config import AppConfig
+from streaming_lstm.drift import Adwin
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.spark_parse import dead_letters, feature_names, parse
 from streaming_lstm.state import TrainerState, Update
 from streaming_lstm.store import ModelStore, ensure_private_dir
+from streaming_lstm.tensorboard import TensorBoardLog
 from streaming_lstm.train import task_seed
 from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, check_weights
 
@@ -98,7 +100,7 @@ def format_line(m: dict[str, Any]) -> str:
     return (
         f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}"
         f" | preq acc {acc_s} loss {m['prequential_loss']:.4f} | train loss {m['train_loss']:.4f}"
-        f" | {m['rows_per_s']:>8.0f} rows/s | {m['latency_s']:.2f} s | v{m['version']}"
+        f" | {m['rows_per_s']:>8.0f} rows/s | {m['latency_s']:.2f} s | v{m['version']}" + ("  DRIFT" if m.get("drift") else "")
     )
 
 
@@ -123,6 +125,9 @@ class StreamingTrainer:
         self.batches_applied = 0
         self.last_rows_at = time.monotonic()
         self.history: list[dict[str, Any]] = []
+        self.drift = Adwin(cfg.stream.drift_delta) if cfg.stream.drift_delta > 0 else None
+        self.drift_left = 0  # batches the current drift alarm stays raised
+        self.tensorboard = TensorBoardLog(self.checkpoint / "tensorboard") if cfg.stream.tensorboard else None
         self._reconcile_metrics()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -226,6 +231,7 @@ class StreamingTrainer:
             "time": time.time(),
         }
         faults.hit("before_save", batch_id)
+        self._watch_drift(metrics, rows_valid, correct, batch_id)
         t_apply = time.perf_counter()
         metrics["step_seconds"] = {
             "read_parse_count": t_count - started,
@@ -240,11 +246,36 @@ class StreamingTrainer:
         metrics.update(version=applied.version, rows_seen=self.state.rows_seen, rejected_updates=applied.partitions_rejected)
         self.metrics.append(metrics)
         self.history.append(metrics)
+        if self.tensorboard is not None:
+            try:
+                self.tensorboard.write(batch_id, metrics, self.state.weights)
+            except Exception as exc:  # monitoring must never fail a batch that is already saved
+                log.warning("TensorBoard logging turned off: %s", exc)
+                self.tensorboard = None
         self.batches_applied += 1
         if rows_valid:
             self.last_rows_at = time.monotonic()
         if self.echo:
             print(format_line(metrics), flush=True)
+
+    def _watch_drift(self, metrics: dict[str, Any], rows: int, correct: int, batch_id: int) -> None:
+        """ADWIN on the prequential error; while an alarm is raised, optionally forget faster."""
+        alarm = self.drift.update(rows, rows - correct) if self.drift is not None else False
+        if alarm:
+            self.drift_left = self.cfg.stream.drift_batches
+            log.warning(
+                "batch %d: drift detected (prequential error %.3f; window now %d rows)",
+                batch_id,
+                (rows - correct) / max(rows, 1),
+                self.drift.rows if self.drift else 0,
+            )
+        raised = self.drift_left > 0
+        self.drift_left = max(0, self.drift_left - 1)
+        if self.cfg.stream.drift_half_life_batches > 0:
+            self.state.decay = math.exp(math.log(0.5) / self.cfg.stream.drift_half_life_batches) if raised else self.state.base_decay
+        metrics["drift"] = int(alarm)
+        metrics["drift_raised"] = raised
+        metrics["drift_detections"] = self.drift.detections if self.drift else 0
 
     def _train(self, parsed: DataFrame, batch_id: int, valid_by_pid: dict[int, int]) -> list[Any]:
         sc = self.spark.sparkContext

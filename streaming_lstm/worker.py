@@ -112,3 +112,20 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_json: dict[str, Any], 
     train.fit(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, epochs=1, batch_size=2, seed=0, threads=threads)
     train.score(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, threads)
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
+
+
+SCORE_SCHEMA = "value string, probabilities array<double>, predicted int"
+
+
+def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
+    """The prediction ``mapInPandas`` body: rows ``value, f0..`` in, class probabilities out."""
+    cfg = from_dict(config_json)
+    spec = train.TrainSpec.from_app(cfg)
+    blob = model_blob.value if hasattr(model_blob, "value") else model_blob
+    weights, norm = decode_model(blob, spec.model)
+    feats = [f"f{i}" for i in range(spec.model.num_features)]
+    for frame in frames:
+        if frame.empty:
+            continue
+        probs = train.predict(weights, norm.transform(frame[feats].to_numpy(np.float64)), spec, threads)
+        yield pd.DataFrame({"value": frame["value"], "probabilities": list(probs.astype(np.float64)), "predicted": probs.argmax(axis=1).astype(np.int32)})

@@ -1,0 +1,139 @@
+"""Watching it learn and using the model: drift, TensorBoard, report, export, predict."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streaming_lstm.drift import Adwin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_adwin_raises_on_a_change_and_stays_quiet_without_one() -> None:
+    rng = np.random.default_rng(0)
+    quiet = Adwin(delta=0.002)
+    assert not any(quiet.update(50, int(rng.binomial(50, 0.05))) for _ in range(200))
+    loud = Adwin(delta=0.002)
+    for _ in range(20):
+        loud.update(50, int(rng.binomial(50, 0.05)))
+    detected_at = next(i for i in range(20) if loud.update(50, int(rng.binomial(50, 0.6))))
+    assert detected_at <= 2
+    assert loud.error_rate > 0.4  # the window dropped the old regime
+    with pytest.raises(ValueError, match="delta"):
+        Adwin(delta=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from streaming_lstm import standalone
+    from streaming_lstm.config import load_config
+
+    out = tmp_path_factory.mktemp("model")
+    standalone.fit(load_config(ROOT / "conf" / "iris.toml", {"train.epochs": 10}), ROOT / "data" / "iris.csv", out)
+    return out
+
+
+def test_exported_saved_model_reproduces_evaluate(fitted: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from streaming_lstm.data import load_csv
+    from streaming_lstm.export import export_saved_model, predict_rows
+    from streaming_lstm.standalone import load_model
+
+    info = export_saved_model(fitted, tmp_path / "sm")
+    assert info["classes"] == ["setosa", "versicolor", "virginica"]
+    saved = load_model(fitted)
+    data = load_csv(ROOT / "data" / "iris.csv", saved.config.data)
+    expected = predict_rows(saved, data.x)
+    reloaded = tf.saved_model.load(str(tmp_path / "sm"))
+    got = reloaded.signatures["serving_default"](features=tf.constant(data.x, tf.float32))["probabilities"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    assert json.loads((tmp_path / "sm" / "streaming_lstm.json").read_text())["model_version"] == saved.version
+
+
+def test_predict_a_csv_file(fitted: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "streaming_lstm.cli", "predict", "--model", str(fitted), "--data", "data/iris.csv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(records) == 150
+    assert all(abs(sum(x["probabilities"]) - 1) < 1e-4 and x["model_version"] == 1 for x in records)
+    assert sum(x["class"] == x["label"] for x in records) >= 120
+
+
+def test_report_writes_charts_and_summary(tmp_path: Path) -> None:
+    from streaming_lstm.report import write_report
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    rows = []
+    for b in range(6):
+        rows.append(
+            {
+                "batch_id": b,
+                "version": b + 1,
+                "rows_valid": 50,
+                "rows_dead": b % 2,
+                "prequential_correct": 20 + 5 * b,
+                "prequential_accuracy": (20 + 5 * b) / 50,
+                "prequential_loss": 1.0 / (b + 1),
+                "latency_s": 0.5,
+                "drift": int(b == 4),
+            }
+        )
+    (ck / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{torn")
+    r = write_report(ck)
+    assert r["batches"] == 6 and r["rows_trained"] == 300 and r["rows_dead_lettered"] == 3 and r["drift_alarms"] == 1
+    for chart in r["charts"]:
+        data = Path(chart).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    text = (ck / "report" / "summary.md").read_text()
+    assert "| rows trained | 300 |" in text and "prequential.png" in text
+
+
+@pytest.mark.spark
+def test_tensorboard_events_and_stream_prediction_pick_up_new_versions(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from streaming_lstm.predictor import StreamPredictor
+    from streaming_lstm.sources import MemorySource
+    from tests.test_streaming import config, streaming
+
+    ck = tmp_path / "ck"
+    with streaming(spark, config(), ck) as (trainer, feed):
+        feed(iris_lines[::3])
+        out = io.StringIO()
+        predictor = StreamPredictor(spark, ck, out)
+        source = MemorySource(spark)
+        query = source.df().writeStream.foreachBatch(predictor.handle).option("checkpointLocation", str(tmp_path / "pck")).start()
+        try:
+            source.add([*iris_lines[:10], "not,a,row"])
+            query.processAllAvailable()
+            feed(iris_lines[1::3])  # the trainer writes version 2
+            source.add(iris_lines[10:20])
+            query.processAllAvailable()
+        finally:
+            query.stop()
+    records = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [r["model_version"] for r in records if "class" in r] == [1] * 10 + [2] * 10
+    assert [r["error"] for r in records if "error" in r] == ["expected 5 fields, got 3"]
+    tags = set()
+    for f in (ck / "tensorboard").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"prequential/accuracy", "train/loss", "latency/batch_s", "weights/head/kernel"} <= tags
+    assert trainer.history[-1]["drift_detections"] >= 0

@@ -97,6 +97,8 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
             sink.close()
         if broker is not None:
             broker.stop()
+        if "spark" in locals():
+            spark.stop()
     _, ev = evaluate(checkpoint, args.data)
     return {
         "source": args.source,

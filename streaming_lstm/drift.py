@@ -5,7 +5,9 @@ means that differ by more than
 
     eps_cut = sqrt( 1/(2m) * ln(4 |W| / delta) ),   m = 1 / (1/n0 + 1/n1)
 
-(the Hoeffding-bound test of the paper's ADWIN0). The trainer knows each batch's error count, not
+(the Hoeffding-bound test of the paper's ADWIN0). The window adapts to a change either way, but
+only a rise of the error raises an alarm: a model that starts learning is not drifting. The trainer
+knows each batch's error count, not
 the order of errors inside a batch, so the window is kept at batch granularity: a batch is one
 bucket (rows, errors), and cut points are tested between buckets. A cut raises an alarm.
 """
@@ -48,14 +50,20 @@ class Adwin:
             return False
         self.window.append(Bucket(rows, errors))
         drifted = False
-        while self._cut():
-            drifted = True
+        while True:
+            change = self._cut()
+            if change is None:
+                break
+            drifted = drifted or change > 0
         if drifted:
             self.detections += 1
         return drifted
 
-    def _cut(self) -> bool:
-        """Drop the oldest buckets up to the first split where the means differ; True if cut."""
+    def _cut(self) -> float | None:
+        """Drop the oldest buckets up to the first split where the means differ.
+
+        Returns the change of the mean error (newer minus older) at the cut, or None if no cut.
+        """
         total_n = self.rows
         total_e = sum(b.errors for b in self.window)
         n0 = e0 = 0
@@ -70,5 +78,5 @@ class Adwin:
             if abs(e0 / n0 - e1 / n1) > eps:
                 for _ in range(i + 1):
                     self.window.popleft()
-                return True
-        return False
+                return e1 / n1 - e0 / n0
+        return None

@@ -172,6 +172,10 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
     print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
     event = threading.Event()
     install_signal_handlers(event)
-    result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event)
+    try:
+        result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event)
+    finally:
+        # A clean stop: without it the JVM's shutdown hooks race a cluster relaunching executors.
+        spark.stop()
     print(summarize(result, checkpoint), flush=True)
     return 0

@@ -39,7 +39,7 @@ from streaming_lstm.normalizer import NormStats
 from streaming_lstm.spark_parse import dead_letters, feature_names, parse
 from streaming_lstm.state import TrainerState, Update
 from streaming_lstm.store import ModelStore, ensure_private_dir
-from streaming_lstm.tensorboard import TensorBoardLog
+from streaming_lstm.tb_log import TensorBoardLog
 from streaming_lstm.train import task_seed
 from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, check_weights
 

@@ -27,6 +27,9 @@ def test_adwin_raises_on_a_change_and_stays_quiet_without_one() -> None:
     detected_at = next(i for i in range(20) if loud.update(50, int(rng.binomial(50, 0.6))))
     assert detected_at <= 2
     assert loud.error_rate > 0.4  # the window dropped the old regime
+    learning = Adwin(delta=0.002)  # the error falling is adaptation, not drift: no alarm
+    assert not any(learning.update(50, e) for e in [33, 30, 5, 3, 2, 2, 1, 2, 1, 1])
+    assert learning.error_rate < 0.2
     with pytest.raises(ValueError, match="delta"):
         Adwin(delta=0)
 

@@ -1,5 +1,8 @@
-"""TensorBoard event files for the trainer: prequential accuracy and loss, train loss, rows/s,
-batch latency, drift alarms and weight histograms, one step per batch id.
+"""TensorBoard event files for the trainer: prequential accuracy and loss, train loss, rows/s, batch
+latency, drift alarms and weight histograms, one step per batch id.
+
+Not named tensorboard.py on purpose: under ``spark-submit streaming_lstm/cli.py`` this directory is
+first on sys.path, and the module would shadow the real ``tensorboard`` package.
 
 TensorFlow is imported on first use only, so a trainer with ``stream.tensorboard = false`` never
 loads it in the driver.

@@ -77,6 +77,7 @@ class StreamConfig:
     """The streaming trainer: partitions, trigger, and the driver-side averaging rule."""
 
     partitions: int = 2
+    tasks: int = 0  # Spark tasks that train the P partitions (several keys per task); 0 = one per core
     trigger: str = "2s"
     # Running-average forgetting factor a in [0, 1] (see state.py). The default, 0.5 ** 0.5, is a
     # half-life of 2 batches: measured best by ``python -m bench averaging``. ``half_life_batches``
@@ -307,6 +308,7 @@ def validate(cfg: AppConfig) -> None:
         need(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "must be positive")
     need(t.tf_threads >= 0, "train.tf_threads", t.tf_threads, "must be >= 0")
     need(s.partitions > 0, "stream.partitions", s.partitions, "must be positive")
+    need(s.tasks >= 0, "stream.tasks", s.tasks, "must be >= 0 (0 = one per core)")
     parse_duration(s.trigger, "stream.trigger")
     need(0.0 <= s.decay <= 1.0, "stream.decay", s.decay, "must be in [0, 1]")
     need(s.half_life_batches >= 0, "stream.half_life_batches", s.half_life_batches, "must be >= 0")

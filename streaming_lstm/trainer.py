@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from streaming_lstm import faults, worker
@@ -116,8 +116,13 @@ class StreamingTrainer:
         self.metrics = MetricsLog(self.checkpoint / "metrics.jsonl")
         self.lstm = LSTMConfig.from_app(cfg)
         self.partitions = cfg.stream.partitions
-        self.routes = route_keys(spark, self.partitions)
-        self.threads = cfg.train.tf_threads or max(1, spark.sparkContext.defaultParallelism // min(self.partitions, spark.sparkContext.defaultParallelism))
+        cores = spark.sparkContext.defaultParallelism
+        # Keys are the logical partitions; Spark tasks can each train several keys in turn. One
+        # task per core (by default) saves the ~0.15 s fixed cost of a Python task per extra key:
+        # measured at P = 15 on 2 cores, a warm batch went from 2.7 s to under 1 s.
+        self.tasks = min(self.partitions, cfg.stream.tasks or cores)
+        self.routes = route_keys(spark, self.tasks)
+        self.threads = cfg.train.tf_threads or max(1, cores // self.tasks)
         self.echo = echo
         self._lock = threading.Lock()
         self._stopping = False
@@ -150,9 +155,9 @@ class StreamingTrainer:
         """
         started = time.perf_counter()
         self.spark.sparkContext.setJobDescription("streaming-lstm: warm up the Python workers")
-        slots = self.spark.range(self.partitions).withColumn("_route", F.element_at(F.array(*[F.lit(r) for r in self.routes]), F.col("id").cast("int") + 1))
+        slots = self.spark.range(self.tasks).withColumn("_route", F.element_at(F.array(*[F.lit(r) for r in self.routes]), F.col("id").cast("int") + 1))
         fn = functools.partial(worker.warm_frames, config_json=self.cfg.to_dict(), threads=self.threads)
-        slots.repartition(self.partitions, F.col("_route")).mapInPandas(fn, worker.WARM_SCHEMA).collect()
+        slots.repartition(self.tasks, F.col("_route")).mapInPandas(fn, worker.WARM_SCHEMA).collect()
         return time.perf_counter() - started
 
     # -- the handler --------------------------------------------------------------------------
@@ -293,13 +298,17 @@ class StreamingTrainer:
         key = F.pmod(F.col("_idx") + F.lit(shift), F.lit(P)).cast("int")
         routes = F.array(*[F.lit(r).cast("long") for r in self.routes])
         valid = parsed.filter(F.col("reason").isNull()).select(*feature_names(self.cfg.data), "label").withColumn("_mid", F.monotonically_increasing_id())
-        keyed = valid.withColumn("_idx", index).withColumn("key", key).withColumn("_route", F.element_at(routes, F.col("key") + 1))
-        keyed = keyed.repartition(P, F.col("_route")).drop("_route", "_mid")
+        task = F.pmod(F.col("key"), F.lit(self.tasks)) + 1  # key k runs in task k mod T
+        keyed = valid.withColumn("_idx", index).withColumn("key", key).withColumn("_route", F.element_at(routes, task))
+        keyed = keyed.repartition(self.tasks, F.col("_route")).drop("_route", "_mid")
         blob = worker.encode_model(self.state.training_weights(), self.state.norm)
         bc = sc.broadcast(blob)
         try:
             fn = functools.partial(worker.train_frames, model_blob=bc, config_json=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads)
             faults.hit_later("mid_train", batch_id)
-            return keyed.mapInPandas(fn, worker.RESULT_SCHEMA).collect()
+            # Arrow, not collect(): the results carry every partition's weights as bytes (1.8 MB each
+            # for the seed's 128,256 model), and pickled rows over py4j cost far more.
+            table = keyed.mapInPandas(fn, worker.RESULT_SCHEMA).toArrow()
+            return [Row(**r) for r in table.to_pylist()]
         finally:
             bc.unpersist()

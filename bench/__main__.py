@@ -12,6 +12,8 @@ BENCHMARKS = {
     "time-to-accuracy": "rows and seconds until prequential accuracy reaches 0.95 on Kafka-fed Iris",
     "memory": "peak resident memory of driver, JVM, Python workers and broker during the demo",
     "averaging": "which averaging defaults learn best (prequential accuracy on an Iris replay)",
+    "drift": "labels permuted mid-stream: batches to the ADWIN alarm and to recovered accuracy",
+    "predict-lag": "from a model version written to the stream predictor scoring with it (p50/p95)",
 }
 
 

@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 st = status(pid)
                 if not st:
                     continue
-                rec = peaks.setdefault(pid, {"kind": kind(pid, proc.pid), "rss_peak": 0, "hwm": 0})
+                rec = peaks.setdefault(pid, {"kind": "", "rss_peak": 0, "hwm": 0})
+                # Re-read every time: spark-class is a bash script that exec()s the JVM in the same pid.
+                rec["kind"] = kind(pid, proc.pid)
                 rec["rss_peak"] = max(rec["rss_peak"], st.get("VmRSS", 0))
                 rec["hwm"] = max(rec["hwm"], st.get("VmHWM", 0))
                 total += st.get("VmRSS", 0)

@@ -31,6 +31,9 @@ OVERRIDES = {"model.hidden": "128,256", "train.batch_size": 256, "train.local_ep
 def keras_rows_per_s(x: np.ndarray, y: np.ndarray, timesteps: int, hidden: list[int], classes: int, batch: int) -> float:
     import tensorflow as tf
 
+    # The from-scratch trainer turned on TF op determinism in this process; Keras's initialisers
+    # then need a seed.
+    tf.random.set_seed(0)
     layers: list[Any] = [tf.keras.Input((timesteps, x.shape[1] // timesteps))]
     for i, h in enumerate(hidden):
         layers.append(tf.keras.layers.LSTM(h, return_sequences=i < len(hidden) - 1))

@@ -41,6 +41,24 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="model seed (model.seed)")
 
 
+def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> argparse._ArgumentGroup:
+    """The stream source options shared by ``train`` and ``predict``."""
+    src = p.add_argument_group("source")
+    choices = ("socket", "file", "kafka", "memory") if required else ("socket", "file", "kafka")
+    src.add_argument(
+        "--source", choices=choices, required=required, help="where rows come from" + (" (memory: tests only)" if required else "; omit to score --data")
+    )
+    src.add_argument("--host", default="127.0.0.1", help="socket source host (default 127.0.0.1)")
+    src.add_argument("--port", type=int, help="socket source port")
+    src.add_argument("--path", metavar="DIR", help="file source: directory of CSV (or JSON lines) files")
+    src.add_argument("--bootstrap", metavar="SERVERS", help="Kafka bootstrap servers (default: $STREAMING_LSTM_BOOTSTRAP or $KAFKA_BOOTSTRAP_SERVERS)")
+    src.add_argument("--topic", help="Kafka topic")
+    src.add_argument(
+        "--kafka-option", metavar="KEY=VALUE", action="append", default=[], help="passed to Kafka as is, e.g. kafka.security.protocol=SASL_SSL (repeatable)"
+    )
+    return src
+
+
 FLAG_KEYS = {
     "epochs": "train.epochs",
     "local_epochs": "train.local_epochs",
@@ -237,16 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Ctrl-C finishes the current batch, saves and exits 0."
         ),
     )
-    src = p.add_argument_group("source")
-    src.add_argument("--source", choices=("socket", "file", "kafka", "memory"), required=True, help="where rows come from (memory: tests only)")
-    src.add_argument("--host", default="127.0.0.1", help="socket source host (default 127.0.0.1)")
-    src.add_argument("--port", type=int, help="socket source port")
-    src.add_argument("--path", metavar="DIR", help="file source: directory of CSV (or JSON lines) files")
-    src.add_argument("--bootstrap", metavar="SERVERS", help="Kafka bootstrap servers (default: $STREAMING_LSTM_BOOTSTRAP or $KAFKA_BOOTSTRAP_SERVERS)")
-    src.add_argument("--topic", help="Kafka topic")
-    src.add_argument(
-        "--kafka-option", metavar="KEY=VALUE", action="append", default=[], help="passed to Kafka as is, e.g. kafka.security.protocol=SASL_SSL (repeatable)"
-    )
+    src = _add_source_args(p, required=True)
     src.add_argument("--starting-offsets", help="Kafka: earliest, latest or a JSON offsets object")
     src.add_argument("--max-offsets-per-trigger", type=int, help="Kafka: cap on rows per micro-batch")
     run = p.add_argument_group("run")
@@ -309,13 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="DIR", help="trainer checkpoint or model directory")
     p.add_argument("--data", metavar="CSV", help="score this file and exit")
     p.add_argument("--out", metavar="FILE", help="append JSON lines here (default: standard output)")
-    p.add_argument("--source", choices=("socket", "file", "kafka"), help="score a stream instead of a file")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int)
-    p.add_argument("--path", metavar="DIR")
-    p.add_argument("--bootstrap", metavar="SERVERS")
-    p.add_argument("--topic")
-    p.add_argument("--kafka-option", metavar="KEY=VALUE", action="append", default=[])
+    _add_source_args(p, required=False)
     p.add_argument("--checkpoint", default="runs/predict-checkpoint", metavar="DIR", help="the prediction query's own Spark checkpoint")
     p.add_argument("--trigger", default="1 second", help="micro-batch interval (default 1 second)")
     p.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import threading
 import time
 from pathlib import Path
@@ -19,18 +18,7 @@ from producers.replay import KafkaSink, ReplayStats, SocketSink, read_rows, repl
 from streaming_lstm import runner, sources
 from streaming_lstm.config import AppConfig
 from streaming_lstm.spark_session import get_session
-from streaming_lstm.trainer import StreamingTrainer
-
-
-def prequential_last(history: list[dict[str, Any]], rows: int) -> float:
-    """Prequential accuracy over (about) the last ``rows`` rows: whole batches from the end."""
-    correct = seen = 0
-    for m in reversed(history):
-        if seen >= rows:
-            break
-        correct += int(m["prequential_correct"])
-        seen += int(m["rows_valid"])
-    return correct / seen if seen else math.nan
+from streaming_lstm.trainer import StreamingTrainer, prequential_last
 
 
 def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:

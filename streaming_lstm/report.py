@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from streaming_lstm.trainer import prequential_last
 
 
 def read_metrics(checkpoint: str | Path) -> list[dict[str, Any]]:
@@ -24,16 +25,6 @@ def read_metrics(checkpoint: str | Path) -> list[dict[str, Any]]:
     if not out:
         raise ValueError(f"{path} holds no batches yet")
     return [out[k] for k in sorted(out)]
-
-
-def _last_rows_accuracy(metrics: list[dict[str, Any]], rows: int = 150) -> float:
-    correct = seen = 0
-    for m in reversed(metrics):
-        if seen >= rows:
-            break
-        correct += int(m["prequential_correct"])
-        seen += int(m["rows_valid"])
-    return correct / seen if seen else math.nan
 
 
 def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -103,7 +94,7 @@ def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[
         "batches": len(metrics),
         "rows_trained": int(rows_seen[-1]),
         "rows_dead_lettered": int(sum(dead)),
-        "prequential_accuracy_last_150": _last_rows_accuracy(metrics),
+        "prequential_accuracy_last_150": prequential_last(metrics),
         "latency_p50_s": float(np.percentile(latency, 50)),
         "latency_p95_s": float(np.percentile(latency, 95)),
         "model_version": metrics[-1]["version"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import threading
@@ -26,7 +25,7 @@ from pyspark.sql.streaming import StreamingQuery
 from streaming_lstm import sources
 from streaming_lstm.config import AppConfig, ConfigError, parse_duration
 from streaming_lstm.spark_session import get_session
-from streaming_lstm.trainer import StreamingTrainer
+from streaming_lstm.trainer import StreamingTrainer, prequential_last
 
 log = logging.getLogger("streaming_lstm.runner")
 BOOTSTRAP_ENV = ("STREAMING_LSTM_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS")
@@ -148,13 +147,11 @@ def install_signal_handlers(event: threading.Event) -> None:
 
 
 def summarize(result: RunResult, checkpoint: Path) -> str:
-    recent = result.history[-5:]
-    rows = sum(int(m["rows_valid"]) for m in recent)
-    acc = sum(int(m["prequential_correct"]) for m in recent) / rows if rows else math.nan
+    acc = prequential_last(result.history, 150)
     return (
         f"stopped ({result.stopped_by}) after {result.batches} batches in {result.seconds:.1f} s: "
         f"{result.rows_trained} rows trained, {result.rows_dead} dead-lettered, model version {result.version}; "
-        f"prequential accuracy of the last {len(recent)} batches {acc:.3f}\n"
+        f"prequential accuracy over the last 150 rows {acc:.3f}\n"
         f"model: {checkpoint / 'model'}   metrics: {checkpoint / 'metrics.jsonl'}   dead letters: {checkpoint / 'deadletter'}"
     )
 

@@ -94,6 +94,18 @@ class MetricsLog:
             os.fsync(fh.fileno())
 
 
+def prequential_last(history: list[dict[str, Any]], rows: int = 150) -> float:
+    """Prequential accuracy over (about) the last ``rows`` rows: whole batches from the end, since
+    per-row scores are not kept."""
+    correct = seen = 0
+    for m in reversed(history):
+        if seen >= rows:
+            break
+        correct += int(m["prequential_correct"])
+        seen += int(m["rows_valid"])
+    return correct / seen if seen else math.nan
+
+
 def format_line(m: dict[str, Any]) -> str:
     acc = m.get("prequential_accuracy")
     acc_s = f"{acc:.3f}" if isinstance(acc, float) and not math.isnan(acc) else "  -  "

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the LSTM in one process on a CSV file; optionally hold out a stratified, seeded share of each class and report its accuracy.",
     )
     p.add_argument("--data", required=True, metavar="CSV", help="labelled rows (a header line is optional)")
-    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write (a new version is added)")
+    p.add_argument("--out", default="runs/model", metavar="DIR", help="model directory to write; a new version is added (default runs/model)")
     p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION", help="share of each class held out for scoring, e.g. 0.3 (default 0: none)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _add_config_args(p)

@@ -33,6 +33,13 @@ def test_fit_iris_reaches_095_on_the_seeded_holdout_and_evaluate_reads_it(tmp_pa
     assert "confusion" in text.stdout and "setosa" in text.stdout
 
 
+def test_fit_needs_only_data() -> None:
+    from streaming_lstm.cli import build_parser
+
+    args = build_parser().parse_args(["fit", "--data", "data/iris.csv", "--holdout", "0.3", "--json"])
+    assert args.out == "runs/model" and args.holdout == 0.3 and args.json
+
+
 def test_help_explains_and_config_errors_are_one_line(tmp_path: Path) -> None:
     r = cli("--help")
     assert r.returncode == 0 and "fit" in r.stdout and "train" in r.stdout and "configuration" in r.stdout

@@ -53,11 +53,15 @@ class StreamPredictor:
         self._refresh()
         saved = self.saved
         assert saved is not None
-        parsed = parse(df, saved.config.data, require_label=False)
-        fn = functools.partial(worker.score_frames, model_blob=self.blob, config_json=saved.config.to_dict(), threads=0)
-        good = parsed.filter(F.col("reason").isNull()).select("value", *feature_names(saved.config.data))
-        scored = good.mapInPandas(fn, worker.SCORE_SCHEMA).collect()
-        bad = parsed.filter(F.col("reason").isNotNull()).select("value", "reason").collect()
+        # Cached: the scoring job and the rejects share one read and parse of the micro-batch.
+        parsed = parse(df, saved.config.data, require_label=False).persist()
+        try:
+            fn = functools.partial(worker.score_frames, model_blob=self.blob, config_json=saved.config.to_dict(), threads=0)
+            good = parsed.filter(F.col("reason").isNull()).select("value", *feature_names(saved.config.data))
+            scored = good.mapInPandas(fn, worker.SCORE_SCHEMA).collect()
+            bad = parsed.filter(F.col("reason").isNotNull()).select("value", "reason").collect()
+        finally:
+            parsed.unpersist()
         now = time.time()
         names = class_names(saved.config)
         for r in scored:

@@ -37,6 +37,25 @@ FORMAT = "streaming-lstm/1"
 _NAME = re.compile(r"^v(\d{10})\.json$")
 
 
+def pack_model(weights: Mapping[str, np.ndarray], norm: NormStats, next_weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The named arrays of a model: ``model/<tensor>``, optional ``next/<tensor>``, ``norm/...``.
+
+    The one layout for model files and for the weights the trainer broadcasts to its tasks.
+    """
+    arrays = {f"model/{k}": v for k, v in weights.items()}
+    if next_weights is not None:
+        arrays.update({f"next/{k}": v for k, v in next_weights.items()})
+    arrays.update(norm.to_arrays())
+    return arrays
+
+
+def unpack_model(arrays: Mapping[str, np.ndarray], lstm: LSTMConfig) -> tuple[Weights, Weights | None, NormStats]:
+    """(weights, next weights or None, normaliser) from :func:`pack_model`'s arrays, checked."""
+    weights = check_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, lstm)
+    nxt = {k[5:]: v for k, v in arrays.items() if k.startswith("next/")}
+    return weights, check_weights(nxt, lstm) if nxt else None, NormStats.from_arrays(arrays, lstm.num_features)
+
+
 class ModelStoreError(RuntimeError):
     """No loadable model in a directory; the message says where and why."""
 
@@ -115,11 +134,7 @@ class ModelStore:
     ) -> Path:
         """Write version ``version`` atomically, then delete all but the newest ``keep``."""
         ensure_private_dir(self.dir)
-        arrays = {f"model/{k}": v for k, v in weights.items()}
-        if next_weights is not None:
-            arrays.update({f"next/{k}": v for k, v in next_weights.items()})
-        arrays.update(norm.to_arrays())
-        blob = weights_to_bytes(arrays)
+        blob = weights_to_bytes(pack_model(weights, norm, next_weights))
         npz_path, json_path = self._paths(version)
         record = {
             "format": FORMAT,
@@ -147,16 +162,12 @@ class ModelStore:
             if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
                 raise ModelStoreError(f"{npz_path}: checksum does not match {json_path.name} (truncated or modified)")
             config = from_dict(meta["config"])
-            arrays = arrays_from_bytes(blob)
-            lstm = LSTMConfig.from_app(config)
-            weights = check_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, lstm)
-            nxt = {k[5:]: v for k, v in arrays.items() if k.startswith("next/")}
-            norm = NormStats.from_arrays(arrays, lstm.num_features)
+            weights, nxt, norm = unpack_model(arrays_from_bytes(blob), LSTMConfig.from_app(config))
         except ModelStoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError, WeightsError) as exc:
             raise ModelStoreError(f"{json_path.with_suffix('')}: cannot load version {version}: {exc}") from None
-        return SavedModel(version, config, weights, check_weights(nxt, lstm) if nxt else None, norm, meta)
+        return SavedModel(version, config, weights, nxt, norm, meta)
 
     def load_latest(self) -> SavedModel | None:
         """The newest loadable version; ``None`` if the directory holds no version at all.

@@ -18,7 +18,8 @@ import pandas as pd
 from streaming_lstm import faults, train
 from streaming_lstm.config import from_dict
 from streaming_lstm.normalizer import NormStats
-from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, check_weights, weights_to_bytes
+from streaming_lstm.store import pack_model, unpack_model
+from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, weights_to_bytes
 
 RESULT_SCHEMA = "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int"
 
@@ -27,17 +28,18 @@ _CONFIG_CACHE: dict[str, Any] = {}
 
 def encode_model(weights: dict[str, np.ndarray], norm: NormStats) -> bytes:
     """Weights and normaliser statistics as one ``.npz`` blob (what the broadcast carries)."""
-    return weights_to_bytes({**{f"model/{k}": v for k, v in weights.items()}, **norm.to_arrays()})
+    return weights_to_bytes(pack_model(weights, norm))
 
 
 def decode_model(blob: bytes, lstm: LSTMConfig) -> tuple[dict[str, np.ndarray], NormStats]:
-    arrays = arrays_from_bytes(blob)
-    weights = check_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, lstm)
-    return weights, NormStats.from_arrays(arrays, lstm.num_features)
+    weights, _, norm = unpack_model(arrays_from_bytes(blob), lstm)
+    return weights, norm
 
 
 def _maybe_fail(batch_id: int) -> None:
     """The ``worker`` fault point: die in a task's first attempt only, so Spark's retry succeeds."""
+    if not os.environ.get(faults.ENV):
+        return  # the normal case: no fault configured, nothing more to look up
     from pyspark import TaskContext
 
     ctx = TaskContext.get()

@@ -52,6 +52,11 @@ def test_spark_submit_on_a_local_cluster_matches_local_mode(spark: Any, iris_lin
         "--checkpoint", str(ck), "--max-batches", "4", "--trigger", "0s", "--conf", str(ROOT / "conf" / "iris.toml"),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    # spark-submit finds SPARK_HOME by running `python3` from PATH, which in CI is not the venv's
+    # (no pyspark there): name it, as any Spark installation does.
+    from pyspark.find_spark_home import _find_spark_home
+
+    env["SPARK_HOME"] = _find_spark_home()
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     cluster_metrics = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]

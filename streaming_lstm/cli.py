@@ -194,19 +194,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         spark = get_session(saved.config.spark)
         source = runner.build_source(spark, saved.config, args)
         predictor = StreamPredictor(spark, args.model, out)
-        query = source.writeStream.foreachBatch(predictor.handle).option("checkpointLocation", args.checkpoint).trigger(processingTime=args.trigger).start()
+        print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
+        query = predictor.start(source, args.checkpoint, args.trigger)
         event = threading.Event()
         runner.install_signal_handlers(event)
         started = last = time.monotonic()
         seen = 0
         while query.isActive and not event.is_set():
             query.awaitTermination(0.2)  # type: ignore[arg-type]  # seconds as a float
-            if predictor.rows_scored != seen:
-                seen, last = predictor.rows_scored, time.monotonic()
+            if predictor.rows_scored + predictor.rows_rejected != seen:
+                seen, last = predictor.rows_scored + predictor.rows_rejected, time.monotonic()
             if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
                 break
         query.stop()
-        print(f"streaming-lstm: scored {predictor.rows_scored} rows in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        error = query.exception()
+        spark.stop()
+        if error is not None:
+            raise RuntimeError(f"the prediction query failed: {str(error).splitlines()[0]}")
+        print(
+            f'streaming-lstm: scored {predictor.rows_scored} rows, {predictor.rows_rejected} rejected (an "error" line each), '
+            f"in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+        )
         return 0
     finally:
         if out is not sys.stdout:

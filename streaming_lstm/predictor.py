@@ -1,9 +1,11 @@
 """``streaming-lstm predict`` on a stream: score rows with the newest model version as it appears.
 
 Each micro-batch checks the model directory for a newer version (a directory listing) and loads it
-before scoring, so a version the trainer writes is used from the next batch on. Output: one JSON
-line per row, ``{"batch_id", "value", "class", "probabilities", "model_version", "scored_at"}``;
-a row that cannot be parsed gets ``"error"`` instead of a prediction.
+before scoring, so a version the trainer writes is used from the next batch on: the lag from a
+version being written to rows scored with it is at most the wait for the next trigger plus one
+batch. Output: one JSON line per row, in the batch's row order,
+``{"batch_id", "value", "class", "probabilities", "model_version", "scored_at"}``; a row that cannot
+be parsed gets ``"error"`` instead of a prediction. One Spark job per micro-batch.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import IO, Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import worker
-from streaming_lstm.spark_parse import feature_names, parse
+from streaming_lstm.spark_parse import feature_names, observed, parsed_batch
 from streaming_lstm.standalone import class_names
 from streaming_lstm.store import ModelStore, SavedModel
 
@@ -32,7 +35,10 @@ class StreamPredictor:
         self.saved: SavedModel | None = None
         self.blob: Any = None
         self.rows_scored = 0
+        self.rows_rejected = 0
         self.first_use: dict[int, float] = {}  # model version -> when it first scored a row
+        self.first_batch_start: dict[int, float] = {}  # model version -> when that batch's handler began
+        self.batch_seconds: list[float] = []  # wall time of each non-empty micro-batch
         self._refresh()
         if self.saved is None:
             raise FileNotFoundError(f"no model found in {model_path}")
@@ -49,36 +55,73 @@ class StreamPredictor:
         self.saved = saved
         self.blob = self.spark.sparkContext.broadcast(worker.encode_model(saved.weights, saved.norm))
 
+    def _scorer(self) -> Any:
+        saved = self.saved
+        assert saved is not None
+        return functools.partial(worker.score_frames, model_blob=self.blob, config_json=saved.config.to_dict(), threads=0)
+
+    def warm_up(self) -> float:
+        """Import TF and trace the prediction function in every Python worker (seconds taken).
+
+        Without it the first micro-batch pays ~4 s of TF import and tracing per worker, and the
+        first new model version is picked up that much later.
+        """
+        started = time.perf_counter()
+        saved = self.saved
+        assert saved is not None
+        n = self.spark.sparkContext.defaultParallelism
+        feats = feature_names(saved.config.data)
+        rows = self.spark.range(n * 2).select(F.lit("").alias("value"), *[F.lit(0.0).alias(f) for f in feats], F.lit(None).cast("string").alias("reason"))
+        self.spark.sparkContext.setJobDescription("streaming-lstm predict: warm up the Python workers")
+        rows.repartition(n).mapInPandas(self._scorer(), worker.SCORE_SCHEMA).count()
+        return time.perf_counter() - started
+
+    def start(self, source: DataFrame, checkpoint: str | Path, trigger: str = "1 second") -> StreamingQuery:
+        """Start the prediction query (parsed in the plan, row counts as observed metrics)."""
+        saved = self.saved
+        assert saved is not None
+        return (
+            observed(source, saved.config.data, require_label=False)
+            .writeStream.foreachBatch(self.handle)
+            .option("checkpointLocation", str(checkpoint))
+            .trigger(processingTime=trigger)
+            .start()
+        )
+
     def handle(self, df: DataFrame, batch_id: int) -> None:
+        started, started_at = time.perf_counter(), time.time()
         self._refresh()
         saved = self.saved
         assert saved is not None
-        # Cached: the scoring job and the rejects share one read and parse of the micro-batch.
-        parsed = parse(df, saved.config.data, require_label=False).persist()
-        try:
-            fn = functools.partial(worker.score_frames, model_blob=self.blob, config_json=saved.config.to_dict(), threads=0)
-            good = parsed.filter(F.col("reason").isNull()).select("value", *feature_names(saved.config.data))
-            scored = good.mapInPandas(fn, worker.SCORE_SCHEMA).collect()
-            bad = parsed.filter(F.col("reason").isNotNull()).select("value", "reason").collect()
-        finally:
-            parsed.unpersist()
+        self.spark.sparkContext.setJobDescription(f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
+        parsed = parsed_batch(df, saved.config.data, require_label=False)
+        # Arrow, not collect(): one round trip, no per-row pickling.
+        table = parsed.select("value", *feature_names(saved.config.data), "reason").mapInPandas(self._scorer(), worker.SCORE_SCHEMA).toArrow()
+        if table.num_rows == 0:
+            return
         now = time.time()
         names = class_names(saved.config)
-        for r in scored:
-            record = {
-                "batch_id": batch_id,
-                "value": r["value"],
-                "class": names[r["predicted"]],
-                "probabilities": [round(p, 6) for p in r["probabilities"]],
-                "model_version": saved.version,
-                "scored_at": now,
-            }
-            self.out.write(json.dumps(record) + "\n")
-        for r in bad:
-            self.out.write(
-                json.dumps({"batch_id": batch_id, "value": r["value"], "error": r["reason"], "model_version": saved.version, "scored_at": now}) + "\n"
-            )
+        scored = 0
+        lines = []
+        for r in table.to_pylist():
+            if r["error"] is None:
+                scored += 1
+                record = {
+                    "batch_id": batch_id,
+                    "value": r["value"],
+                    "class": names[r["predicted"]],
+                    "probabilities": [round(p, 6) for p in r["probabilities"]],
+                    "model_version": saved.version,
+                    "scored_at": now,
+                }
+            else:
+                record = {"batch_id": batch_id, "value": r["value"], "error": r["error"], "model_version": saved.version, "scored_at": now}
+            lines.append(json.dumps(record))
+        self.out.write("\n".join(lines) + "\n")
         self.out.flush()
-        if scored:
-            self.first_use.setdefault(saved.version, now)
-        self.rows_scored += len(scored)
+        if scored and saved.version not in self.first_use:
+            self.first_use[saved.version] = now
+            self.first_batch_start[saved.version] = started_at
+        self.rows_scored += scored
+        self.rows_rejected += table.num_rows - scored
+        self.batch_seconds.append(time.perf_counter() - started)

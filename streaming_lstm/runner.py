@@ -24,6 +24,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import sources
 from streaming_lstm.config import AppConfig, ConfigError, parse_duration
+from streaming_lstm.spark_parse import observed
 from streaming_lstm.spark_session import get_session
 from streaming_lstm.trainer import StreamingTrainer, prequential_last
 
@@ -79,10 +80,15 @@ def build_source(spark: SparkSession, cfg: AppConfig, args: argparse.Namespace) 
 
 
 def start_query(trainer: StreamingTrainer, source: DataFrame) -> StreamingQuery:
-    """Start the foreachBatch query; Spark's own checkpoint lives in ``CHECKPOINT/spark``."""
+    """Start the foreachBatch query; Spark's own checkpoint lives in ``CHECKPOINT/spark``.
+
+    Rows are parsed in the streaming plan so that each batch's row counts are also the query's
+    observed metrics (:func:`~streaming_lstm.spark_parse.observed`).
+    """
     trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
     return (
-        source.writeStream.foreachBatch(trainer.handle)
+        observed(source, trainer.cfg.data)
+        .writeStream.foreachBatch(trainer.handle)
         .option("checkpointLocation", str(trainer.checkpoint / "spark"))
         .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
         .queryName(f"streaming-lstm-{os.getpid()}-{id(trainer)}")

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from streaming_lstm.config import DataConfig, data_columns
 
 RAW_LIMIT = 65536  # characters of a rejected row kept in the dead-letter record
+OBSERVATION = "streaming_lstm"  # the name of the query's observed metrics
 
 
 def feature_names(data: DataConfig) -> list[str]:
@@ -75,3 +76,26 @@ def dead_letters(parsed: DataFrame, batch_id: int) -> DataFrame:
         F.substring(F.col("value"), 1, RAW_LIMIT).alias("raw"),
         F.length(F.col("value")).alias("raw_length"),
     )
+
+
+def observed(source: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
+    """:func:`parse` inside the streaming plan, with the row counts as Spark observed metrics.
+
+    Each micro-batch's ``StreamingQueryProgress.observedMetrics["streaming_lstm"]`` then holds
+    ``rows_in``, ``rows_valid`` and ``rows_dead`` (rejected by :func:`parse`) for exactly the rows
+    of that batch, visible in ``query.lastProgress``, the Spark UI's streaming tab and to any
+    ``StreamingQueryListener``. Handlers that receive a frame with a ``reason`` column use it as
+    parsed instead of parsing it again.
+    """
+    reason = F.col("reason")
+    return parse(source, data, require_label=require_label).observe(
+        OBSERVATION,
+        F.count(F.lit(1)).alias("rows_in"),
+        F.count_if(reason.isNull()).alias("rows_valid"),
+        F.count_if(reason.isNotNull()).alias("rows_dead"),
+    )
+
+
+def parsed_batch(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
+    """A micro-batch as :func:`parse` output, parsing it only if :func:`observed` has not."""
+    return df if "reason" in df.columns else parse(df, data, require_label=require_label)

@@ -36,7 +36,7 @@ from streaming_lstm import faults, worker
 from streaming_lstm.config import AppConfig
 from streaming_lstm.drift import Adwin
 from streaming_lstm.normalizer import NormStats
-from streaming_lstm.spark_parse import dead_letters, feature_names, parse
+from streaming_lstm.spark_parse import dead_letters, feature_names, parsed_batch
 from streaming_lstm.state import TrainerState, Update
 from streaming_lstm.store import ModelStore, ensure_private_dir
 from streaming_lstm.tb_log import TensorBoardLog
@@ -190,7 +190,7 @@ class StreamingTrainer:
         started = time.perf_counter()
         sc = self.spark.sparkContext
         sc.setJobGroup(f"batch-{batch_id}", f"streaming-lstm batch {batch_id}: parse and count", interruptOnCancel=False)
-        parsed = parse(df, self.cfg.data).persist()
+        parsed = parsed_batch(df, self.cfg.data).persist()
         try:
             counts = parsed.groupBy(F.spark_partition_id().alias("pid"), F.col("reason")).count().collect()
             valid_by_pid = {int(r["pid"]): int(r["count"]) for r in counts if r["reason"] is None}

@@ -119,12 +119,19 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_json: dict[str, Any], 
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
 
 
-SCORE_SCHEMA = "value string, probabilities array<double>, predicted int"
+SCORE_SCHEMA = "value string, probabilities array<double>, predicted int, error string"
 
 
 def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
-    """The prediction ``mapInPandas`` body: rows ``value, f0..`` in, class probabilities out."""
-    cfg = from_dict(config_json)
+    """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason`` in, in their order.
+
+    A valid row (``reason`` NULL) gets its class probabilities and ``predicted`` class id; a
+    rejected one passes through with ``error`` = its reason, so one Spark job handles both.
+    """
+    cache_key = repr(sorted(config_json.items()))
+    cfg = _CONFIG_CACHE.get(cache_key)
+    if cfg is None:
+        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_json)
     spec = train.TrainSpec.from_app(cfg)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)
@@ -132,5 +139,11 @@ def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
     for frame in frames:
         if frame.empty:
             continue
-        probs = train.predict(weights, norm.transform(frame[feats].to_numpy(np.float64)), spec, threads)
-        yield pd.DataFrame({"value": frame["value"], "probabilities": list(probs.astype(np.float64)), "predicted": probs.argmax(axis=1).astype(np.int32)})
+        ok = frame["reason"].isna().to_numpy()
+        probs = train.predict(weights, norm.transform(frame.loc[ok, feats].to_numpy(np.float64)), spec, threads).astype(np.float64)
+        column: list[Any] = [None] * len(frame)
+        predicted = np.full(len(frame), -1, np.int32)
+        for j, row in zip(np.flatnonzero(ok), probs, strict=True):
+            column[j] = row
+        predicted[ok] = probs.argmax(axis=1)
+        yield pd.DataFrame({"value": frame["value"], "probabilities": column, "predicted": predicted, "error": frame["reason"]})

@@ -121,19 +121,26 @@ def test_tensorboard_events_and_stream_prediction_pick_up_new_versions(spark: An
         feed(iris_lines[::3])
         out = io.StringIO()
         predictor = StreamPredictor(spark, ck, out)
+        assert predictor.warm_up() > 0
         source = MemorySource(spark)
-        query = source.df().writeStream.foreachBatch(predictor.handle).option("checkpointLocation", str(tmp_path / "pck")).start()
+        query = predictor.start(source.df(), tmp_path / "pck", "0 seconds")
         try:
-            source.add([*iris_lines[:10], "not,a,row"])
+            source.add([*iris_lines[:5], "not,a,row", *iris_lines[5:10]])
             query.processAllAvailable()
             feed(iris_lines[1::3])  # the trainer writes version 2
             source.add(iris_lines[10:20])
             query.processAllAvailable()
+            observed = [p["observedMetrics"]["streaming_lstm"] for p in query.recentProgress if p["numInputRows"] > 0]
         finally:
             query.stop()
     records = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [r["model_version"] for r in records if "class" in r] == [1] * 10 + [2] * 10
-    assert [r["error"] for r in records if "error" in r] == ["expected 5 fields, got 3"]
+    # One line per row in the batch's order, the rejected row in its place.
+    assert [r["value"] for r in records] == [*iris_lines[:5], "not,a,row", *iris_lines[5:20]]
+    assert records[5]["error"] == "expected 5 fields, got 3" and "class" not in records[5]
+    assert (predictor.rows_scored, predictor.rows_rejected) == (20, 1)
+    assert [(o["rows_in"], o["rows_valid"], o["rows_dead"]) for o in observed] == [(11, 10, 1), (10, 10, 0)]
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 and r["class"] in ("setosa", "versicolor", "virginica") for r in records if "class" in r)
     tags = set()
     for f in (ck / "tensorboard").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(f)):

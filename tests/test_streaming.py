@@ -37,9 +37,11 @@ def streaming(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[An
     trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
     query = start_query(trainer, source.df())
 
-    def feed(rows: list[str]) -> None:
+    def feed(rows: list[str]) -> dict[str, Any]:
+        """Returns the query's progress report of the batch the rows formed."""
         source.add(rows)
         query.processAllAvailable()
+        return next(p for p in reversed(query.recentProgress) if p["numInputRows"] > 0)
 
     try:
         yield trainer, feed
@@ -109,10 +111,12 @@ def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_l
         "sepal_length,sepal_width,petal_length,petal_width,species",
     ]
     with streaming(spark, config(), tmp_path / "ck") as (trainer, feed):
-        feed(iris_lines[:20] + bad + iris_lines[20:30])
-        feed(iris_lines[30:60])
+        progress = [feed(iris_lines[:20] + bad + iris_lines[20:30]), feed(iris_lines[30:60])]
     h = trainer.history
     assert [(m["rows_in"], m["rows_valid"], m["rows_dead"]) for m in h] == [(39, 30, 9), (30, 30, 0)]
+    # The same counts are the query's observed metrics, batch by batch (Spark's progress reports).
+    observed = [p["observedMetrics"]["streaming_lstm"] for p in progress]
+    assert [(p["batchId"], o["rows_in"], o["rows_valid"], o["rows_dead"]) for p, o in zip(progress, observed, strict=True)] == [(0, 39, 30, 9), (1, 30, 30, 0)]
     records = [json.loads(line) for f in sorted((tmp_path / "ck" / "deadletter").glob("batch_id=0/*.json")) for line in f.read_text().splitlines()]
     assert sorted(r["raw"] for r in records) == sorted(bad)
     reasons = {r["raw"]: r["reason"] for r in records}

@@ -3,9 +3,11 @@
 Each micro-batch checks the model directory for a newer version (a directory listing) and loads it
 before scoring, so a version the trainer writes is used from the next batch on: the lag from a
 version being written to rows scored with it is at most the wait for the next trigger plus one
-batch. Output: one JSON line per row, in the batch's row order,
-``{"batch_id", "value", "class", "probabilities", "model_version", "scored_at"}``; a row that cannot
-be parsed gets ``"error"`` instead of a prediction. One Spark job per micro-batch.
+batch. Output: one JSON line per row, ``{"batch_id", "value", "class", "probabilities",
+"model_version", "scored_at"}``; a row that cannot be parsed gets ``"error"`` instead of a
+prediction, in its place among the rows of its Spark partition (rows keep their order within a
+partition; a source may deal them across partitions, as the socket source does round-robin). One
+Spark job per micro-batch.
 """
 
 from __future__ import annotations

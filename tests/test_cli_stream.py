@@ -97,3 +97,72 @@ def test_sigterm_finishes_the_batch_saves_and_exits_zero(iris_lines: list[str], 
     metrics = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]
     assert sum(m["rows_valid"] for m in metrics) == 450
     assert len({m["batch_id"] for m in metrics}) == len(metrics)
+
+
+def test_predict_scores_a_live_socket_stream_and_picks_up_a_new_version(iris_lines: list[str], tmp_path: Path) -> None:
+    """`streaming-lstm predict --source socket` as its own process: rows in, JSON lines out, and a
+    version written while it runs scores the rows that arrive after it."""
+    import shutil
+    import socket
+    import threading
+    import time
+
+    from streaming_lstm import standalone
+    from streaming_lstm.config import load_config
+
+    staging, model = tmp_path / "staging", tmp_path / "model"
+    cfg = load_config(ROOT / "conf" / "iris.toml", {"train.epochs": 3})
+    standalone.fit(cfg, ROOT / "data" / "iris.csv", staging)  # v1
+    standalone.fit(cfg, ROOT / "data" / "iris.csv", staging)  # v2
+    model.mkdir(mode=0o700)
+    for f in staging.glob("v0000000001.*"):
+        shutil.copy(f, model / f.name)
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    second_part, done = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(("\n".join([*iris_lines[:60], "1.0,2.0,oops,4.0,0"]) + "\n").encode())
+            second_part.wait(120)
+            conn.sendall(("\n".join(iris_lines[60:]) + "\n").encode())
+            done.wait(120)
+
+    threading.Thread(target=serve, daemon=True).start()
+    out = tmp_path / "scored.jsonl"
+    cmd = [sys.executable, "-m", "streaming_lstm.cli", "predict", "--model", str(model), "--source", "socket", "--port", str(port)]
+    cmd += ["--out", str(out), "--checkpoint", str(tmp_path / "pck"), "--trigger", "500 milliseconds", "--idle-timeout", "5"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def lines() -> list[dict[str, object]]:
+            return [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+
+        deadline = time.monotonic() + 180
+        while len(lines()) < 61 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(lines()) == 61, proc.stderr.read() if proc.poll() is not None else "timed out"  # type: ignore[union-attr]
+        npz = next(staging.glob("v0000000002.npz"))  # the data first, then the metadata that makes it a version
+        shutil.copy(npz, model / npz.name)
+        shutil.copy(staging / "v0000000002.json", model / "v0000000002.json")
+        second_part.set()
+        _, err = proc.communicate(timeout=180)
+    finally:
+        done.set()
+        server.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    records = lines()
+    # Each row once; the first part (sent before v2 existed) scored with v1, the rest with v2.
+    # (Order only within a Spark partition: the socket source deals rows round-robin.)
+    assert sorted(str(r["value"]) for r in records) == sorted([*iris_lines, "1.0,2.0,oops,4.0,0"])
+    assert [r["model_version"] for r in records] == [1] * 61 + [2] * 90
+    assert {str(r["value"]) for r in records[:61]} == {*iris_lines[:60], "1.0,2.0,oops,4.0,0"}
+    assert [r["error"] for r in records if "error" in r] == ["non-numeric feature 'petal_length'"]
+    scored = [r for r in records if "class" in r]
+    assert len(scored) == 150
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in scored)  # type: ignore[arg-type]
+    assert "scored 150 rows, 1 rejected" in err

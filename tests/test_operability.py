@@ -135,7 +135,7 @@ def test_tensorboard_events_and_stream_prediction_pick_up_new_versions(spark: An
             query.stop()
     records = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [r["model_version"] for r in records if "class" in r] == [1] * 10 + [2] * 10
-    # One line per row in the batch's order, the rejected row in its place.
+    # One line per row, the rejected row in its place (a memory stream batch is one partition).
     assert [r["value"] for r in records] == [*iris_lines[:5], "not,a,row", *iris_lines[5:20]]
     assert records[5]["error"] == "expected 5 fields, got 3" and "class" not in records[5]
     assert (predictor.rows_scored, predictor.rows_rejected) == (20, 1)

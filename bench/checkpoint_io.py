@@ -54,14 +54,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             samples[name].append(float(d.get("walCommit", 0) + d.get("commitOffsets", 0)))
                 finally:
                     q.stop()
-    result = {
-        name: {"batches": len(v), "checkpoint_ms_p50": statistics.median(v), "checkpoint_ms_mean": statistics.fmean(v)} for name, v in samples.items()
-    }
+    result = {name: {"batches": len(v), "checkpoint_ms_p50": statistics.median(v), "checkpoint_ms_mean": statistics.fmean(v)} for name, v in samples.items()}
     default, ours = (result[n]["checkpoint_ms_p50"] for n in MANAGERS)
     payload = {"managers": result, "saved_ms_per_batch_p50": default - ours, "ratio_p50": ours / default if default else None}
     if not args.json:
         for name, r in result.items():
-            print(f"{name:<28} walCommit + commitOffsets per batch: p50 {r['checkpoint_ms_p50']:.0f} ms, mean {r['checkpoint_ms_mean']:.0f} ms ({r['batches']} batches)")
+            ms = f"p50 {r['checkpoint_ms_p50']:.0f} ms, mean {r['checkpoint_ms_mean']:.0f} ms"
+            print(f"{name:<28} walCommit + commitOffsets per batch: {ms} ({r['batches']} batches)")
     path = write("checkpoint-io", payload)
     print(json.dumps(payload) if args.json else f"wrote {path}")
     return payload

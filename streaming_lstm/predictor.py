@@ -1,9 +1,10 @@
 """``streaming-lstm predict`` on a stream: score rows with the newest model version as it appears.
 
 Each micro-batch checks the model directory for a newer version (a directory listing) and loads it
-before scoring, so a version the trainer writes is used from the next batch on: the lag from a
-version being written to rows scored with it is at most the wait for the next trigger plus one
-batch. Output: one JSON line per row, ``{"batch_id", "value", "class", "probabilities",
+before scoring, and once more after: a version written while a batch is being scored has that
+batch scored again with it. So a version is in use by the end of the batch running when it is
+written, or else by the end of the next batch: the lag is at most the wait for the next trigger
+plus one batch. Output: one JSON line per row, ``{"batch_id", "value", "class", "probabilities",
 "model_version", "scored_at"}``; a row that cannot be parsed gets ``"error"`` instead of a
 prediction, in its place among the rows of its Spark partition (rows keep their order within a
 partition; a source may deal them across partitions, as the socket source does round-robin). One
@@ -41,21 +42,24 @@ class StreamPredictor:
         self.first_use: dict[int, float] = {}  # model version -> when it first scored a row
         self.first_batch_start: dict[int, float] = {}  # model version -> when that batch's handler began
         self.batch_seconds: list[float] = []  # wall time of each non-empty micro-batch
+        self.rescored_batches = 0  # batches scored again because a version appeared meanwhile
         self._refresh()
         if self.saved is None:
             raise FileNotFoundError(f"no model found in {model_path}")
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> bool:
+        """Load the newest version if it is newer than the one in use; True if it was."""
         versions = self.store.versions()
         if not versions or (self.saved is not None and versions[-1] <= self.saved.version):
-            return
+            return False
         saved = self.store.load_latest()
         if saved is None or (self.saved is not None and saved.version <= self.saved.version):
-            return
+            return False
         if self.blob is not None:
             self.blob.unpersist()
         self.saved = saved
         self.blob = self.spark.sparkContext.broadcast(worker.encode_model(saved.weights, saved.norm))
+        return True
 
     def _scorer(self) -> Any:
         saved = self.saved
@@ -93,12 +97,20 @@ class StreamPredictor:
     def handle(self, df: DataFrame, batch_id: int) -> None:
         started, started_at = time.perf_counter(), time.time()
         self._refresh()
-        saved = self.saved
-        assert saved is not None
-        self.spark.sparkContext.setJobDescription(f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
-        parsed = parsed_batch(df, saved.config.data, require_label=False)
-        # Arrow, not collect(): one round trip, no per-row pickling.
-        table = parsed.select("value", *feature_names(saved.config.data), "reason").mapInPandas(self._scorer(), worker.SCORE_SCHEMA).toArrow()
+        assert self.saved is not None
+        parsed = parsed_batch(df, self.saved.config.data, require_label=False).select("value", *feature_names(self.saved.config.data), "reason")
+        for attempt in range(2):
+            saved = self.saved
+            assert saved is not None
+            self.spark.sparkContext.setJobDescription(f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
+            # Arrow, not collect(): one round trip, no per-row pickling.
+            table = parsed.mapInPandas(self._scorer(), worker.SCORE_SCHEMA).toArrow()
+            # A version written while this batch was scored would otherwise wait for the next
+            # trigger: score the batch once more with it, so what goes out is the newest model's
+            # (at most once per batch, so a trainer faster than the predictor cannot stall it).
+            if attempt or table.num_rows == 0 or not self._refresh():
+                break
+            self.rescored_batches += 1
         if table.num_rows == 0:
             return
         now = time.time()

@@ -147,3 +147,36 @@ def test_tensorboard_events_and_stream_prediction_pick_up_new_versions(spark: An
             tags.update(v.tag for v in event.summary.value)
     assert {"prequential/accuracy", "train/loss", "latency/batch_s", "weights/head/kernel"} <= tags
     assert trainer.history[-1]["drift_detections"] >= 0
+
+
+@pytest.mark.spark
+def test_a_version_written_while_a_batch_is_scored_scores_that_batch(spark: Any, fitted: Path, iris_lines: list[str], tmp_path: Path) -> None:
+    """The predictor looks again after scoring: a version that appeared meanwhile re-scores the
+    batch (once), instead of waiting for the next trigger."""
+    import shutil
+
+    from streaming_lstm import standalone
+    from streaming_lstm.config import load_config
+    from streaming_lstm.predictor import StreamPredictor
+
+    model = tmp_path / "model"
+    shutil.copytree(fitted, model)
+    out = io.StringIO()
+    predictor = StreamPredictor(spark, model, out)
+    real_scorer = predictor._scorer
+    calls = []
+
+    def scorer_that_sees_a_new_version_land() -> Any:
+        calls.append(predictor.saved.version if predictor.saved else None)
+        if len(calls) == 1:  # the trainer writes v2 while batch 0 is being scored with v1
+            standalone.fit(load_config(ROOT / "conf" / "iris.toml", {"train.epochs": 1}), ROOT / "data" / "iris.csv", model)
+        return real_scorer()
+
+    predictor._scorer = scorer_that_sees_a_new_version_land  # type: ignore[method-assign]
+    df = spark.createDataFrame([(v,) for v in iris_lines[:30]], "value string")
+    predictor.handle(df, 0)
+    predictor.handle(df, 1)  # no new version: scored once
+    records = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert calls == [1, 2, 2]
+    assert [r["model_version"] for r in records] == [2] * 60
+    assert predictor.rescored_batches == 1 and predictor.rows_scored == 60

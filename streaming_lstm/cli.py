@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streaming_lstm.config import AppConfig, ConfigError, load_config
+from streaming_lstm.config import AppConfig, ConfigError, load_config, parse_duration
 
 DEFAULT_CONF = "conf/iris.toml"
 
@@ -183,6 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 0
         if not args.source:
             raise ConfigError("predict needs --data CSV, or --source socket|kafka|file for a stream")
+        trigger_ms = int(parse_duration(args.trigger, "--trigger") * 1000)  # before Spark starts: fail fast
         from streaming_lstm import runner
         from streaming_lstm.predictor import StreamPredictor
         from streaming_lstm.spark_session import get_session
@@ -195,7 +196,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         source = runner.build_source(spark, saved.config, args)
         predictor = StreamPredictor(spark, args.model, out)
         print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
-        query = predictor.start(source, args.checkpoint, args.trigger)
+        query = predictor.start(source, args.checkpoint, f"{trigger_ms} milliseconds")
         event = threading.Event()
         runner.install_signal_handlers(event)
         started = last = time.monotonic()
@@ -321,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a CSV file, or a stream, with the newest model",
         description=(
             "Score rows with the newest model version: a CSV file (--data), or a stream (--source), picking up "
-            "new versions as the trainer writes them. JSON lines out."
+            "new versions as the trainer writes them. JSON lines out, one per row: value, class, probabilities, "
+            'model_version, scored_at; a row that cannot be parsed gets an "error" line instead. Each micro-batch '
+            "checks for a newer version before and after scoring, so a version is in use within about one trigger."
         ),
     )
     p.add_argument("--model", required=True, metavar="DIR", help="trainer checkpoint or model directory")
@@ -329,7 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="append JSON lines here (default: standard output)")
     _add_source_args(p, required=False)
     p.add_argument("--checkpoint", default="runs/predict-checkpoint", metavar="DIR", help="the prediction query's own Spark checkpoint")
-    p.add_argument("--trigger", default="1 second", help="micro-batch interval (default 1 second)")
+    p.add_argument(
+        "--trigger",
+        default="1s",
+        help="micro-batch interval, e.g. 1s or 500ms (default 1s); also how long a new model version can wait before it scores rows",
+    )
     p.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows")
     p.set_defaults(func=cmd_predict)
 

@@ -240,8 +240,11 @@ def from_dict(raw: Mapping[str, Any]) -> AppConfig:
 
 
 def parse_duration(text: str, key: str = "duration") -> float:
-    """``"2s"``, ``"500ms"``, ``"1m"`` or a bare number of seconds -> seconds."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+    """``"2s"``, ``"500ms"``, ``"1m"``, Spark's ``"1 second"`` / ``"500 milliseconds"``, or a bare
+    number of seconds -> seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "sec": 1.0}
+    for name, factor in (("millisecond", 0.001), ("second", 1.0), ("minute", 60.0), ("hour", 3600.0)):
+        units[name] = units[name + "s"] = factor
     t = text.strip().lower()
     for unit in sorted(units, key=len, reverse=True):
         if t.endswith(unit):

@@ -57,6 +57,10 @@ def test_durations_and_half_life() -> None:
     assert parse_duration("500ms") == 0.5
     assert parse_duration("1m") == 60.0
     assert parse_duration("3") == 3.0
+    assert parse_duration("1 second") == 1.0 and parse_duration("500 milliseconds") == 0.5
+    assert parse_duration("2 minutes") == 120.0 and parse_duration("1 hour") == 3600.0 and parse_duration("5 sec") == 5.0
+    with pytest.raises(ConfigError, match="--trigger: expected a duration like '2s' or '500ms', got '1 fortnight'"):
+        parse_duration("1 fortnight", "--trigger")
     cfg = load_config(IRIS, {"stream.half_life_batches": 2})
     assert effective_decay(cfg.stream) == pytest.approx(0.5**0.5)
     assert effective_decay(load_config(IRIS, {"stream.decay": 0.3}).stream) == 0.3

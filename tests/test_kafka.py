@@ -60,8 +60,13 @@ def train_until(
             time.sleep(0.2)
         query.processAllAvailable()
         assert query.exception() is None
+        progress = [p for p in query.recentProgress if p["numInputRows"] > 0]
     finally:
         query.stop()
+    # Spark's progress reports carry each batch's row counts as observed metrics, equal to the trainer's.
+    by_batch = {m["batch_id"]: (m["rows_in"], m["rows_valid"], m["rows_dead"]) for m in trainer.history}
+    observed = {p["batchId"]: p["observedMetrics"]["streaming_lstm"] for p in progress}
+    assert observed and {b: (o["rows_in"], o["rows_valid"], o["rows_dead"]) for b, o in observed.items()} == {b: by_batch[b] for b in observed}
     return trainer
 
 

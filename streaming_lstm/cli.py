@@ -207,7 +207,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 seen, last = predictor.rows_scored + predictor.rows_rejected, time.monotonic()
             if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
                 break
-        query.stop()
+        runner.stop_after_commit(query, predictor.last_batch_id)
         error = query.exception()
         spark.stop()
         if error is not None:

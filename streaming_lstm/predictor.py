@@ -43,6 +43,7 @@ class StreamPredictor:
         self.first_batch_start: dict[int, float] = {}  # model version -> when that batch's handler began
         self.batch_seconds: list[float] = []  # wall time of each non-empty micro-batch
         self.rescored_batches = 0  # batches scored again because a version appeared meanwhile
+        self.last_batch_id = -1  # the last micro-batch handled (scored and written out)
         self._refresh()
         if self.saved is None:
             raise FileNotFoundError(f"no model found in {model_path}")
@@ -112,6 +113,7 @@ class StreamPredictor:
                 break
             self.rescored_batches += 1
         if table.num_rows == 0:
+            self.last_batch_id = batch_id
             return
         now = time.time()
         names = class_names(saved.config)
@@ -139,3 +141,4 @@ class StreamPredictor:
         self.rows_scored += scored
         self.rows_rejected += table.num_rows - scored
         self.batch_seconds.append(time.perf_counter() - started)
+        self.last_batch_id = batch_id

@@ -96,6 +96,23 @@ def start_query(trainer: StreamingTrainer, source: DataFrame) -> StreamingQuery:
     )
 
 
+def stop_after_commit(query: StreamingQuery, batch_id: int, timeout: float = 10.0) -> None:
+    """Stop ``query`` once Spark has committed ``batch_id`` (or after ``timeout`` seconds).
+
+    Our handler returns before Spark writes the batch's commit file; stopping right then interrupts
+    that write (Hadoop logs an InterruptedException with a stack trace) and leaves the batch to be
+    replayed and skipped on the next start. Spark reports a batch's progress after its commit, so
+    waiting for that report makes a normal stop quiet and leaves nothing to replay.
+    """
+    deadline = time.monotonic() + timeout
+    while batch_id >= 0 and query.isActive and time.monotonic() < deadline:
+        progress = query.lastProgress
+        if progress and progress["batchId"] >= batch_id and "addBatch" in progress["durationMs"]:
+            break  # a report of an executed batch (idle triggers have no addBatch) at or after ours
+        time.sleep(0.05)
+    query.stop()
+
+
 def run(
     trainer: StreamingTrainer,
     source: DataFrame,
@@ -132,7 +149,7 @@ def run(
                 break
     finally:
         trainer.request_stop()
-        query.stop()
+        stop_after_commit(query, trainer.state.last_batch_id)
     error = query.exception()
     if error is not None and "StopRequested" not in str(error):
         raise RuntimeError(f"the streaming query failed: {str(error).splitlines()[0]}")

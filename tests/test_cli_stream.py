@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
+def planned(ck: Path) -> list[int]:
+    """Batch ids in Spark's offset log (a batch is written there before it runs)."""
+    return sorted(int(f.name) for f in (ck / "spark" / "offsets").iterdir() if f.name.isdigit())
+
+
+def committed(ck: Path) -> list[int]:
+    """Batch ids in Spark's commit log (written after the handler returned)."""
+    return sorted(int(f.name) for f in (ck / "spark" / "commits").iterdir() if f.name.isdigit())
+
+
 def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], tmp_path: Path) -> None:
     incoming = tmp_path / "incoming"
     incoming.mkdir()
@@ -45,6 +55,9 @@ def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], 
     assert sum(m["rows_dead"] for m in metrics) == 0
     assert len({m["batch_id"] for m in metrics}) == len(metrics)
     assert [line for line in r.stdout.splitlines() if line.startswith("batch ")], r.stdout
+    # A normal stop waits for Spark to commit the last batch: nothing to replay, no interrupted write.
+    assert committed(ck) == planned(ck) and planned(ck)
+    assert "InterruptedException" not in r.stderr
     e = subprocess.run(
         [sys.executable, "-m", "streaming_lstm.cli", "evaluate", "--model", str(ck), "--data", "data/iris.csv", "--json"],
         cwd=ROOT,
@@ -84,8 +97,12 @@ def test_sigterm_finishes_the_batch_saves_and_exits_zero(iris_lines: list[str], 
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     assert "stopped (signal)" in out
+    assert "InterruptedException" not in err
     assert "SIGTERM received" in err
     metrics = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]
+    # The last trained batch is committed too; a batch Spark planned after the signal is refused,
+    # left uncommitted, and trained on the next start.
+    assert committed(ck)[-1] == metrics[-1]["batch_id"] and planned(ck)[-1] <= metrics[-1]["batch_id"] + 1
     from streaming_lstm.store import ModelStore
 
     saved = ModelStore(ck / "model").load_latest()

@@ -39,9 +39,6 @@ class StreamPredictor:
         self.blob: Any = None
         self.rows_scored = 0
         self.rows_rejected = 0
-        self.first_use: dict[int, float] = {}  # model version -> when it first scored a row
-        self.first_batch_start: dict[int, float] = {}  # model version -> when that batch's handler began
-        self.batch_seconds: list[float] = []  # wall time of each non-empty micro-batch
         self.rescored_batches = 0  # batches scored again because a version appeared meanwhile
         self.last_batch_id = -1  # the last micro-batch handled (scored and written out)
         self._refresh()
@@ -95,23 +92,27 @@ class StreamPredictor:
             .start()
         )
 
+    def _score(self, parsed: DataFrame, batch_id: int) -> Any:
+        saved = self.saved
+        assert saved is not None
+        self.spark.sparkContext.setJobDescription(f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
+        # Arrow, not collect(): one round trip, no per-row pickling.
+        return parsed.mapInPandas(self._scorer(), worker.SCORE_SCHEMA).toArrow()
+
     def handle(self, df: DataFrame, batch_id: int) -> None:
-        started, started_at = time.perf_counter(), time.time()
         self._refresh()
-        assert self.saved is not None
-        parsed = parsed_batch(df, self.saved.config.data, require_label=False).select("value", *feature_names(self.saved.config.data), "reason")
-        for attempt in range(2):
-            saved = self.saved
-            assert saved is not None
-            self.spark.sparkContext.setJobDescription(f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
-            # Arrow, not collect(): one round trip, no per-row pickling.
-            table = parsed.mapInPandas(self._scorer(), worker.SCORE_SCHEMA).toArrow()
-            # A version written while this batch was scored would otherwise wait for the next
-            # trigger: score the batch once more with it, so what goes out is the newest model's
-            # (at most once per batch, so a trainer faster than the predictor cannot stall it).
-            if attempt or table.num_rows == 0 or not self._refresh():
-                break
+        saved = self.saved
+        assert saved is not None
+        parsed = parsed_batch(df, saved.config.data, require_label=False).select("value", *feature_names(saved.config.data), "reason")
+        table = self._score(parsed, batch_id)
+        # A version written while this batch was scored would otherwise wait for the next trigger:
+        # score the batch once more with it, so what goes out is the newest model's (once per
+        # batch only, so a trainer faster than the predictor cannot stall it).
+        if table.num_rows and self._refresh():
             self.rescored_batches += 1
+            table = self._score(parsed, batch_id)
+            assert self.saved is not None
+            saved = self.saved
         if table.num_rows == 0:
             self.last_batch_id = batch_id
             return
@@ -135,10 +136,6 @@ class StreamPredictor:
             lines.append(json.dumps(record))
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
-        if scored and saved.version not in self.first_use:
-            self.first_use[saved.version] = now
-            self.first_batch_start[saved.version] = started_at
         self.rows_scored += scored
         self.rows_rejected += table.num_rows - scored
-        self.batch_seconds.append(time.perf_counter() - started)
         self.last_batch_id = batch_id

@@ -16,14 +16,23 @@ import numpy as np
 import pandas as pd
 
 from streaming_lstm import faults, train
-from streaming_lstm.config import from_dict
+from streaming_lstm.config import AppConfig, from_dict
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.store import pack_model, unpack_model
 from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, weights_to_bytes
 
 RESULT_SCHEMA = "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int"
 
-_CONFIG_CACHE: dict[str, Any] = {}
+_CONFIG_CACHE: dict[str, AppConfig] = {}
+
+
+def _config(config_json: dict[str, Any]) -> AppConfig:
+    """The config a task was sent, validated once per Python worker rather than once per task."""
+    cache_key = repr(sorted(config_json.items()))
+    cfg = _CONFIG_CACHE.get(cache_key)
+    if cfg is None:
+        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_json)
+    return cfg
 
 
 def encode_model(weights: dict[str, np.ndarray], norm: NormStats) -> bytes:
@@ -56,10 +65,7 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
     import time
 
     entered = time.perf_counter()
-    cache_key = repr(sorted(config_json.items()))
-    cfg = _CONFIG_CACHE.get(cache_key)
-    if cfg is None:
-        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_json)
+    cfg = _config(config_json)
     spec = train.TrainSpec.from_app(cfg, streaming=True)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)
@@ -109,7 +115,7 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_json: dict[str, Any], 
     started = time.perf_counter()
     for _ in frames:
         pass
-    cfg = from_dict(config_json)
+    cfg = _config(config_json)
     spec = train.TrainSpec.from_app(cfg, streaming=True)
     n = spec.model.num_features
     from streaming_lstm.weights import init_weights
@@ -128,10 +134,7 @@ def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
     A valid row (``reason`` NULL) gets its class probabilities and ``predicted`` class id; a
     rejected one passes through with ``error`` = its reason, so one Spark job handles both.
     """
-    cache_key = repr(sorted(config_json.items()))
-    cfg = _CONFIG_CACHE.get(cache_key)
-    if cfg is None:
-        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_json)
+    cfg = _config(config_json)
     spec = train.TrainSpec.from_app(cfg)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)

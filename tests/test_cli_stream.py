@@ -155,7 +155,8 @@ def test_predict_scores_a_live_socket_stream_and_picks_up_a_new_version(iris_lin
     try:
 
         def lines() -> list[dict[str, object]]:
-            return [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+            # Complete lines only: the predictor may be writing a batch while this reads.
+            return [json.loads(x) for x in out.read_text().split("\n")[:-1]] if out.exists() else []
 
         deadline = time.monotonic() + 180
         while len(lines()) < 61 and proc.poll() is None and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-# One image for every service of docker-compose.yml: Python 3.11, Java 17, PySpark 4.3 (whose
+# One image for every service of docker-compose.yml: Python 3.11, Java 17, PySpark 4.2 (whose
 # bin/spark-class runs the standalone Master and Worker), TensorFlow and this package. The executors
 # need the same Python and TensorFlow as the driver; the official apache/spark image ships Python 3.10
 # without TensorFlow, so the cluster runs from this image instead.

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "averaging": "which averaging defaults learn best (prequential accuracy on an Iris replay)",
     "drift": "labels permuted mid-stream: batches to the ADWIN alarm and to recovered accuracy",
     "predict-lag": "from a model version written to the stream predictor scoring with it (p50/p95)",
+    "kafka": "the demo on Apache Kafka vs Tansu (wall, memory) and rows/s through each Kafka reader",
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
 }
 

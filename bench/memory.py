@@ -1,5 +1,5 @@
 """memory: peak resident memory of the driver (Python and JVM), each Spark Python worker and the
-embedded broker during ``streaming-lstm demo``, and the peak of their sum.
+local broker during ``streaming-lstm demo``, and the peak of their sum.
 
 Samples /proc every 0.2 s over the demo's process tree (RSS); per process the kernel's own peak
 (VmHWM) is reported too.
@@ -66,31 +66,18 @@ def kind(pid: int, root: int) -> str:
     if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
         return "Python worker"
     if "tansu" in cmd:
-        return "embedded broker"
+        return "Tansu broker"
+    if "kafka.Kafka" in cmd:
+        return "Kafka broker (JVM)"
     return "other: " + cmd[:60]
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=900)
-    p.add_argument("--rate", type=float, default=150.0)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+def measure_demo(rows: int, rate: float, extra: list[str] | None = None) -> dict[str, Any]:
+    """Run ``streaming-lstm demo --json`` once; its summary, wall time and memory peaks."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "streaming_lstm.cli",
-            "demo",
-            "--json",
-            "--checkpoint",
-            str(Path(tmp) / "demo"),
-            "--rows",
-            str(args.rows),
-            "--rate",
-            str(args.rate),
-        ]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cmd = [sys.executable, "-m", "streaming_lstm.cli", "demo", "--json", "--checkpoint", str(Path(tmp) / "demo"), "--rows", str(rows), "--rate", str(rate)]
+        started = time.monotonic()
+        proc = subprocess.Popen([*cmd, *(extra or [])], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         peaks: dict[int, dict[str, Any]] = {}
         peak_total = 0
         while proc.poll() is None:
@@ -107,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 total += st.get("VmRSS", 0)
             peak_total = max(peak_total, total)
             time.sleep(0.2)
+        wall = time.monotonic() - started
         out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         raise RuntimeError(f"demo failed with exit code {proc.returncode}")
@@ -115,13 +103,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     by_kind: dict[str, list[float]] = {}
     for rec in peaks.values():
         by_kind.setdefault(rec["kind"], []).append(rec["hwm"] / 2**20)
-    payload = {
-        "rows": args.rows,
-        "rate": args.rate,
+    return {
+        "rows": rows,
+        "rate": rate,
+        "wall_s": wall,
         "peak_total_rss_mib": peak_total / 2**20,
         "per_kind_peak_mib": {k: sorted(v, reverse=True) for k, v in by_kind.items()},
         "demo": json.loads(out.strip().splitlines()[-1]) if out.strip() else None,
     }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=900)
+    p.add_argument("--rate", type=float, default=150.0)
+    p.add_argument("--broker", choices=("apache-kafka", "tansu"), default="apache-kafka")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    payload = measure_demo(args.rows, args.rate, ["--broker", args.broker])
+    payload["broker"] = args.broker
     if not args.json:
         print(f"peak total RSS {payload['peak_total_rss_mib']:.0f} MiB")
         for k, v in payload["per_kind_peak_mib"].items():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up, then run the main job: the embedded Kafka-compatible broker, a replay producer
-# streaming Iris into it, and the Spark streaming trainer learning from it (extra arguments go to
-# 'streaming-lstm demo', e.g. --json, --source socket, --rows 3000).
+# Set everything up, then run the main job: a local Apache Kafka broker, a replay producer streaming
+# Iris into it, and the Spark streaming trainer reading it with Spark's Kafka connector (extra
+# arguments go to 'streaming-lstm demo', e.g. --json, --source socket, --broker tansu, --rows 3000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

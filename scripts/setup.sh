@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install streaming-lstm with its dev and embedded-broker extras. Idempotent:
-# reinstalls only when pyproject.toml changed. Fails with one clear line if Java or Python is missing.
+# Create .venv and install streaming-lstm with its dev and embedded-broker extras, then fetch the JVM
+# parts (Spark's Kafka connector, Apache Kafka's broker, the HDFS minicluster) into .jars/ with Maven.
+# Idempotent: reinstalls only when pyproject.toml changed; cached jars are reused without network.
+# Fails with one clear line if Java, Python or Maven is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +27,6 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -m pip install --quiet -e ".[dev,embedded]"
   touch .venv/.installed
 fi
+
+# The JVM parts: one progress line per jar set; a failure names the artifact and what to do.
+.venv/bin/python -m streaming_lstm.jvm_deps

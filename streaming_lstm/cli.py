@@ -8,11 +8,11 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from streaming_lstm import broker
 from streaming_lstm.config import AppConfig, ConfigError, load_config, parse_duration
 
 DEFAULT_CONF = "conf/iris.toml"
@@ -56,7 +56,17 @@ def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> argparse.
     src.add_argument(
         "--kafka-option", metavar="KEY=VALUE", action="append", default=[], help="passed to Kafka as is, e.g. kafka.security.protocol=SASL_SSL (repeatable)"
     )
+    _add_reader_arg(src)
     return src
+
+
+def _add_reader_arg(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument(
+        "--kafka-reader",
+        choices=("auto", "spark", "python"),
+        help="Kafka: spark = Spark's own connector (fetched by scripts/setup.sh), python = the project's Python data source; "
+        "auto (default) = the connector when its jar is on the classpath (stream.kafka_reader)",
+    )
 
 
 FLAG_KEYS = {
@@ -69,6 +79,7 @@ FLAG_KEYS = {
     "master": "spark.master",
     "max_offsets_per_trigger": "stream.max_offsets_per_trigger",
     "starting_offsets": "stream.starting_offsets",
+    "kafka_reader": "stream.kafka_reader",
 }
 
 
@@ -135,10 +146,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_broker(args: argparse.Namespace) -> int:
-    from streaming_lstm.broker import run_forever
+def cmd_jars(args: argparse.Namespace) -> int:
+    from streaming_lstm import jvm_deps
 
-    return run_forever(args.port)
+    return jvm_deps.main(args.jar_args)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -171,7 +182,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import contextlib
-    import threading
 
     out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115 - closed below
     try:
@@ -184,39 +194,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.source:
             raise ConfigError("predict needs --data CSV, or --source socket|kafka|file for a stream")
         trigger_ms = int(parse_duration(args.trigger, "--trigger") * 1000)  # before Spark starts: fail fast
-        from streaming_lstm import runner
-        from streaming_lstm.predictor import StreamPredictor
-        from streaming_lstm.spark_session import get_session
-        from streaming_lstm.store import ModelStore
+        from streaming_lstm.predictor import run_cli
 
-        saved = ModelStore.resolve(args.model).load_latest()
-        if saved is None:
-            raise FileNotFoundError(f"no model found in {args.model}")
-        spark = get_session(saved.config.spark)
-        source = runner.build_source(spark, saved.config, args)
-        predictor = StreamPredictor(spark, args.model, out)
-        print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
-        query = predictor.start(source, args.checkpoint, f"{trigger_ms} milliseconds")
-        event = threading.Event()
-        runner.install_signal_handlers(event)
-        started = last = time.monotonic()
-        seen = 0
-        while query.isActive and not event.is_set():
-            query.awaitTermination(0.2)  # type: ignore[arg-type]  # seconds as a float
-            if predictor.rows_scored + predictor.rows_rejected != seen:
-                seen, last = predictor.rows_scored + predictor.rows_rejected, time.monotonic()
-            if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
-                break
-        runner.stop_after_commit(query, predictor.last_batch_id)
-        error = query.exception()
-        spark.stop()
-        if error is not None:
-            raise RuntimeError(f"the prediction query failed: {str(error).splitlines()[0]}")
-        print(
-            f'streaming-lstm: scored {predictor.rows_scored} rows, {predictor.rows_rejected} rejected (an "error" line each), '
-            f"in {time.monotonic() - started:.1f} s",
-            file=sys.stderr,
-        )
+        run_cli(args, out, trigger_ms)
         return 0
     finally:
         if out is not sys.stdout:
@@ -282,13 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="the main job: embedded Kafka + replay producer + streaming trainer, with a summary",
+        help="the main job: a local Kafka broker + replay producer + streaming trainer, with a summary",
         description=(
-            "Start the embedded Kafka-compatible broker, replay the dataset into it (shuffled, looping, at a steady rate) "
-            "and train on the stream until every produced row is trained; print one line per batch and a summary."
+            "Start a local Apache Kafka broker (or Tansu), replay the dataset into it (shuffled, looping, at a steady rate) "
+            "and train on the stream, read by Spark's Kafka connector, until every produced row is trained; print one line "
+            "per batch and a summary."
         ),
     )
-    p.add_argument("--source", choices=("kafka", "socket"), default="kafka", help="kafka (embedded broker, default) or socket")
+    p.add_argument("--source", choices=("kafka", "socket"), default="kafka", help="kafka (a local broker, default) or socket")
+    p.add_argument(
+        "--broker",
+        choices=("apache-kafka", "tansu"),
+        default="apache-kafka",
+        help="apache-kafka (default: the broker users run, from the jars scripts/setup.sh fetched) or tansu (Python-packaged, no Java jars)",
+    )
+    _add_reader_arg(p)
     p.add_argument("--data", default="data/iris.csv", metavar="CSV", help="dataset to replay and to score the final model on (default data/iris.csv)")
     p.add_argument("--rows", type=int, default=900, help="rows to produce (default 900: six shuffled passes over Iris)")
     p.add_argument("--rate", type=float, default=150.0, help="rows per second (default 150)")
@@ -357,13 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("replay_args", nargs=argparse.REMAINDER, help="see 'streaming-lstm produce --help'")
     p.set_defaults(func=cmd_produce)
 
+    broker.add_command(sub)
+
     p = sub.add_parser(
-        "broker",
-        help="run the embedded Kafka-compatible broker on loopback until Ctrl-C",
-        description="Run the Tansu broker shipped by the 'embedded' extra (memory storage: a restart loses every record).",
+        "jars",
+        help="fetch the JVM parts (Kafka connector, Kafka broker, HDFS minicluster) with Maven",
+        add_help=False,
+        description="python -m streaming_lstm.jvm_deps",
     )
-    p.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092)")
-    p.set_defaults(func=cmd_broker)
+    p.add_argument("jar_args", nargs=argparse.REMAINDER, help="see 'streaming-lstm jars --help'")
+    p.set_defaults(func=cmd_jars)
     return parser
 
 

@@ -21,6 +21,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 TRAIN_FROM = ("batch", "running")
 AGGREGATIONS = ("mean", "trimmed_mean", "median")
 FORMATS = ("csv", "json")
+KAFKA_READERS = ("auto", "spark", "python")
 
 
 class ConfigError(ValueError):
@@ -99,6 +100,9 @@ class StreamConfig:
     drift_batches: int = 3
     tensorboard: bool = True  # event files under CHECKPOINT/tensorboard
     fail_on_data_loss: bool = True
+    # Kafka: "auto" = Spark's connector when its jar is on the classpath, else the Python data
+    # source; "spark" or "python" force one (kafka_reader.py).
+    kafka_reader: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,7 @@ def validate(cfg: AppConfig) -> None:
     need(s.drift_batches >= 1, "stream.drift_batches", s.drift_batches, "must be at least 1")
     need(s.keep_versions >= 1, "stream.keep_versions", s.keep_versions, "must be at least 1")
     need(s.max_files_per_trigger > 0, "stream.max_files_per_trigger", s.max_files_per_trigger, "must be positive")
+    need(s.kafka_reader in KAFKA_READERS, "stream.kafka_reader", s.kafka_reader, f"must be one of {', '.join(KAFKA_READERS)}")
     need(s.max_offsets_per_trigger >= 0, "stream.max_offsets_per_trigger", s.max_offsets_per_trigger, "must be >= 0 (0 = no cap)")
 
 

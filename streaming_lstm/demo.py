@@ -1,8 +1,9 @@
-"""``streaming-lstm demo``: the embedded broker, a replay producer and the trainer in one command.
+"""``streaming-lstm demo``: a local Kafka broker, a replay producer and the trainer in one command.
 
-Iris is replayed (shuffled, looping) into a fresh topic of the embedded Kafka-compatible broker (or a
-local socket with ``--source socket``) while the streaming trainer learns from it; the run stops once
-every produced row has been trained (or dead-lettered), and prints a summary.
+The dataset is replayed (shuffled, looping) into a fresh topic of a local Apache Kafka broker (or
+Tansu with ``--broker tansu``, or a local socket with ``--source socket``) while the streaming
+trainer learns from it, reading the topic with Spark's Kafka connector (``--kafka-reader``); the run
+stops once every produced row has been trained (or dead-lettered), and prints a summary.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from streaming_lstm.config import AppConfig
 from streaming_lstm.spark_session import get_session
 from streaming_lstm.trainer import StreamingTrainer, prequential_last
 
+TOPIC = "demo"
+
 
 def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
-    from streaming_lstm.broker import EmbeddedBroker
-    from streaming_lstm.kafka_source import read_kafka
+    from streaming_lstm.broker import make_broker
+    from streaming_lstm.kafka_reader import choose_reader, read_kafka
     from streaming_lstm.standalone import evaluate
 
     started = time.monotonic()
@@ -34,14 +37,16 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
     say = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
     stop_producer = threading.Event()
     stats = ReplayStats()
-    broker = None
+    broker: Any = None
+    reader: str | None = None
     try:
         spark = get_session(cfg.spark)
         if args.source == "kafka":
-            broker = EmbeddedBroker().start()
-            sink: Any = KafkaSink(broker.bootstrap, "iris", args.topic_partitions, {})
-            source = read_kafka(spark, cfg, broker.bootstrap, "iris", {})
-            where = f"Kafka topic 'iris' ({args.topic_partitions} partitions) on the embedded broker at {broker.bootstrap}"
+            reader = choose_reader(spark, cfg)
+            broker = make_broker(args.broker).start()
+            sink: Any = KafkaSink(broker.bootstrap, TOPIC, args.topic_partitions, {})
+            source = read_kafka(spark, cfg, broker.bootstrap, TOPIC, {}, reader)
+            where = f"Kafka topic '{TOPIC}' ({args.topic_partitions} partitions) on {broker.description} at {broker.bootstrap}, read by the {reader}"
         else:
             sink = SocketSink("127.0.0.1", 0, stop_producer, say)
             source = sources.socket_source(spark, "127.0.0.1", sink.port)
@@ -90,6 +95,9 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
     _, ev = evaluate(checkpoint, args.data)
     return {
         "source": args.source,
+        "broker": broker.description if broker is not None else None,
+        "kafka_reader": reader,
+        "records_skipped": result.records_skipped,
         "rows_produced": stats.rows_sent,
         "corrupt_produced": stats.corrupt_sent,
         "rows_trained": result.rows_trained,
@@ -112,6 +120,7 @@ def format_summary(s: dict[str, Any]) -> str:
         [
             "",
             f"demo finished ({s['stopped_by']}) in {s['elapsed_s']:.1f} s",
+            f"  source               {s['source']}" + (f" on {s['broker']}, read by the {s['kafka_reader']}" if s["broker"] else ""),
             f"  rows produced        {s['rows_produced']} ({s['corrupt_produced']} corrupt on purpose)",
             f"  rows trained         {s['rows_trained']} in {s['batches']} batches",
             f"  dead-lettered        {s['rows_dead_lettered']}",

@@ -1,9 +1,7 @@
-"""The Kafka source: Spark's own connector when it is on the classpath, else a Python data source.
+"""The Python Kafka data source, for environments without Spark's connector jar (which reader runs
+is chosen in kafka_reader.py). Columns ``key, value, topic, partition, offset, timestamp``.
 
-Both produce the columns ``key, value, topic, partition, offset, timestamp`` (``value`` as a string),
-so nothing downstream knows which one ran.
-
-Python data source contract (``streaming_lstm_kafka``):
+Contract (``streaming_lstm_kafka``):
 
 * An offset is ``{"<partition>": next_offset, ...}`` for the one topic; a micro-batch covering
   ``start -> end`` includes, for each partition, the records with ``start[p] <= offset < end[p]``.
@@ -30,16 +28,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.datasource import CaseInsensitiveDict, DataSource, DataSourceStreamReader, InputPartition
-
-from streaming_lstm.config import AppConfig
 
 log = logging.getLogger(__name__)
 SOURCE_NAME = "streaming_lstm_kafka"
 SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
-CONNECTOR_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 CONNECT_TIMEOUT_S = 30.0
 
 
@@ -283,15 +276,16 @@ class KafkaStreamReader(DataSourceStreamReader):
     def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
         out: list[InputPartition] = []
         earliest = earliest_offsets(self._client(), self.topic, [int(p) for p in end])
+        gone = {int(p): (int(start.get(p, 0)), earliest.get(int(p), 0)) for p in end if int(start.get(p, 0)) < earliest.get(int(p), 0)}
+        if gone:
+            where = ", ".join(f"partition {p} offsets {a}..{b - 1}" for p, (a, b) in sorted(gone.items()))
+            msg = f"Kafka topic '{self.topic}': records gone before they were read (retention, or a deleted topic): {where}"
+            if self.fail_on_data_loss:
+                raise KafkaSourceError(msg + "; set stream.fail_on_data_loss = false (failOnDataLoss=false) to skip them and go on")
+            _say(msg + "; skipping them (failOnDataLoss=false)")
         for p_str, stop in sorted(end.items(), key=lambda kv: int(kv[0])):
             p = int(p_str)
-            begin = int(start.get(p_str, 0))
-            if begin < earliest.get(p, 0):
-                msg = f"Kafka topic '{self.topic}' partition {p}: offsets {begin}..{earliest[p] - 1} are gone (retention or a broker restart)"
-                if self.fail_on_data_loss:
-                    raise KafkaSourceError(msg + "; set failOnDataLoss=false to skip them")
-                log.warning("%s; skipping them (failOnDataLoss=false)", msg)
-                begin = earliest[p]
+            begin = max(int(start.get(p_str, 0)), earliest.get(p, 0))
             for lo in range(begin, int(stop), self.max_per_split):
                 out.append(KafkaRange(self.topic, p, lo, min(int(stop), lo + self.max_per_split)))
         return out
@@ -346,35 +340,3 @@ class KafkaDataSource(DataSource):
 
     def streamReader(self, schema: Any) -> DataSourceStreamReader:
         return KafkaStreamReader(self.options)
-
-
-def has_connector(spark: SparkSession) -> bool:
-    try:
-        assert spark._jvm is not None
-        spark._jvm.java.lang.Class.forName(CONNECTOR_CLASS)
-        return True
-    except Exception:
-        return False
-
-
-def read_kafka(spark: SparkSession, cfg: AppConfig, bootstrap: str, topic: str, options: Mapping[str, str]) -> DataFrame:
-    """The stream of ``topic``; checks up front (bounded) that the broker and topic exist."""
-    consumer, _ = connect(bootstrap, topic, options, float(options.get("connectTimeoutSeconds", CONNECT_TIMEOUT_S)))
-    consumer.close()
-    s = cfg.stream
-    opts = {
-        "kafka.bootstrap.servers": bootstrap,
-        "subscribe": topic,
-        "startingOffsets": s.starting_offsets,
-        "failOnDataLoss": str(s.fail_on_data_loss).lower(),
-        **({"maxOffsetsPerTrigger": str(s.max_offsets_per_trigger)} if s.max_offsets_per_trigger else {}),
-        **options,
-    }
-    if has_connector(spark):
-        log.info("Kafka: using Spark's connector")
-        df = spark.readStream.format("kafka").options(**{k: v for k, v in opts.items() if not k.endswith("TimeoutSeconds")}).load()
-    else:
-        log.info("Kafka: Spark's connector is not on the classpath; using the Python data source")
-        spark.dataSource.register(KafkaDataSource)
-        df = spark.readStream.format(SOURCE_NAME).options(**opts).load()
-    return df.select("key", F.col("value").cast("string").alias("value"), "topic", "partition", "offset", "timestamp")

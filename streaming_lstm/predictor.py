@@ -13,9 +13,12 @@ Spark job per micro-batch.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -139,3 +142,41 @@ class StreamPredictor:
         self.rows_scored += scored
         self.rows_rejected += table.num_rows - scored
         self.last_batch_id = batch_id
+
+
+def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
+    """``streaming-lstm predict --source ...``: score until idle, a signal, or a failed query."""
+    from streaming_lstm import runner
+    from streaming_lstm.spark_session import get_session
+
+    saved = ModelStore.resolve(args.model).load_latest()
+    if saved is None:
+        raise FileNotFoundError(f"no model found in {args.model}")
+    cfg = saved.config
+    if getattr(args, "kafka_reader", None):
+        cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
+    spark = get_session(cfg.spark)
+    source = runner.build_source(spark, cfg, args)
+    predictor = StreamPredictor(spark, args.model, out)
+    print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
+    query = predictor.start(source, args.checkpoint, f"{trigger_ms} milliseconds")
+    event = threading.Event()
+    runner.install_signal_handlers(event)
+    started = last = time.monotonic()
+    seen = 0
+    while query.isActive and not event.is_set():
+        query.awaitTermination(0.2)  # type: ignore[arg-type]  # seconds as a float
+        if predictor.rows_scored + predictor.rows_rejected != seen:
+            seen, last = predictor.rows_scored + predictor.rows_rejected, time.monotonic()
+        if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
+            break
+    runner.stop_after_commit(query, predictor.last_batch_id)
+    error = query.exception()
+    spark.stop()
+    if error is not None:
+        raise RuntimeError(f"the prediction query failed: {runner.query_error(error)}")
+    print(
+        f'streaming-lstm: scored {predictor.rows_scored} rows, {predictor.rows_rejected} rejected (an "error" line each), '
+        f"in {time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -19,11 +20,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import sources
 from streaming_lstm.config import AppConfig, ConfigError, parse_duration
+from streaming_lstm.kafka_reader import READERS, BrokerWatch, choose_reader, records_skipped
 from streaming_lstm.spark_parse import observed
 from streaming_lstm.spark_session import get_session
 from streaming_lstm.trainer import StreamingTrainer, prequential_last
@@ -41,6 +44,7 @@ class RunResult:
     stopped_by: str
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    records_skipped: int = 0  # Kafka records gone before they were read (failOnDataLoss=false)
 
 
 def bootstrap_servers(flag: str | None) -> str:
@@ -96,6 +100,44 @@ def start_query(trainer: StreamingTrainer, source: DataFrame) -> StreamingQuery:
     )
 
 
+def query_error(error: Any) -> str:
+    """One line for a failed streaming query, naming the cause rather than Spark's wrappers
+    ("[STREAM_FAILED] ... Job aborted due to stage failure ...")."""
+    text = str(error)
+    lost = re.findall(r"Could not read records in offset \[(\d+), (\d+)\) for topic partition (\S+)", text)
+    if lost:  # Spark's connector, failOnDataLoss=true
+        where = ", ".join(f"partition {tp} offsets [{a}, {b})" for a, b, tp in dict.fromkeys(lost))
+        return (
+            f"Kafka records were gone before they were read (retention, or a deleted topic): could not read {where}; "
+            "set stream.fail_on_data_loss = false (failOnDataLoss=false) to skip them and go on"
+        )
+    for pattern in (r"KafkaSourceError: (.+)", r"(KafkaIllegalStateException: .+)", r"(Kafka\w*Exception: .+)"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1).strip()[:600]
+    return (text.strip().splitlines() or ["unknown error"])[0][:600]
+
+
+class ProgressWatch:
+    """Reads the query's progress reports as they come: counts Kafka records skipped (gone from the
+    broker before they were read, ``failOnDataLoss=false``) and says so once per batch."""
+
+    def __init__(self) -> None:
+        self.last_batch = -1
+        self.records_skipped = 0
+
+    def scan(self, query: StreamingQuery) -> None:
+        for progress in query.recentProgress:
+            batch = int(progress["batchId"])
+            if batch <= self.last_batch or "addBatch" not in progress.get("durationMs", {}):
+                continue
+            self.last_batch = batch
+            skipped = records_skipped(progress)
+            if skipped:
+                self.records_skipped += skipped
+                log.warning("batch %d: %d Kafka records were gone before they were read (retention); skipped (failOnDataLoss=false)", batch, skipped)
+
+
 def stop_after_commit(query: StreamingQuery, batch_id: int, timeout: float = 10.0) -> None:
     """Stop ``query`` once Spark has committed ``batch_id`` (or after ``timeout`` seconds).
 
@@ -121,19 +163,28 @@ def run(
     idle_timeout: float | None = None,
     stop_event: threading.Event | None = None,
     on_tick: Callable[[], str | None] | None = None,
+    broker_watch: BrokerWatch | None = None,
 ) -> RunResult:
     """Run the query until a stop condition; return what was trained in this run.
 
     ``on_tick`` is called every ~0.2 s; a string it returns stops the run with that reason.
+    ``broker_watch`` (Kafka through Spark's connector) says when the broker stops answering.
     """
     started = time.monotonic()
     stop_event = stop_event or threading.Event()
     query = start_query(trainer, source)
     trainer.last_rows_at = time.monotonic()
     stopped_by = "query ended"
+    progress = ProgressWatch()
     try:
         while query.isActive:
-            query.awaitTermination(0.2)  # type: ignore[arg-type]  # PySpark's stub says int; it takes seconds as a float
+            try:
+                query.awaitTermination(0.2)  # type: ignore[arg-type]  # PySpark's stub says int; it takes seconds as a float
+            except StreamingQueryException:
+                break  # reported below from query.exception()
+            progress.scan(query)
+            if broker_watch is not None:
+                broker_watch.check()
             reason = on_tick() if on_tick else None
             if reason:
                 stopped_by = reason
@@ -150,12 +201,15 @@ def run(
     finally:
         trainer.request_stop()
         stop_after_commit(query, trainer.state.last_batch_id)
+        progress.scan(query)
     error = query.exception()
     if error is not None and "StopRequested" not in str(error):
-        raise RuntimeError(f"the streaming query failed: {str(error).splitlines()[0]}")
+        raise RuntimeError(f"the streaming query failed: {query_error(error)}")
     rows = sum(int(m["rows_valid"]) for m in trainer.history)
     dead = sum(int(m["rows_dead"]) for m in trainer.history)
-    return RunResult(trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, time.monotonic() - started, trainer.history)
+    return RunResult(
+        trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, time.monotonic() - started, trainer.history, progress.records_skipped
+    )
 
 
 def install_signal_handlers(event: threading.Event) -> None:
@@ -171,9 +225,10 @@ def install_signal_handlers(event: threading.Event) -> None:
 
 def summarize(result: RunResult, checkpoint: Path) -> str:
     acc = prequential_last(result.history, 150)
+    skipped = f", {result.records_skipped} Kafka records skipped (gone before they were read)" if result.records_skipped else ""
     return (
         f"stopped ({result.stopped_by}) after {result.batches} batches in {result.seconds:.1f} s: "
-        f"{result.rows_trained} rows trained, {result.rows_dead} dead-lettered, model version {result.version}; "
+        f"{result.rows_trained} rows trained, {result.rows_dead} dead-lettered{skipped}, model version {result.version}; "
         f"prequential accuracy over the last 150 rows {acc:.3f}\n"
         f"model: {checkpoint / 'model'}   metrics: {checkpoint / 'metrics.jsonl'}   dead letters: {checkpoint / 'deadletter'}"
     )
@@ -192,8 +247,9 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
     print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
     event = threading.Event()
     install_signal_handlers(event)
+    watch = BrokerWatch(bootstrap_servers(args.bootstrap)) if args.source == "kafka" and choose_reader(spark, cfg) == READERS["spark"] else None
     try:
-        result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event)
+        result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event, broker_watch=watch)
     finally:
         # A clean stop: without it the JVM's shutdown hooks race a cluster relaunching executors.
         spark.stop()

@@ -9,7 +9,7 @@ Offsets and what a micro-batch includes:
   batch are lost if the driver dies (Spark keeps no replayable log of them). For demos and tests.
 * ``file``: new files in a directory, at most ``stream.max_files_per_trigger`` per batch; a file is
   read whole, once (Spark's file-source log is part of the checkpoint).
-* ``kafka``: see kafka_source.py.
+* ``kafka``: see kafka_reader.py (Spark's connector, or the Python data source in kafka_source.py).
 """
 
 from __future__ import annotations
@@ -61,6 +61,6 @@ def file_source(spark: SparkSession, path: str | Path, cfg: AppConfig) -> DataFr
 
 def kafka_source(spark: SparkSession, cfg: AppConfig, bootstrap: str, topic: str, options: Mapping[str, str]) -> DataFrame:
     """Kafka records' values as ``value`` (plus key, topic, partition, offset, timestamp)."""
-    from streaming_lstm.kafka_source import read_kafka
+    from streaming_lstm.kafka_reader import read_kafka
 
     return read_kafka(spark, cfg, bootstrap, topic, options)

@@ -65,7 +65,22 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
         *[c.alias(n) for c, n in zip(feats, feature_names(data), strict=True)],
         label.cast("int").alias("label"),
         reason.alias("reason"),
+        source_position(df).alias(POSITION),
     )
+
+
+POSITION = "_pos"
+
+
+def source_position(df: DataFrame) -> Column:
+    """Where a row sits in its source, independent of how Spark split the batch into partitions:
+    ``(partition, offset)`` for Kafka, NULL for sources without one (their Spark partitions are
+    already in a fixed order). The trainer orders a batch's Spark partitions by it, so that the
+    connector's input partitions, whose order follows a map's iteration order and differs between a
+    first run and a replay from the offset log, key the same rows the same way."""
+    if "partition" in df.columns and "offset" in df.columns:
+        return F.struct(F.col("partition").cast("long").alias("p"), F.col("offset").cast("long").alias("o"))
+    return F.lit(None).cast("struct<p:bigint,o:bigint>")
 
 
 def dead_letters(parsed: DataFrame, batch_id: int) -> DataFrame:

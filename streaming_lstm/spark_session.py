@@ -10,6 +10,7 @@ from importlib import resources
 from pyspark.sql import SparkSession
 
 from streaming_lstm.config import SparkConfig
+from streaming_lstm.jvm_deps import connector_jars
 
 LOG4J2 = "log4j2.properties"
 CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
@@ -69,7 +70,13 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
             # is atomic, so exactly-once holds; on a cluster (HDFS, object stores) Spark's default
             # stays.
             builder = builder.config(CHECKPOINT_MANAGER, FILESYSTEM_MANAGER)
-    for key, value in {**cfg.conf, **(extra_conf or {})}.items():
+    conf = {**cfg.conf, **(extra_conf or {})}
+    connector = connector_jars()
+    if not submitted and connector:
+        # Spark's Kafka connector, fetched by scripts/setup.sh for exactly this PySpark version;
+        # under spark-submit the submitter passes --jars or --packages.
+        conf["spark.jars"] = ",".join([*filter(None, conf.get("spark.jars", "").split(",")), *(str(j) for j in connector)])
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -36,7 +36,7 @@ from streaming_lstm import faults, worker
 from streaming_lstm.config import AppConfig
 from streaming_lstm.drift import Adwin
 from streaming_lstm.normalizer import NormStats
-from streaming_lstm.spark_parse import dead_letters, feature_names, parsed_batch
+from streaming_lstm.spark_parse import POSITION, dead_letters, feature_names, parsed_batch
 from streaming_lstm.state import TrainerState, Update
 from streaming_lstm.store import ModelStore, ensure_private_dir
 from streaming_lstm.tb_log import TensorBoardLog
@@ -92,6 +92,18 @@ class MetricsLog:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def partition_order(counts: list[Any]) -> list[int]:
+    """A batch's Spark partition ids in source order: by the smallest source position of their rows
+    (Kafka's (partition, offset), see :func:`~streaming_lstm.spark_parse.source_position`), then by
+    id. ``counts`` are rows with ``pid`` and ``pos`` (a ``(p, o)`` pair or None)."""
+    first: dict[int, tuple[int, int] | None] = {}
+    for r in counts:
+        pid, pos = int(r["pid"]), (tuple(r["pos"]) if r["pos"] is not None else None)
+        if pid not in first or (pos is not None and (first[pid] is None or pos < first[pid])):  # type: ignore[operator]
+            first[pid] = pos  # type: ignore[assignment]
+    return sorted(first, key=lambda pid: (first[pid] is None, first[pid] or (0, 0), pid))
 
 
 def prequential_last(history: list[dict[str, Any]], rows: int = 150) -> float:
@@ -192,8 +204,10 @@ class StreamingTrainer:
         sc.setJobGroup(f"batch-{batch_id}", f"streaming-lstm batch {batch_id}: parse and count", interruptOnCancel=False)
         parsed = parsed_batch(df, self.cfg.data).persist()
         try:
-            counts = parsed.groupBy(F.spark_partition_id().alias("pid"), F.col("reason")).count().collect()
+            by_pid = parsed.groupBy(F.spark_partition_id().alias("pid"), F.col("reason"))
+            counts = by_pid.agg(F.count(F.lit(1)).alias("count"), F.min(POSITION).alias("pos")).collect()
             valid_by_pid = {int(r["pid"]): int(r["count"]) for r in counts if r["reason"] is None}
+            order = partition_order(counts)
             dead_by_reason: dict[str, int] = {}
             for r in counts:
                 if r["reason"] is not None:
@@ -207,7 +221,7 @@ class StreamingTrainer:
             t_dead = time.perf_counter()
             # Sorted by key: the driver's float sums then run in one fixed order, so a replayed
             # batch reproduces the same weights whatever order the tasks finished in.
-            results = sorted(self._train(parsed, batch_id, valid_by_pid), key=lambda r: int(r["key"])) if rows_valid else []
+            results = sorted(self._train(parsed, batch_id, valid_by_pid, order), key=lambda r: int(r["key"])) if rows_valid else []
             t_train = time.perf_counter()
         finally:
             parsed.unpersist()
@@ -294,13 +308,13 @@ class StreamingTrainer:
         metrics["drift_raised"] = raised
         metrics["drift_detections"] = self.drift.detections if self.drift else 0
 
-    def _train(self, parsed: DataFrame, batch_id: int, valid_by_pid: dict[int, int]) -> list[Any]:
+    def _train(self, parsed: DataFrame, batch_id: int, valid_by_pid: dict[int, int], order: list[int]) -> list[Any]:
         sc = self.spark.sparkContext
         sc.setJobDescription(f"streaming-lstm batch {batch_id}: score and train ({self.partitions} partitions)")
         P = self.partitions
         offsets: dict[int, int] = {}
         running = 0
-        for pid in sorted(valid_by_pid):
+        for pid in (p for p in order if p in valid_by_pid):
             offsets[pid] = running
             running += valid_by_pid[pid]
         shift = task_seed(self.cfg.model.seed, batch_id, KEYING_STREAM) % P

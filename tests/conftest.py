@@ -47,3 +47,22 @@ def spark() -> Iterator[object]:
     session = get_session(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[object]:
+    """A real Apache Kafka broker (KRaft, one JVM on loopback) for the whole run, from the jars
+    scripts/setup.sh fetched. Tests use uuid-named topics, so they share it."""
+    from streaming_lstm.kafka_broker import ApacheKafkaBroker
+
+    with ApacheKafkaBroker() as broker:
+        yield broker
+
+
+@pytest.fixture(params=["spark-connector", "python-source"])
+def reader(request: pytest.FixtureRequest) -> str:
+    """Each Kafka test runs once with Spark's connector and once with the Python data source."""
+    return str(request.param)
+
+
+READER_SETTING = {"spark-connector": "spark", "python-source": "python"}

@@ -61,3 +61,9 @@ def test_commands_are_real_invocations_of_this_project(compose: dict[str, Any]) 
     assert (ROOT / t.conf).exists()
     package = trainer[trainer.index("--packages") + 1]
     assert package == f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}", "the connector must match the PySpark version"
+
+
+def test_the_local_broker_is_the_composed_kafka_version(compose: dict[str, Any]) -> None:
+    from streaming_lstm.jvm_deps import KAFKA_VERSION
+
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}", "tests and demo run the broker users deploy"

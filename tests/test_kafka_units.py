@@ -1,0 +1,119 @@
+"""Fast unit tests of the Kafka reader's helpers and the jar cache (no broker, no Spark)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streaming_lstm import jvm_deps
+from streaming_lstm.kafka_reader import BrokerWatch, records_skipped
+from streaming_lstm.runner import query_error
+
+
+def progress(start: object, end: object, rows: int) -> dict[str, object]:
+    return {"numInputRows": rows, "sources": [{"startOffset": start, "endOffset": end}]}
+
+
+def test_records_skipped_reads_both_readers_offsets() -> None:
+    # Spark's connector: {"topic": {"partition": offset}} as a JSON string.
+    start = json.dumps({"t": {"0": 10, "1": 4}})
+    end = json.dumps({"t": {"0": 30, "1": 9}})
+    assert records_skipped(progress(start, end, 25)) == 0
+    assert records_skipped(progress(start, end, 15)) == 10
+    # The Python source: {"partition": offset}, here as parsed dicts.
+    assert records_skipped(progress({"0": 0, "1": 0}, {"0": 5, "1": 7}, 12)) == 0
+    assert records_skipped(progress({"0": 0, "1": 0}, {"0": 5, "1": 7}, 2)) == 10
+    # A partition that first appears in the end offsets starts at its own end: nothing planned.
+    assert records_skipped(progress({"0": 3}, {"0": 5, "1": 7}, 2)) == 0
+    # The first batch of a query has no start offsets; a non-Kafka source has none at all.
+    assert records_skipped(progress(None, {"0": 5}, 0)) == 0
+    assert records_skipped({"numInputRows": 3, "sources": [{"startOffset": None, "endOffset": '{"logOffset":2}'}]}) == 0
+
+
+def test_query_error_names_the_lost_partitions_and_offsets_not_sparks_wrappers() -> None:
+    spark_text = (
+        "[STREAM_FAILED] Query [id = 1] terminated with exception: Job aborted due to stage failure: Task 0 in stage 3.0 failed\n"
+        ": org.apache.spark.sql.kafka010.KafkaIllegalStateException: Some data may have been lost because they are not available in Kafka any more;\n"
+        "Reason: Could not read records in offset [31, 51) for topic partition topic-a-1\n"
+        "Reason: Could not read records in offset [31, 51) for topic partition topic-a-1\n"
+        "Reason: Could not read records in offset [7, 9) for topic partition topic-a-2\n"
+    )
+    line = query_error(spark_text)
+    assert "partition topic-a-1 offsets [31, 51), partition topic-a-2 offsets [7, 9)" in line
+    assert "fail_on_data_loss" in line and "\n" not in line
+    python_text = "[STREAM_FAILED] ... pyspark.errors ... KafkaSourceError: Kafka topic 't': records gone ... partition 0 offsets 3..9; set x\nmore"
+    assert query_error(python_text) == "Kafka topic 't': records gone ... partition 0 offsets 3..9; set x"
+    assert query_error("first line\nsecond") == "first line"
+
+
+def test_broker_watch_says_once_when_kafka_goes_and_once_when_it_is_back(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    watch = BrokerWatch(f"127.0.0.1:{port}", every=0.0)
+    watch.check()
+    server.close()
+    for _ in range(3):
+        watch.check()
+    assert watch.outages == 1
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    watch.check()
+    watch.check()
+    server.close()
+    err = capsys.readouterr().err
+    assert err.count("is not answering") == 1 and err.count("is back after") == 1, err
+
+
+def test_jar_names_map_to_artifacts() -> None:
+    assert jvm_deps._artifact_of("kafka-clients-3.9.2.jar") == "kafka-clients"
+    assert jvm_deps._artifact_of("spark-sql-kafka-0-10_2.13-4.2.0.jar") == "spark-sql-kafka-0-10_2.13"
+    assert jvm_deps._artifact_of("zstd-jni-1.5.6-10.jar") == "zstd-jni"
+    assert jvm_deps._artifact_of("HdrHistogram-2.2.2.jar") == "HdrHistogram"
+
+
+def test_connector_set_matches_the_installed_pyspark_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyspark
+
+    (connector,) = jvm_deps.artifacts("kafka-connector")
+    assert connector.version == pyspark.__version__
+    # A cache fetched for another version is not used: the set is "missing", never mixed.
+    monkeypatch.setenv("STREAMING_LSTM_JARS", str(tmp_path))
+    folder = tmp_path / "kafka-connector"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "set.json").write_text(json.dumps({"artifacts": ["org.apache.spark:spark-sql-kafka-0-10_2.13:0.0.1"], "jars": []}))
+    assert jvm_deps.jars("kafka-connector") is None
+    with pytest.raises(jvm_deps.JarsError, match=r"run scripts/setup\.sh"):
+        jvm_deps.require("kafka-connector")
+    (folder / "set.json").write_text(json.dumps({"artifacts": [str(connector)], "jars": ["a.jar"]}))
+    assert jvm_deps.jars("kafka-connector") == [folder / "lib" / "a.jar"]
+
+
+def test_unknown_jar_set_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        jvm_deps.main(["kafka-connectr"])
+    assert exit_.value.code == 2
+    assert "unknown jar set 'kafka-connectr'" in capsys.readouterr().err
+
+
+def test_partition_order_follows_the_source_not_sparks_partition_ids() -> None:
+    from streaming_lstm.trainer import partition_order
+
+    # Spark's connector planned Kafka partition 2 as input partition 0 in one run, 0 in another.
+    counts = [
+        {"pid": 0, "pos": (2, 40)},
+        {"pid": 1, "pos": (0, 17)},
+        {"pid": 1, "pos": (0, 15)},  # a dead row of the same Spark partition, earlier offset
+        {"pid": 2, "pos": (1, 3)},
+    ]
+    assert partition_order(counts) == [1, 2, 0]
+    assert partition_order(list(reversed(counts))) == [1, 2, 0]
+    # Sources without positions keep Spark's partition order.
+    assert partition_order([{"pid": 3, "pos": None}, {"pid": 1, "pos": None}]) == [1, 3]

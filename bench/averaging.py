@@ -1,6 +1,6 @@
 """Which averaging defaults learn best: prequential accuracy on a shuffled, looping Iris replay.
 
-Runs the trainer's own pure pieces (train.train_partition per balanced key, then
+Runs the trainer's own pure pieces (training.train_partition per balanced key, then
 TrainerState.apply) in one process, batch after batch, without Spark: the Spark path computes the
 same thing (tests/test_streaming.py ties the two). Reports, per setting, the prequential accuracy
 over the last 150 rows, the rows until the rolling 150-row prequential accuracy first reaches 0.95,
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import write
-from streaming_lstm import train
+from streaming_lstm import training
 from streaming_lstm.config import load_config
 from streaming_lstm.data import load_csv
 from streaming_lstm.state import TrainerState, Update
@@ -26,16 +26,16 @@ from streaming_lstm.state import TrainerState, Update
 ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS: list[dict[str, Any]] = [
-    {"stream.decay": 0.0, "stream.train_from": "batch", "train.local_learning_rate": 0.003},
-    {"stream.half_life_batches": 2.0, "stream.train_from": "batch", "train.local_learning_rate": 0.003},
-    {"stream.half_life_batches": 2.0, "stream.train_from": "running", "train.local_learning_rate": 0.003},
-    {"stream.decay": 1.0, "stream.train_from": "batch", "train.local_learning_rate": 0.003},
-    {"stream.decay": 1.0, "stream.train_from": "running", "train.local_learning_rate": 0.003},
-    {"stream.decay": 0.0, "train.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 4.0, "train.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.01, "train.local_epochs": 10},
-    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.02},
+    {"stream.decay": 0.0, "stream.train_from": "batch", "training.local_learning_rate": 0.003},
+    {"stream.half_life_batches": 2.0, "stream.train_from": "batch", "training.local_learning_rate": 0.003},
+    {"stream.half_life_batches": 2.0, "stream.train_from": "running", "training.local_learning_rate": 0.003},
+    {"stream.decay": 1.0, "stream.train_from": "batch", "training.local_learning_rate": 0.003},
+    {"stream.decay": 1.0, "stream.train_from": "running", "training.local_learning_rate": 0.003},
+    {"stream.decay": 0.0, "training.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 2.0, "training.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 4.0, "training.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 2.0, "training.local_learning_rate": 0.01, "training.local_epochs": 10},
+    {"stream.half_life_batches": 2.0, "training.local_learning_rate": 0.02},
     # Robust aggregation: what it costs in learning (4 partitions, so a median has something to do).
     {"stream.partitions": 4, "stream.aggregation": "mean"},
     {"stream.partitions": 4, "stream.aggregation": "median"},
@@ -49,20 +49,20 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
     data = load_csv(ROOT / "data" / "iris.csv", cfg.data)
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(data.y)) for _ in range(copies)])
-    spec = train.TrainSpec.from_app(cfg, streaming=True)
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
     state = TrainerState(cfg, store=None)
     correct_per_row: list[int] = []
     started = time.perf_counter()
     for batch_id, start in enumerate(range(0, len(order), batch_rows)):
         idx = order[start : start + batch_rows]
-        shift = train.task_seed(cfg.model.seed, batch_id, 2**32 - 1) % partitions
+        shift = training.task_seed(cfg.model.seed, batch_id, 2**32 - 1) % partitions
         keys = (np.arange(len(idx)) + shift) % partitions
         updates, batch_correct = [], 0
         for key in range(partitions):
             rows = idx[keys == key]
             if len(rows) == 0:
                 continue
-            r = train.train_partition(
+            r = training.train_partition(
                 key,
                 state.training_weights(),
                 state.norm,
@@ -71,7 +71,7 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
                 spec,
                 epochs=cfg.train.local_epochs,
                 batch_size=cfg.train.batch_size,
-                seed=train.task_seed(cfg.model.seed, batch_id, key),
+                seed=training.task_seed(cfg.model.seed, batch_id, key),
             )
             updates.append(Update(r.rows, r.weights, r.norm, key))
             batch_correct += r.prequential.correct
@@ -82,7 +82,7 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
     c = np.array(correct_per_row)
     rolling = np.convolve(c, np.ones(150), "valid") / 150
     reached = int(np.argmax(rolling >= 0.95)) + 150 if (rolling >= 0.95).any() else None
-    final = train.score(state.weights, state.norm.transform(data.x), data.y, spec)
+    final = training.score(state.weights, state.norm.transform(data.x), data.y, spec)
     return {
         "settings": overrides,
         "prequential_last_150": float(c[-150:].mean()),

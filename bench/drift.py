@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.common import write
-from streaming_lstm import train
-from streaming_lstm.config import load_config
+from streaming_lstm import training
+from streaming_lstm.config import decay_for_half_life, load_config
 from streaming_lstm.data import load_csv
 from streaming_lstm.drift import Adwin
 from streaming_lstm.state import TrainerState, Update
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(drift_half_life: float, batches_before: int, batches_after: int, batch_rows: int, partitions: int, seed: int) -> dict[str, Any]:
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": partitions})
     data = load_csv(ROOT / "data" / "iris.csv", cfg.data)
-    spec = train.TrainSpec.from_app(cfg, streaming=True)
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
     state = TrainerState(cfg, store=None)
     adwin = Adwin(cfg.stream.drift_delta)
     rng = np.random.default_rng(seed)
@@ -42,7 +41,7 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
         ups, correct = [], 0
         for k in range(partitions):
             sel = keys == k
-            r = train.train_partition(
+            r = training.train_partition(
                 k,
                 state.training_weights(),
                 state.norm,
@@ -51,7 +50,7 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
                 spec,
                 epochs=cfg.train.local_epochs,
                 batch_size=cfg.train.batch_size,
-                seed=train.task_seed(0, b, k),
+                seed=training.task_seed(0, b, k),
             )
             ups.append(Update(r.rows, r.weights, r.norm, k))
             correct += r.prequential.correct
@@ -59,7 +58,7 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
         if alarm:
             left = cfg.stream.drift_batches
         if drift_half_life > 0:
-            state.decay = math.exp(math.log(0.5) / drift_half_life) if left > 0 else state.base_decay
+            state.decay = decay_for_half_life(drift_half_life) if left > 0 else state.base_decay
         left = max(0, left - 1)
         state.apply(b, ups)
         accs.append(correct / len(idx))
@@ -67,7 +66,7 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
     after = range(batches_before, batches_before + batches_after)
     detect = next((b - batches_before + 1 for b in after if alarms[b]), None)
     recover = next((b - batches_before + 1 for b in after if accs[b] >= 0.9), None)
-    final = train.score(state.weights, state.norm.transform(data.x), permuted, spec).accuracy
+    final = training.score(state.weights, state.norm.transform(data.x), permuted, spec).accuracy
     return {
         "batches_to_detection": detect,
         "batches_to_recovered_accuracy": recover,

@@ -30,13 +30,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from streaming_lstm import train
+    from streaming_lstm import training
     from streaming_lstm.config import SparkConfig, load_config
     from streaming_lstm.data import load_csv
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import file_source
     from streaming_lstm.spark_session import get_session
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s"})
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer = StreamingTrainer(spark, cfg, base / "ck-train", echo=False)
         trainer.warm_up()
         train_q = start_query(trainer, file_source(spark, train_feed.dir, cfg))
-        spec = train.TrainSpec.from_app(cfg, streaming=True)
+        spec = training.TrainSpec.from_app(cfg, streaming=True)
         try:
             for size in [int(s) for s in args.sizes.split(",")]:
                 times: dict[str, list[float]] = {"noop": [], "trainer": [], "plain_tf": []}
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     state_w, norm = trainer.state.training_weights(), trainer.state.norm
                     for key in range(args.partitions):
                         sel = np.arange(len(data.y)) % args.partitions == key
-                        train.train_partition(
+                        training.train_partition(
                             key, state_w, norm, data.x[sel], data.y[sel], spec, epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size, seed=key
                         )
                     if rep:

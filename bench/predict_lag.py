@@ -71,7 +71,7 @@ def measure(spark: Any, lines: list[str], pred_trigger: float, versions: int, rn
     from streaming_lstm.config import load_config, parse_duration
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import MemorySource
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.keep_versions": versions + 10})
     ck = tmp / "ck"

@@ -48,7 +48,7 @@ def child_stream(partitions: int, epochs: int, started: float) -> dict[str, Any]
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import MemorySource
     from streaming_lstm.spark_session import get_session
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     cfg = load_config(ROOT / "conf" / "iris.toml", overrides(epochs, partitions))
     rows = (ROOT / "data" / "iris.csv").read_text().splitlines()[1:]

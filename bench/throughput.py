@@ -3,7 +3,7 @@
 Synthetic Iris-like rows, layers 128,256, mini-batch 256, one local epoch. Compared:
 
 * the streaming path (file source -> foreachBatch -> mapInPandas, P partitions on local[2]);
-* the single-process from-scratch trainer (train.fit on the same rows);
+* the single-process from-scratch trainer (training.fit on the same rows);
 * ``tf.keras.layers.LSTM`` (two layers + dense head, ``model.fit``, one epoch) in one process;
 
 and each in GFLOP/s against TensorFlow's measured float32 matmul rate on this machine.
@@ -25,7 +25,7 @@ import numpy as np
 from bench.common import FileFeed, lstm_flops_per_row, matmul_peak_gflops, synthetic_rows, write
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = {"model.hidden": "128,256", "train.batch_size": 256, "train.local_epochs": 1, "train.epochs": 1, "stream.trigger": "0s"}
+OVERRIDES = {"model.hidden": "128,256", "training.batch_size": 256, "training.local_epochs": 1, "training.epochs": 1, "stream.trigger": "0s"}
 
 
 def keras_rows_per_s(x: np.ndarray, y: np.ndarray, timesteps: int, hidden: list[int], classes: int, batch: int) -> float:
@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from streaming_lstm import train
+    from streaming_lstm import training
     from streaming_lstm.config import SparkConfig, load_config
     from streaming_lstm.data import load_csv
     from streaming_lstm.normalizer import NormStats
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import file_source
     from streaming_lstm.spark_session import get_session
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
     from streaming_lstm.weights import init_weights
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {**OVERRIDES, "stream.partitions": args.partitions})
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     flops = lstm_flops_per_row(m.timesteps, m.features_per_step, list(m.hidden), len(cfg.data.classes))
     peak = matmul_peak_gflops()
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
-    spec = train.TrainSpec.from_app(cfg)
+    spec = training.TrainSpec.from_app(cfg)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f.write_text("\n".join(rows) + "\n")
                 data = load_csv(f, cfg.data)
                 xn = NormStats.of(data.x).transform(data.x)
-                train.fit(init_weights(spec.model), xn[:512], data.y[:512], spec, epochs=1, batch_size=256, seed=0)  # trace
+                training.fit(init_weights(spec.model), xn[:512], data.y[:512], spec, epochs=1, batch_size=256, seed=0)  # trace
                 started = time.perf_counter()
-                train.fit(init_weights(spec.model), xn, data.y, spec, epochs=1, batch_size=256, seed=0)
+                training.fit(init_weights(spec.model), xn, data.y, spec, epochs=1, batch_size=256, seed=0)
                 single_rps = size / (time.perf_counter() - started)
                 keras_rps = keras_rows_per_s(xn, data.y, m.timesteps, list(m.hidden), len(cfg.data.classes), 256)
                 row = {

@@ -153,7 +153,7 @@ def cmd_jars(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from producers import replay
+    from streaming_lstm import replay
 
     return replay.main(args.replay_args)
 
@@ -186,7 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115 - closed below
     try:
         if args.data:
-            from streaming_lstm.export import predict_csv
+            from streaming_lstm.standalone import predict_csv
 
             for record in predict_csv(args.model, args.data):
                 out.write(json.dumps(record) + "\n")

@@ -47,6 +47,14 @@ class DataConfig:
     # would overflow the normaliser's sum of squares and poison every later batch.
     max_abs_value: float = 1e9
 
+    def feature_columns(self) -> list[str]:
+        """The parsed feature columns ``f0, f1, ...`` (positional: data column names may be anything)."""
+        return [f"f{i}" for i in range(len(self.features))]
+
+    def class_labels(self) -> list[str]:
+        """How classes are shown: ``class_names`` if given, else the label values."""
+        return list(self.class_names or self.classes)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -265,10 +273,15 @@ def parse_duration(text: str, key: str = "duration") -> float:
     return seconds
 
 
+def decay_for_half_life(batches: float) -> float:
+    """The forgetting factor a under which a batch's weight halves every ``batches`` batches."""
+    return math.exp(math.log(0.5) / batches)
+
+
 def effective_decay(stream: StreamConfig) -> float:
     """The forgetting factor a: from ``half_life_batches`` when set, else ``decay``."""
     if stream.half_life_batches > 0:
-        return math.exp(math.log(0.5) / stream.half_life_batches)
+        return decay_for_half_life(stream.half_life_batches)
     return stream.decay
 
 

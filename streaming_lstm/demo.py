@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from producers.replay import KafkaSink, ReplayStats, SocketSink, read_rows, replay
 from streaming_lstm import runner, sources
 from streaming_lstm.config import AppConfig
+from streaming_lstm.metrics import prequential_last
+from streaming_lstm.replay import KafkaSink, ReplayStats, SocketSink, read_rows, replay
 from streaming_lstm.spark_session import get_session
-from streaming_lstm.trainer import StreamingTrainer, prequential_last
+from streaming_lstm.stream_trainer import StreamingTrainer
 
 TOPIC = "demo"
 

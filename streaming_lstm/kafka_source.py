@@ -30,6 +30,8 @@ from typing import Any
 
 from pyspark.sql.datasource import CaseInsensitiveDict, DataSource, DataSourceStreamReader, InputPartition
 
+from streaming_lstm.kafka_settings import client_config
+
 log = logging.getLogger(__name__)
 SOURCE_NAME = "streaming_lstm_kafka"
 SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
@@ -38,15 +40,6 @@ CONNECT_TIMEOUT_S = 30.0
 
 class KafkaSourceError(RuntimeError):
     """Kafka cannot be reached, the topic is missing, or data was lost; names servers and topic."""
-
-
-def client_config(options: Mapping[str, str]) -> dict[str, Any]:
-    """``kafka.*`` options as kafka-python keyword arguments."""
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if key.startswith("kafka.") and key != "kafka.bootstrap.servers":
-            out[key[len("kafka.") :].replace(".", "_")] = value
-    return out
 
 
 def _consumer(bootstrap: str, options: Mapping[str, str], **extra: Any) -> Any:

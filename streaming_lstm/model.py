@@ -14,7 +14,7 @@ One cell at step t (x_t: (B, F), h, c: (B, H)), gates in the order of the equati
     h_t = o_t * tanh(c_t)
 
 Layer l reads the h sequence of layer l-1; a dense head reads the last layer's final h and gives
-logits; softmax and sparse cross-entropy are applied by the trainer (train.py).
+logits; softmax and sparse cross-entropy are applied by the training functions (training.py).
 """
 
 from __future__ import annotations

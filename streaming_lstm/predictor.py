@@ -27,9 +27,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from streaming_lstm import worker
+from streaming_lstm import executor
 from streaming_lstm.spark_parse import feature_names, observed, parsed_batch
-from streaming_lstm.standalone import class_names
 from streaming_lstm.store import ModelStore, SavedModel
 
 
@@ -59,13 +58,13 @@ class StreamPredictor:
         if self.blob is not None:
             self.blob.unpersist()
         self.saved = saved
-        self.blob = self.spark.sparkContext.broadcast(worker.encode_model(saved.weights, saved.norm))
+        self.blob = self.spark.sparkContext.broadcast(executor.encode_model(saved.weights, saved.norm))
         return True
 
     def _scorer(self) -> Any:
         saved = self.saved
         assert saved is not None
-        return functools.partial(worker.score_frames, model_blob=self.blob, config_json=saved.config.to_dict(), threads=0)
+        return functools.partial(executor.score_frames, model_blob=self.blob, config_dict=saved.config.to_dict(), threads=0)
 
     def warm_up(self) -> float:
         """Import TF and trace the prediction function in every Python worker (seconds taken).
@@ -80,7 +79,7 @@ class StreamPredictor:
         feats = feature_names(saved.config.data)
         rows = self.spark.range(n * 2).select(F.lit("").alias("value"), *[F.lit(0.0).alias(f) for f in feats], F.lit(None).cast("string").alias("reason"))
         self.spark.sparkContext.setJobDescription("streaming-lstm predict: warm up the Python workers")
-        rows.repartition(n).mapInPandas(self._scorer(), worker.SCORE_SCHEMA).count()
+        rows.repartition(n).mapInPandas(self._scorer(), executor.SCORE_SCHEMA).count()
         return time.perf_counter() - started
 
     def start(self, source: DataFrame, checkpoint: str | Path, trigger: str = "1 second") -> StreamingQuery:
@@ -100,7 +99,7 @@ class StreamPredictor:
         assert saved is not None
         self.spark.sparkContext.setJobDescription(f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
         # Arrow, not collect(): one round trip, no per-row pickling.
-        return parsed.mapInPandas(self._scorer(), worker.SCORE_SCHEMA).toArrow()
+        return parsed.mapInPandas(self._scorer(), executor.SCORE_SCHEMA).toArrow()
 
     def handle(self, df: DataFrame, batch_id: int) -> None:
         self._refresh()
@@ -120,7 +119,7 @@ class StreamPredictor:
             self.last_batch_id = batch_id
             return
         now = time.time()
-        names = class_names(saved.config)
+        names = saved.config.data.class_labels()
         scored = 0
         lines = []
         for r in table.to_pylist():
@@ -147,29 +146,33 @@ class StreamPredictor:
 def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
     """``streaming-lstm predict --source ...``: score until idle, a signal, or a failed query."""
     from streaming_lstm import runner
+    from streaming_lstm.sources import SourceSpec, open_source
     from streaming_lstm.spark_session import get_session
 
-    saved = ModelStore.resolve(args.model).load_latest()
-    if saved is None:
-        raise FileNotFoundError(f"no model found in {args.model}")
-    cfg = saved.config
+    cfg = ModelStore.load_latest_or_raise(args.model).config
     if getattr(args, "kafka_reader", None):
         cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
     spark = get_session(cfg.spark)
-    source = runner.build_source(spark, cfg, args)
+    source = open_source(spark, cfg, SourceSpec.from_args(args))
     predictor = StreamPredictor(spark, args.model, out)
     print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
     query = predictor.start(source, args.checkpoint, f"{trigger_ms} milliseconds")
     event = threading.Event()
     runner.install_signal_handlers(event)
-    started = last = time.monotonic()
-    seen = 0
-    while query.isActive and not event.is_set():
-        query.awaitTermination(0.2)  # type: ignore[arg-type]  # seconds as a float
-        if predictor.rows_scored + predictor.rows_rejected != seen:
-            seen, last = predictor.rows_scored + predictor.rows_rejected, time.monotonic()
-        if args.idle_timeout is not None and time.monotonic() - last > args.idle_timeout:
-            break
+    started = time.monotonic()
+    seen = {"rows": 0, "at": started}
+
+    def tick() -> str | None:
+        rows = predictor.rows_scored + predictor.rows_rejected
+        if rows != seen["rows"]:
+            seen.update(rows=rows, at=time.monotonic())
+        if event.is_set():
+            return "signal"
+        if args.idle_timeout is not None and time.monotonic() - seen["at"] > args.idle_timeout:
+            return "idle"
+        return None
+
+    runner.wait(query, tick)
     runner.stop_after_commit(query, predictor.last_batch_id)
     error = query.exception()
     spark.stop()

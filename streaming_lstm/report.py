@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streaming_lstm.trainer import prequential_last
-
-
-def read_metrics(checkpoint: str | Path) -> list[dict[str, Any]]:
-    path = Path(checkpoint) / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {checkpoint} a trainer checkpoint directory?")
-    out: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            m = json.loads(line)
-        except ValueError:
-            continue  # a torn last line after a crash
-        out[int(m["batch_id"])] = m
-    if not out:
-        raise ValueError(f"{path} holds no batches yet")
-    return [out[k] for k in sorted(out)]
+from streaming_lstm.metrics import prequential_last, read_metrics
 
 
 def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[str, Any]:

@@ -21,18 +21,18 @@ from types import FrameType
 from typing import Any
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
-from streaming_lstm import sources
-from streaming_lstm.config import AppConfig, ConfigError, parse_duration
+from streaming_lstm.config import AppConfig, parse_duration
 from streaming_lstm.kafka_reader import READERS, BrokerWatch, choose_reader, records_skipped
+from streaming_lstm.metrics import BatchMetrics, prequential_last
+from streaming_lstm.sources import SourceSpec, open_source
 from streaming_lstm.spark_parse import observed
 from streaming_lstm.spark_session import get_session
-from streaming_lstm.trainer import StreamingTrainer, prequential_last
+from streaming_lstm.stream_trainer import StreamingTrainer
 
 log = logging.getLogger("streaming_lstm.runner")
-BOOTSTRAP_ENV = ("STREAMING_LSTM_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS")
 
 
 @dataclass
@@ -43,44 +43,8 @@ class RunResult:
     version: int
     stopped_by: str
     seconds: float
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[BatchMetrics] = field(default_factory=list)
     records_skipped: int = 0  # Kafka records gone before they were read (failOnDataLoss=false)
-
-
-def bootstrap_servers(flag: str | None) -> str:
-    """``--bootstrap`` or the first of the environment variables in :data:`BOOTSTRAP_ENV`."""
-    if flag:
-        return flag
-    for name in BOOTSTRAP_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
-    raise ConfigError(f"--bootstrap is required for --source kafka (or set {' or '.join(BOOTSTRAP_ENV)})")
-
-
-def parse_options(items: list[str], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def build_source(spark: SparkSession, cfg: AppConfig, args: argparse.Namespace) -> DataFrame:
-    if args.source == "socket":
-        if not args.port:
-            raise ConfigError("--port is required for --source socket")
-        return sources.socket_source(spark, args.host, args.port)
-    if args.source == "file":
-        if not args.path:
-            raise ConfigError("--path is required for --source file")
-        return sources.file_source(spark, args.path, cfg)
-    if args.source == "kafka":
-        if not args.topic:
-            raise ConfigError("--topic is required for --source kafka")
-        return sources.kafka_source(spark, cfg, bootstrap_servers(args.bootstrap), args.topic, parse_options(args.kafka_option, "--kafka-option"))
-    raise ConfigError(f"--source {args.source}: the memory source exists for tests only")
 
 
 def start_query(trainer: StreamingTrainer, source: DataFrame) -> StreamingQuery:
@@ -138,6 +102,20 @@ class ProgressWatch:
                 log.warning("batch %d: %d Kafka records were gone before they were read (retention); skipped (failOnDataLoss=false)", batch, skipped)
 
 
+def wait(query: StreamingQuery, tick: Callable[[], str | None]) -> str:
+    """Wait for ``query`` in 0.2 s steps, calling ``tick`` after each, until ``tick`` returns a reason
+    to stop (returned) or the query ends, failed or not ("query ended"; see ``query.exception()``)."""
+    while query.isActive:
+        try:
+            query.awaitTermination(0.2)  # type: ignore[arg-type]  # PySpark's stub says int; it takes seconds as a float
+        except StreamingQueryException:
+            break  # the caller reports query.exception()
+        reason = tick()
+        if reason:
+            return reason
+    return "query ended"
+
+
 def stop_after_commit(query: StreamingQuery, batch_id: int, timeout: float = 10.0) -> None:
     """Stop ``query`` once Spark has committed ``batch_id`` (or after ``timeout`` seconds).
 
@@ -174,30 +152,25 @@ def run(
     stop_event = stop_event or threading.Event()
     query = start_query(trainer, source)
     trainer.last_rows_at = time.monotonic()
-    stopped_by = "query ended"
     progress = ProgressWatch()
+
+    def tick() -> str | None:
+        progress.scan(query)
+        if broker_watch is not None:
+            broker_watch.check()
+        reason = on_tick() if on_tick else None
+        if reason:
+            return reason
+        if stop_event.is_set():
+            return "signal"
+        if max_batches is not None and trainer.batches_applied >= max_batches:
+            return f"max batches ({max_batches})"
+        if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout:
+            return f"idle for {idle_timeout:g} s"
+        return None
+
     try:
-        while query.isActive:
-            try:
-                query.awaitTermination(0.2)  # type: ignore[arg-type]  # PySpark's stub says int; it takes seconds as a float
-            except StreamingQueryException:
-                break  # reported below from query.exception()
-            progress.scan(query)
-            if broker_watch is not None:
-                broker_watch.check()
-            reason = on_tick() if on_tick else None
-            if reason:
-                stopped_by = reason
-                break
-            if stop_event.is_set():
-                stopped_by = "signal"
-                break
-            if max_batches is not None and trainer.batches_applied >= max_batches:
-                stopped_by = f"max batches ({max_batches})"
-                break
-            if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout:
-                stopped_by = f"idle for {idle_timeout:g} s"
-                break
+        stopped_by = wait(query, tick)
     finally:
         trainer.request_stop()
         stop_after_commit(query, trainer.state.last_batch_id)
@@ -237,7 +210,8 @@ def summarize(result: RunResult, checkpoint: Path) -> str:
 def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     spark = get_session(cfg.spark)
-    source = build_source(spark, cfg, args)
+    spec = SourceSpec.from_args(args)
+    source = open_source(spark, cfg, spec)
     trainer = StreamingTrainer(spark, cfg, checkpoint)
     print(
         f"streaming-lstm: training from {args.source} into {checkpoint} with {cfg.stream.partitions} partitions, "
@@ -247,7 +221,7 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
     print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
     event = threading.Event()
     install_signal_handlers(event)
-    watch = BrokerWatch(bootstrap_servers(args.bootstrap)) if args.source == "kafka" and choose_reader(spark, cfg) == READERS["spark"] else None
+    watch = BrokerWatch(spec.bootstrap) if spec.kind == "kafka" and spec.bootstrap and choose_reader(spark, cfg) == READERS["spark"] else None
     try:
         result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event, broker_watch=watch)
     finally:

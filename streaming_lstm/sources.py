@@ -15,11 +15,59 @@ Offsets and what a micro-batch includes:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from streaming_lstm.config import AppConfig
+from streaming_lstm.config import AppConfig, ConfigError
+from streaming_lstm.kafka_settings import bootstrap_servers, parse_options
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Which stream to read, as the ``train`` and ``predict`` commands take it."""
+
+    kind: str  # socket | file | kafka (memory: tests only, through MemorySource)
+    host: str = "127.0.0.1"
+    port: int | None = None
+    path: str | None = None
+    bootstrap: str | None = None
+    topic: str | None = None
+    kafka_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: Any) -> SourceSpec:
+        """From the command line's source flags (``--source``, ``--host`` ... ``--kafka-option``)."""
+        kafka = args.source == "kafka"
+        return cls(
+            kind=args.source,
+            host=args.host,
+            port=args.port,
+            path=args.path,
+            bootstrap=bootstrap_servers(args.bootstrap) if kafka else args.bootstrap,
+            topic=args.topic,
+            kafka_options=parse_options(args.kafka_option),
+        )
+
+
+def open_source(spark: SparkSession, cfg: AppConfig, spec: SourceSpec) -> DataFrame:
+    """The streaming DataFrame of ``spec``; a missing setting is a ConfigError naming the flag."""
+    if spec.kind == "socket":
+        if not spec.port:
+            raise ConfigError("--port is required for --source socket")
+        return socket_source(spark, spec.host, spec.port)
+    if spec.kind == "file":
+        if not spec.path:
+            raise ConfigError("--path is required for --source file")
+        return file_source(spark, spec.path, cfg)
+    if spec.kind == "kafka":
+        if not spec.topic:
+            raise ConfigError("--topic is required for --source kafka")
+        assert spec.bootstrap is not None
+        return kafka_source(spark, cfg, spec.bootstrap, spec.topic, spec.kafka_options)
+    raise ConfigError(f"--source {spec.kind}: the memory source exists for tests only")
 
 
 class MemorySource:

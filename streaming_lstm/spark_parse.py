@@ -17,7 +17,7 @@ OBSERVATION = "streaming_lstm"  # the name of the query's observed metrics
 
 
 def feature_names(data: DataConfig) -> list[str]:
-    return [f"f{i}" for i in range(len(data.features))]
+    return data.feature_columns()
 
 
 def _fields(data: DataConfig, value: Column) -> tuple[dict[str, Column], Column | None]:

@@ -1,18 +1,21 @@
-"""Standalone mode, the seed's non-Spark baseline: ``fit`` and ``evaluate`` in one process."""
+"""One process, no Spark (the seed's non-distributed baseline): ``fit``, ``evaluate`` and ``predict``
+on a CSV file."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streaming_lstm import train
+from streaming_lstm import training
 from streaming_lstm.config import AppConfig
 from streaming_lstm.data import Dataset, load_csv, stratified_split
 from streaming_lstm.normalizer import NormStats
+from streaming_lstm.seeds import task_seed
 from streaming_lstm.store import ModelStore, SavedModel
 from streaming_lstm.weights import Weights, init_weights
 
@@ -37,14 +40,10 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def class_names(cfg: AppConfig) -> list[str]:
-    return list(cfg.data.class_names or cfg.data.classes)
-
-
 def evaluate_arrays(weights: Weights, norm: NormStats, data: Dataset, cfg: AppConfig) -> Evaluation:
-    spec = train.TrainSpec.from_app(cfg)
+    spec = training.TrainSpec.from_app(cfg)
     x = norm.transform(data.x)
-    probs = train.predict(weights, x, spec, cfg.train.tf_threads)
+    probs = training.predict(weights, x, spec, cfg.train.tf_threads)
     k = spec.model.num_classes
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     confusion = np.zeros((k, k), np.int64)
@@ -52,7 +51,7 @@ def evaluate_arrays(weights: Weights, norm: NormStats, data: Dataset, cfg: AppCo
     p_true = probs[np.arange(len(pred)), data.y] if len(pred) else np.zeros(0)
     loss = float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean()) if len(pred) else float("nan")
     acc = float((pred == data.y).mean()) if len(pred) else float("nan")
-    return Evaluation(len(pred), acc, loss, confusion.tolist(), class_names(cfg))
+    return Evaluation(len(pred), acc, loss, confusion.tolist(), cfg.data.class_labels())
 
 
 def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float = 0.0) -> dict[str, Any]:
@@ -68,17 +67,17 @@ def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float =
     test_idx = np.zeros(0, np.int64)
     if holdout > 0:
         train_idx, test_idx = stratified_split(data.y, holdout, cfg.model.seed)
-    spec = train.TrainSpec.from_app(cfg)
+    spec = training.TrainSpec.from_app(cfg)
     x_train, y_train = data.x[train_idx], data.y[train_idx]
     norm = NormStats.of(x_train)
-    weights, train_loss = train.fit(
+    weights, train_loss = training.fit(
         init_weights(spec.model),
         norm.transform(x_train),
         y_train,
         spec,
         epochs=cfg.train.epochs,
         batch_size=cfg.train.batch_size,
-        seed=train.task_seed(cfg.model.seed, 0, 0),
+        seed=task_seed(cfg.model.seed, 0, 0),
         threads=cfg.train.tf_threads,
     )
     result: dict[str, Any] = {
@@ -99,14 +98,35 @@ def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float =
 
 
 def load_model(path: str | Path) -> SavedModel:
-    store = ModelStore.resolve(path)
-    saved = store.load_latest()
-    if saved is None:
-        raise FileNotFoundError(f"no model found in {path} (expected v*.json files, or a checkpoint with model/)")
-    return saved
+    return ModelStore.load_latest_or_raise(path)
 
 
 def evaluate(model_path: str | Path, data_path: str | Path) -> tuple[SavedModel, Evaluation]:
     saved = load_model(model_path)
     data = load_csv(data_path, saved.config.data)
     return saved, evaluate_arrays(saved.weights, saved.norm, data, saved.config)
+
+
+def predict_rows(saved: SavedModel, x_raw: np.ndarray) -> np.ndarray:
+    spec = training.TrainSpec.from_app(saved.config)
+    return training.predict(saved.weights, saved.norm.transform(x_raw), spec, saved.config.train.tf_threads)
+
+
+def predict_csv(model_path: str | Path, data_path: str | Path) -> Iterator[dict[str, Any]]:
+    """One JSON-ready record per valid row of ``data_path``: class, probabilities, model version.
+
+    The file is read with the model's own column layout; a label column, if present, is ignored
+    for prediction and echoed as ``label``. Invalid rows are skipped and counted by ``load_csv``.
+    """
+    saved = load_model(model_path)
+    data = load_csv(data_path, saved.config.data)
+    probs = predict_rows(saved, data.x)
+    names = saved.config.data.class_labels()
+    for i, p in enumerate(probs):
+        yield {
+            "row": i,
+            "class": names[int(p.argmax())],
+            "probabilities": [round(float(v), 6) for v in p],
+            "label": names[int(data.y[i])],
+            "model_version": saved.version,
+        }

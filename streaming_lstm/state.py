@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from streaming_lstm.config import AppConfig, effective_decay
+from streaming_lstm.config import AppConfig, decay_for_half_life, effective_decay
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.store import ModelStore
 from streaming_lstm.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
@@ -84,12 +84,19 @@ class Applied:
 class TrainerState:
     """Weights, normaliser statistics, rows seen, last applied batch id, model version, persisted."""
 
+    def set_drift_raised(self, raised: bool) -> None:
+        """The drift policy: while an alarm is raised, forget with ``stream.drift_half_life_batches``
+        (when set); otherwise with the configured decay."""
+        half_life = self.cfg.stream.drift_half_life_batches
+        if half_life > 0:
+            self.decay = decay_for_half_life(half_life) if raised else self.base_decay
+
     def __init__(self, cfg: AppConfig, store: ModelStore | None) -> None:
         self.cfg = cfg
         self.lstm = LSTMConfig.from_app(cfg)
         self.store = store
         self.base_decay = effective_decay(cfg.stream)
-        self.decay = self.base_decay  # the trainer shortens it while a drift alarm is raised
+        self.decay = self.base_decay  # shorter while a drift alarm is raised (set_drift_raised)
         self.weights: Weights = init_weights(self.lstm)
         self.next_weights: Weights = self.weights
         self.norm = NormStats.empty(self.lstm.num_features)

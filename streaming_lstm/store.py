@@ -113,6 +113,14 @@ class ModelStore:
             p = p / "model"
         return cls(p)
 
+    @classmethod
+    def load_latest_or_raise(cls, path: str | Path) -> SavedModel:
+        """The newest loadable version in a model or checkpoint directory, or FileNotFoundError."""
+        saved = cls.resolve(path).load_latest()
+        if saved is None:
+            raise FileNotFoundError(f"no model found in {path} (expected v*.json files, or a checkpoint with model/)")
+        return saved
+
     def versions(self) -> list[int]:
         if not self.dir.is_dir():
             return []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streaming_lstm.config import AppConfig
+from streaming_lstm.config import AppConfig, ModelConfig
 
 Weights = dict[str, np.ndarray]
 Schema = list[tuple[str, tuple[int, ...]]]
@@ -35,8 +35,12 @@ class LSTMConfig:
 
     @classmethod
     def from_app(cls, cfg: AppConfig) -> LSTMConfig:
-        m = cfg.model
-        return cls(m.timesteps, m.features_per_step, tuple(m.hidden), len(cfg.data.classes), m.seed)
+        """The network shape of an application config (its model section and class count)."""
+        return cls.from_model(cfg.model, len(cfg.data.classes))
+
+    @classmethod
+    def from_model(cls, m: ModelConfig, num_classes: int) -> LSTMConfig:
+        return cls(m.timesteps, m.features_per_step, tuple(m.hidden), num_classes, m.seed)
 
     @property
     def num_features(self) -> int:

@@ -35,7 +35,7 @@ def test_spark_submit_on_a_local_cluster_matches_local_mode(spark: Any, iris_lin
     from streaming_lstm.runner import run
     from streaming_lstm.sources import file_source
     from streaming_lstm.standalone import evaluate
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     incoming = tmp_path / "in"
     incoming.mkdir()

@@ -15,8 +15,8 @@ import pyspark
 import pytest
 import yaml
 
-from producers.replay import build_parser as replay_parser
 from streaming_lstm.cli import build_parser
+from streaming_lstm.replay import build_parser as replay_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from producers.replay import KafkaSink, replay
+from streaming_lstm.replay import KafkaSink, replay
 from tests.conftest import READER_SETTING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_driver_killed_five_times_loses_nothing_and_ends_where_an_uninterrupted_
     from streaming_lstm.cli import build_parser, config_from_args
     from streaming_lstm.kafka_reader import read_kafka
     from streaming_lstm.runner import run
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     reference = tmp_path / "reference"
     cfg = config_from_args(build_parser().parse_args(["train", *args(reference), "--conf", str(ROOT / "conf" / "iris.toml")]))
@@ -146,7 +146,7 @@ def test_broker_killed_and_restarted_on_its_data_dir_mid_stream_loses_and_double
     from streaming_lstm.kafka_reader import BrokerWatch, read_kafka
     from streaming_lstm.kafka_source import KafkaStreamReader
     from streaming_lstm.runner import RunResult, run
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     port, data = free_port(), tmp_path / "kafka"
     topic = f"restart-{uuid.uuid4().hex[:8]}"

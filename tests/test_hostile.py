@@ -65,7 +65,7 @@ def hostile_rows(rng: random.Random, valid: list[str], n: int) -> list[tuple[byt
 def test_fuzz_ten_thousand_hostile_rows(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import file_source
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     rng = random.Random(1234)
     bad = hostile_rows(rng, iris_lines, 10_000)

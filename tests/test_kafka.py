@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from producers.replay import KafkaSink, replay
 from streaming_lstm.config import AppConfig, load_config
+from streaming_lstm.replay import KafkaSink, replay
 from tests.conftest import READER_SETTING
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -42,7 +42,7 @@ def train_until(
 ) -> Any:
     from streaming_lstm.kafka_reader import read_kafka
     from streaming_lstm.runner import start_query
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     trainer = StreamingTrainer(spark, cfg, ck, echo=False)
     query = start_query(trainer, read_kafka(spark, cfg, broker.bootstrap, name, options or {}))
@@ -151,7 +151,7 @@ def test_records_deleted_before_they_were_read_stop_the_query_naming_partitions_
 ) -> None:
     from streaming_lstm.kafka_reader import read_kafka
     from streaming_lstm.runner import run
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     name, ck, _cut, lost = lost_records
     assert lost > 0
@@ -170,7 +170,7 @@ def test_records_deleted_before_they_were_read_are_skipped_and_counted_without_f
 ) -> None:
     from streaming_lstm.kafka_reader import read_kafka
     from streaming_lstm.runner import run
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     name, ck, _cut, lost = lost_records
     cfg = config(reader, **{"stream.fail_on_data_loss": False})
@@ -213,10 +213,10 @@ def test_tansu_latest_offsets_see_past_its_under_reported_list_offsets(iris_line
 def test_socket_producer_feeds_the_trainer(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     import threading
 
-    from producers.replay import SocketSink
+    from streaming_lstm.replay import SocketSink
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import socket_source
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     stop = threading.Event()
     sink = SocketSink("127.0.0.1", 0, stop, lambda _m: None)

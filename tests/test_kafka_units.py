@@ -101,19 +101,3 @@ def test_unknown_jar_set_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         jvm_deps.main(["kafka-connectr"])
     assert exit_.value.code == 2
     assert "unknown jar set 'kafka-connectr'" in capsys.readouterr().err
-
-
-def test_partition_order_follows_the_source_not_sparks_partition_ids() -> None:
-    from streaming_lstm.trainer import partition_order
-
-    # Spark's connector planned Kafka partition 2 as input partition 0 in one run, 0 in another.
-    counts = [
-        {"pid": 0, "pos": (2, 40)},
-        {"pid": 1, "pos": (0, 17)},
-        {"pid": 1, "pos": (0, 15)},  # a dead row of the same Spark partition, earlier offset
-        {"pid": 2, "pos": (1, 3)},
-    ]
-    assert partition_order(counts) == [1, 2, 0]
-    assert partition_order(list(reversed(counts))) == [1, 2, 0]
-    # Sources without positions keep Spark's partition order.
-    assert partition_order([{"pid": 3, "pos": None}, {"pid": 1, "pos": None}]) == [1, 3]

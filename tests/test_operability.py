@@ -48,8 +48,8 @@ def test_exported_saved_model_reproduces_evaluate(fitted: Path, tmp_path: Path) 
     import tensorflow as tf
 
     from streaming_lstm.data import load_csv
-    from streaming_lstm.export import export_saved_model, predict_rows
-    from streaming_lstm.standalone import load_model
+    from streaming_lstm.export import export_saved_model
+    from streaming_lstm.standalone import load_model, predict_rows
 
     info = export_saved_model(fitted, tmp_path / "sm")
     assert info["classes"] == ["setosa", "versicolor", "virginica"]

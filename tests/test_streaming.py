@@ -31,7 +31,7 @@ def streaming(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[An
     """A trainer on a fresh memory stream; ``feed(rows)`` makes exactly one micro-batch."""
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import MemorySource
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     source = MemorySource(spark)
     trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
@@ -78,7 +78,7 @@ def test_balanced_partitions_exactly_once_and_it_learns(spark: Any, iris_lines: 
 def test_replayed_batch_changes_nothing_and_restart_continues(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     from pyspark.sql import Row
 
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     cfg = config()
     ck = tmp_path / "ck"
@@ -182,7 +182,7 @@ def test_socket_source_end_to_end(spark: Any, iris_lines: list[str], tmp_path: P
 
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import socket_source
-    from streaming_lstm.trainer import StreamingTrainer
+    from streaming_lstm.stream_trainer import StreamingTrainer
 
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]

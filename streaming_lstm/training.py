@@ -1,5 +1,9 @@
 """Training as a pure function of (weights, rows, config): it never touches Spark.
 
+TensorFlow is imported here, at the top, once: the Spark driver never imports this module (it
+needs only :mod:`~streaming_lstm.seeds` and :mod:`~streaming_lstm.results`), the Python workers
+and the one-process commands do.
+
 The standalone ``fit`` and every streaming partition task call the functions here. A process keeps
 one compiled model per :class:`TrainSpec` in a module-level cache (:func:`compiled`): Spark reuses
 its Python workers across micro-batches, and a cache that lives in this importable module survives
@@ -18,9 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 
 from streaming_lstm.config import AppConfig
+from streaming_lstm.model import LSTMStack
 from streaming_lstm.normalizer import NormStats
+from streaming_lstm.results import PartitionResult, Score
 from streaming_lstm.weights import LSTMConfig, Weights, check_weights
 
 ADAM_BETA1, ADAM_BETA2, EPSILON, RMSPROP_RHO = 0.9, 0.999, 1e-7, 0.9
@@ -45,45 +52,6 @@ class TrainSpec:
         return cls(LSTMConfig.from_app(cfg), t.optimizer, lr, t.clip_norm, t.l2)
 
 
-@dataclass(frozen=True)
-class Score:
-    """Prequential or evaluation figures: rows, correct predictions and summed cross-entropy."""
-
-    rows: int
-    correct: int
-    loss_sum: float
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.rows if self.rows else float("nan")
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / self.rows if self.rows else float("nan")
-
-
-@dataclass(frozen=True)
-class PartitionResult:
-    """What one streaming partition task returns to the driver."""
-
-    key: int
-    rows: int
-    prequential: Score
-    train_loss: float
-    weights: Weights
-    norm: NormStats  # statistics of this partition's rows only (the driver merges them)
-    seconds: float
-
-
-def task_seed(base_seed: int, batch_id: int, key: int) -> int:
-    """The seed of one training call, from the model seed, the batch id and the partition key.
-
-    A replayed batch gets the same seed, so it reproduces the same weights. The standalone trainer
-    is "batch 0, partition 0".
-    """
-    return int(np.random.SeedSequence([base_seed, batch_id, key]).generate_state(1)[0])
-
-
 _THREADS_SET = False
 
 
@@ -95,8 +63,6 @@ def configure_threads(threads: int) -> None:
     global _THREADS_SET
     if _THREADS_SET:
         return
-    import tensorflow as tf
-
     _THREADS_SET = True
     try:
         if threads > 0:
@@ -116,10 +82,6 @@ class CompiledModel:
     """
 
     def __init__(self, spec: TrainSpec) -> None:
-        import tensorflow as tf
-
-        from streaming_lstm.model import LSTMStack
-
         self.spec = spec
         self.net = LSTMStack(spec.model)
         variables = self.net.ordered
@@ -136,8 +98,6 @@ class CompiledModel:
 
     # -- traced bodies ------------------------------------------------------------------------
     def _loss(self, x, y):  # type: ignore[no-untyped-def]
-        import tensorflow as tf
-
         logits = self.net(x)  # (B, C)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         if self.spec.l2 > 0:
@@ -145,8 +105,6 @@ class CompiledModel:
         return loss
 
     def _train_step(self, x, y):  # type: ignore[no-untyped-def]
-        import tensorflow as tf
-
         variables = self.net.ordered
         with tf.GradientTape() as tape:
             loss = self._loss(x, y)
@@ -156,31 +114,30 @@ class CompiledModel:
         lr = self.spec.learning_rate
         self.step.assign_add(1.0)
         t = self.step
+        # The updates are Keras's own (tf.keras.optimizers, Keras 3), term for term, so that they
+        # agree to float rounding (tests/test_optimizers.py). Note where epsilon sits: Adam adds it
+        # to sqrt(v) with the bias correction folded into the step size (Kingma & Ba's "efficient"
+        # form), RMSprop inside the square root; both damp the steps of tiny gradients.
+        alpha = lr * tf.sqrt(1 - tf.pow(ADAM_BETA2, t)) / (1 - tf.pow(ADAM_BETA1, t))
         for var, g, m, v in zip(variables, grads, self.slots_m, self.slots_v, strict=True):
             if self.spec.optimizer == "adam":
-                m.assign(ADAM_BETA1 * m + (1 - ADAM_BETA1) * g)
-                v.assign(ADAM_BETA2 * v + (1 - ADAM_BETA2) * tf.square(g))
-                m_hat = m / (1 - tf.pow(ADAM_BETA1, t))
-                v_hat = v / (1 - tf.pow(ADAM_BETA2, t))
-                var.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + EPSILON))
+                m.assign_add((g - m) * (1 - ADAM_BETA1))
+                v.assign_add((tf.square(g) - v) * (1 - ADAM_BETA2))
+                var.assign_sub((m * alpha) / (tf.sqrt(v) + EPSILON))
             elif self.spec.optimizer == "rmsprop":
                 v.assign(RMSPROP_RHO * v + (1 - RMSPROP_RHO) * tf.square(g))
-                var.assign_sub(lr * g / (tf.sqrt(v) + EPSILON))
+                var.assign_sub((lr * g) / tf.sqrt(v + EPSILON))
             else:  # sgd
                 var.assign_sub(lr * g)
         return loss
 
     def _score_step(self, x, y):  # type: ignore[no-untyped-def]
-        import tensorflow as tf
-
         logits = self.net(x)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.int32))
         return correct, tf.reduce_sum(losses)
 
     def _predict_step(self, x):  # type: ignore[no-untyped-def]
-        import tensorflow as tf
-
         return tf.nn.softmax(self.net(x))
 
     # -- eager helpers ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streaming_lstm import train
+from streaming_lstm import training
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.weights import LSTMConfig, init_weights
 
@@ -19,41 +19,41 @@ def toy(n: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
 def test_same_seed_same_weights_and_it_learns(optimizer: str) -> None:
-    spec = train.TrainSpec(CFG, optimizer, 0.05 if optimizer == "sgd" else 0.01, 5.0, 1e-4)
+    spec = training.TrainSpec(CFG, optimizer, 0.05 if optimizer == "sgd" else 0.01, 5.0, 1e-4)
     x, y = toy()
     xn = NormStats.of(x).transform(x)
     w0 = init_weights(CFG)
-    before = train.score(w0, xn, y, spec)
-    a, loss_a = train.fit(w0, xn, y, spec, epochs=15, batch_size=10, seed=3)
-    b, loss_b = train.fit(w0, xn, y, spec, epochs=15, batch_size=10, seed=3)
-    c, _ = train.fit(w0, xn, y, spec, epochs=15, batch_size=10, seed=4)
+    before = training.score(w0, xn, y, spec)
+    a, loss_a = training.fit(w0, xn, y, spec, epochs=15, batch_size=10, seed=3)
+    b, loss_b = training.fit(w0, xn, y, spec, epochs=15, batch_size=10, seed=3)
+    c, _ = training.fit(w0, xn, y, spec, epochs=15, batch_size=10, seed=4)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert loss_a == loss_b
     assert any(not np.array_equal(a[k], c[k]) for k in a)
-    after = train.score(a, xn, y, spec)
+    after = training.score(a, xn, y, spec)
     assert after.loss < before.loss
     assert after.accuracy > 0.9
 
 
 def test_train_partition_scores_before_training() -> None:
-    spec = train.TrainSpec(CFG, "adam", 0.01, 5.0, 0.0)
+    spec = training.TrainSpec(CFG, "adam", 0.01, 5.0, 0.0)
     x, y = toy()
     w0 = init_weights(CFG)
     empty = NormStats.empty(4)
-    r = train.train_partition(0, w0, empty, x, y, spec, epochs=5, batch_size=10, seed=1)
+    r = training.train_partition(0, w0, empty, x, y, spec, epochs=5, batch_size=10, seed=1)
     # The prequential score is the incoming model's, on the incoming normaliser.
-    expected = train.score(w0, empty.transform(x), y, spec)
+    expected = training.score(w0, empty.transform(x), y, spec)
     assert (r.prequential.correct, r.prequential.loss_sum) == (expected.correct, pytest.approx(expected.loss_sum, rel=1e-6))
     assert r.rows == len(x) and r.norm.count == len(x)
-    assert train.score(r.weights, NormStats.of(x).transform(x), y, spec).loss < expected.loss
+    assert training.score(r.weights, NormStats.of(x).transform(x), y, spec).loss < expected.loss
 
 
 def test_short_last_batch_does_not_retrace() -> None:
-    spec = train.TrainSpec(CFG, "adam", 0.01, 0.0, 0.0)
+    spec = training.TrainSpec(CFG, "adam", 0.01, 0.0, 0.0)
     x, y = toy(23)
-    train.fit(init_weights(CFG), x, y, spec, epochs=1, batch_size=10, seed=0)
-    model = train.compiled(spec)
+    training.fit(init_weights(CFG), x, y, spec, epochs=1, batch_size=10, seed=0)
+    model = training.compiled(spec)
     before = model.train_step.experimental_get_tracing_count()
-    train.fit(init_weights(CFG), x[:17], y[:17], spec, epochs=2, batch_size=4, seed=0)
+    training.fit(init_weights(CFG), x[:17], y[:17], spec, epochs=2, batch_size=4, seed=0)
     assert model.train_step.experimental_get_tracing_count() == before

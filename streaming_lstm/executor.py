@@ -1,6 +1,7 @@
-"""What runs inside a Spark Python worker: one ``mapInPandas`` training task per partition key.
+"""What runs inside a Spark Python worker: the ``mapInPandas`` bodies of training (one task trains
+one or more partition keys), warm-up and scoring.
 
-This is an importable module on purpose: the compiled model is cached in train.py's module-level
+This is an importable module on purpose: the compiled model is cached in training.py's module-level
 dict, which survives between tasks because Spark reuses Python workers. The function handed to
 ``mapInPandas`` is a ``functools.partial`` of :func:`train_frames`, so cloudpickle sends a reference
 to this module, not a copy of the cache.
@@ -8,6 +9,7 @@ to this module, not a copy of the cache.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -15,23 +17,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streaming_lstm import faults, train
+from streaming_lstm import faults, results, training
 from streaming_lstm.config import AppConfig, from_dict
 from streaming_lstm.normalizer import NormStats
+from streaming_lstm.seeds import task_seed
 from streaming_lstm.store import pack_model, unpack_model
 from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, weights_to_bytes
 
-RESULT_SCHEMA = "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int"
+RESULT_SCHEMA = results.RESULT_SCHEMA
 
 _CONFIG_CACHE: dict[str, AppConfig] = {}
 
 
-def _config(config_json: dict[str, Any]) -> AppConfig:
+def _config(config_dict: dict[str, Any]) -> AppConfig:
     """The config a task was sent, validated once per Python worker rather than once per task."""
-    cache_key = repr(sorted(config_json.items()))
+    cache_key = repr(sorted(config_dict.items()))
     cfg = _CONFIG_CACHE.get(cache_key)
     if cfg is None:
-        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_json)
+        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_dict)
     return cfg
 
 
@@ -56,7 +59,7 @@ def _maybe_fail(batch_id: int) -> None:
         faults.hit("worker", batch_id)
 
 
-def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json: dict[str, Any], batch_id: int, threads: int) -> Iterator[pd.DataFrame]:
+def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict: dict[str, Any], batch_id: int, threads: int) -> Iterator[pd.DataFrame]:
     """The ``mapInPandas`` body: rows ``key, _idx, f0.., label`` in, one result row per key out.
 
     Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
@@ -65,20 +68,20 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
     import time
 
     entered = time.perf_counter()
-    cfg = _config(config_json)
-    spec = train.TrainSpec.from_app(cfg, streaming=True)
+    cfg = _config(config_dict)
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)
     frame = pd.concat(list(frames), ignore_index=True) if frames is not None else pd.DataFrame()
     _maybe_fail(batch_id)
     if frame.empty:
         return
-    feats = [f"f{i}" for i in range(spec.model.num_features)]
+    feats = cfg.data.feature_columns()
     for key in sorted(int(k) for k in frame["key"].unique()):
         part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
         x = part[feats].to_numpy(np.float64)
         y = part["label"].to_numpy(np.int32)
-        result = train.train_partition(
+        result = training.train_partition(
             key,
             weights,
             norm,
@@ -87,63 +90,52 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json
             spec,
             epochs=cfg.train.local_epochs,
             batch_size=cfg.train.batch_size,
-            seed=train.task_seed(cfg.model.seed, batch_id, key),
+            seed=task_seed(cfg.model.seed, batch_id, key),
             threads=threads,
         )
-        yield pd.DataFrame(
-            {
-                "key": [result.key],
-                "rows": [result.rows],
-                "correct": [result.prequential.correct],
-                "loss_sum": [result.prequential.loss_sum],
-                "train_loss": [result.train_loss],
-                "weights": [weights_to_bytes(result.weights)],
-                "norm": [weights_to_bytes(result.norm.to_arrays())],
-                "seconds": [time.perf_counter() - entered],
-                "worker_pid": [os.getpid()],
-            }
-        )
+        done = dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid())
+        yield pd.DataFrame({name: [value] for name, value in done.to_row().items()})
 
 
 WARM_SCHEMA = "worker_pid int, seconds double"
 
 
-def warm_frames(frames: Iterator[pd.DataFrame], *, config_json: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
+def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
     """Import TF and trace the compiled model in this Python worker before the stream starts."""
     import time
 
     started = time.perf_counter()
     for _ in frames:
         pass
-    cfg = _config(config_json)
-    spec = train.TrainSpec.from_app(cfg, streaming=True)
+    cfg = _config(config_dict)
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
     n = spec.model.num_features
     from streaming_lstm.weights import init_weights
 
-    train.fit(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, epochs=1, batch_size=2, seed=0, threads=threads)
-    train.score(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, threads)
+    training.fit(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, epochs=1, batch_size=2, seed=0, threads=threads)
+    training.score(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, threads)
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
 
 
 SCORE_SCHEMA = "value string, probabilities array<double>, predicted int, error string"
 
 
-def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_json: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
+def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
     """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason`` in, in their order.
 
     A valid row (``reason`` NULL) gets its class probabilities and ``predicted`` class id; a
     rejected one passes through with ``error`` = its reason, so one Spark job handles both.
     """
-    cfg = _config(config_json)
-    spec = train.TrainSpec.from_app(cfg)
+    cfg = _config(config_dict)
+    spec = training.TrainSpec.from_app(cfg)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)
-    feats = [f"f{i}" for i in range(spec.model.num_features)]
+    feats = cfg.data.feature_columns()
     for frame in frames:
         if frame.empty:
             continue
         ok = frame["reason"].isna().to_numpy()
-        probs = train.predict(weights, norm.transform(frame.loc[ok, feats].to_numpy(np.float64)), spec, threads).astype(np.float64)
+        probs = training.predict(weights, norm.transform(frame.loc[ok, feats].to_numpy(np.float64)), spec, threads).astype(np.float64)
         column: list[Any] = [None] * len(frame)
         predicted = np.full(len(frame), -1, np.int32)
         for j, row in zip(np.flatnonzero(ok), probs, strict=True):

@@ -1,0 +1,111 @@
+"""Per-batch metrics: the record type, its JSON-lines log and reader, the console line, and the
+prequential summaries read from them. No Spark, no TensorFlow: ``report`` and ``demo`` read these.
+
+Contract of ``CHECKPOINT/metrics.jsonl``: one JSON object per applied batch (a :class:`BatchMetrics`),
+appended and fsynced after the model version that includes the batch is saved. A crash between the
+two is repaired at the next start from the version's own copy of its metrics (state.py), so every
+applied batch has exactly one line; a torn last line after a crash is skipped by the readers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, TypedDict
+
+
+class BatchMetrics(TypedDict, total=False):
+    """What the trainer records for one applied micro-batch."""
+
+    batch_id: int
+    version: int  # the model version that includes this batch
+    rows_in: int  # rows Spark delivered (valid + dead)
+    rows_valid: int
+    rows_dead: int
+    dead_reasons: dict[str, int]
+    partition_rows: list[int]  # valid rows per training partition, sorted
+    prequential_correct: int  # rows predicted right before training on them
+    prequential_accuracy: float
+    prequential_loss: float
+    train_loss: float
+    task_seconds_max: float
+    rows_per_s: float
+    latency_s: float  # the handler's wall time for this batch
+    time: float  # unix time when the batch was applied
+    step_seconds: dict[str, float]
+    drift: int  # 1 if ADWIN raised an alarm at this batch
+    drift_raised: bool
+    drift_detections: int
+    rows_seen: int  # rows trained so far, this batch included
+    rejected_updates: int
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per applied batch, appended and flushed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def last_batch_id(self) -> int:
+        return max((int(m["batch_id"]) for m in _records(self.path)), default=-1)
+
+    def append(self, record: BatchMetrics | dict[str, Any]) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _records(path: Path) -> list[BatchMetrics]:
+    if not path.exists():
+        return []
+    out: list[BatchMetrics] = []
+    with path.open("rb") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+                int(record["batch_id"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a crash
+            out.append(record)
+    return out
+
+
+def read_metrics(checkpoint: str | Path) -> list[BatchMetrics]:
+    """A checkpoint's batches in batch-id order (the last line of a batch id wins)."""
+    path = Path(checkpoint) / METRICS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {checkpoint} a trainer checkpoint directory?")
+    by_id = {int(m["batch_id"]): m for m in _records(path)}
+    if not by_id:
+        raise ValueError(f"{path} holds no batches yet")
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def prequential_last(history: list[BatchMetrics] | list[dict[str, Any]], rows: int = 150) -> float:
+    """Prequential accuracy over (about) the last ``rows`` rows: whole batches from the end, since
+    per-row scores are not kept."""
+    correct = seen = 0
+    for m in reversed(history):
+        if seen >= rows:
+            break
+        correct += int(m["prequential_correct"])
+        seen += int(m["rows_valid"])
+    return correct / seen if seen else math.nan
+
+
+def format_line(m: BatchMetrics | dict[str, Any]) -> str:
+    """The one console line per batch."""
+    acc = m.get("prequential_accuracy")
+    acc_s = f"{acc:.3f}" if isinstance(acc, float) and not math.isnan(acc) else "  -  "
+    return (
+        f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}"
+        f" | preq acc {acc_s} loss {m['prequential_loss']:.4f} | train loss {m['train_loss']:.4f}"
+        f" | {m['rows_per_s']:>8.0f} rows/s | {m['latency_s']:.2f} s | v{m['version']}" + ("  DRIFT" if m.get("drift") else "")
+    )

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "drift": "labels permuted mid-stream: batches to the ADWIN alarm and to recovered accuracy",
     "predict-lag": "from a model version written to the stream predictor scoring with it (p50/p95)",
     "kafka": "the demo on Apache Kafka vs Tansu (wall, memory) and rows/s through each Kafka reader",
+    "parse": "Spark's per-batch parse and validation time against features per row (4, 64, 600)",
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
 }
 

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streaming_lstm import broker
+from streaming_lstm import broker, init_config
 from streaming_lstm.config import AppConfig, ConfigError, load_config, parse_duration
+from streaming_lstm.output import print_result as _print
+from streaming_lstm.output import warn as _warn
 
 DEFAULT_CONF = "conf/iris.toml"
 
@@ -39,6 +41,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--local-epochs", type=int, help="epochs per streaming partition task (train.local_epochs)")
     g.add_argument("--hidden", metavar="H1,H2,..", help="LSTM layer sizes, e.g. 128,256 (model.hidden)")
     g.add_argument("--seed", type=int, help="model seed (model.seed)")
+
+
+def _add_strict_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="any rejected row is an error (default: rejected rows are counted by reason, with a warning above 1%%)",
+    )
 
 
 def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> argparse._ArgumentGroup:
@@ -102,18 +112,15 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     return load_config(path, overrides)
 
 
-def _print(result: dict[str, Any], as_json: bool, text: str) -> None:
-    print(json.dumps(result, sort_keys=True) if as_json else text)
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     from streaming_lstm import standalone
 
     cfg = config_from_args(args)
-    r = standalone.fit(cfg, args.data, args.out, args.holdout)
+    r = standalone.fit(cfg, args.data, args.out, args.holdout, strict=args.strict)
+    _warn(r["warnings"])
     lines = [f"trained {r['rows_trained']} rows for {r['epochs']} epochs in {r['seconds']:.1f} s, final train loss {r['train_loss']:.4f}"]
-    if r["rows_rejected"]:
-        lines.append(f"rejected rows: {r['rows_rejected']}")
+    if r["rows_rejected"] or r["headers_skipped"]:
+        lines.append(f"rejected rows: {r['rows_rejected'] or 0}; header lines skipped: {r['headers_skipped']}")
     if "holdout_accuracy" in r:
         lines.append(f"held-out accuracy {r['holdout_accuracy']:.4f} on {r['holdout_rows']} rows (loss {r['holdout_loss']:.4f})")
     lines.append(f"model version {r['version']} written to {r['model']}")
@@ -124,7 +131,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from streaming_lstm import standalone
 
-    saved, ev = standalone.evaluate(args.model, args.data)
+    saved, ev = standalone.evaluate(args.model, args.data, strict=args.strict)
+    _warn(ev.warnings)
     result = {"model": str(args.model), "version": saved.version, **ev.to_dict()}
     _print(result, args.json, f"model version {saved.version}\n{ev.format()}")
     return 0
@@ -186,10 +194,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115 - closed below
     try:
         if args.data:
-            from streaming_lstm.standalone import predict_csv
+            from streaming_lstm.standalone import PredictSummary, predict_csv
 
-            for record in predict_csv(args.model, args.data):
-                out.write(json.dumps(record) + "\n")
+            summary = PredictSummary()
+            for record in predict_csv(args.model, args.data, summary, strict=args.strict):
+                out.write(json.dumps(record, allow_nan=False) + "\n")
+            _warn(summary.warnings)
+            skipped = f", {summary.headers_skipped} header lines skipped" if summary.headers_skipped else ""
+            print(f'streaming-lstm: scored {summary.rows_scored} rows, {summary.rows_rejected} rejected (an "error" line each){skipped}', file=sys.stderr)
             return 0
         if not args.source:
             raise ConfigError("predict needs --data CSV, or --source socket|kafka|file for a stream")
@@ -222,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="CSV", help="labelled rows (a header line is optional)")
     p.add_argument("--out", default="runs/model", metavar="DIR", help="model directory to write; a new version is added (default runs/model)")
     p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION", help="share of each class held out for scoring, e.g. 0.3 (default 0: none)")
+    _add_strict_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _add_config_args(p)
     p.set_defaults(func=cmd_fit)
@@ -233,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, metavar="DIR", help="model directory, or a trainer checkpoint directory")
     p.add_argument("--data", required=True, metavar="CSV", help="labelled rows in the model's column layout")
+    _add_strict_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
@@ -316,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--model", required=True, metavar="DIR", help="trainer checkpoint or model directory")
-    p.add_argument("--data", metavar="CSV", help="score this file and exit")
+    p.add_argument("--data", metavar="CSV", help="score this file and exit: one output line per row, in order")
+    _add_strict_arg(p)
     p.add_argument("--out", metavar="FILE", help="append JSON lines here (default: standard output)")
     _add_source_args(p, required=False)
     p.add_argument("--checkpoint", default="runs/predict-checkpoint", metavar="DIR", help="the prediction query's own Spark checkpoint")
@@ -346,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_produce)
 
     broker.add_command(sub)
+    init_config.add_command(sub)
 
     p = sub.add_parser(
         "jars",

@@ -1,8 +1,6 @@
-"""Reading labelled rows from a CSV file for the standalone trainer, ``evaluate`` and benchmarks.
-
-The streaming job validates rows in Spark SQL (spark_parse.py) with the same rules: the right field
-count, finite numeric features within ``data.max_abs_value``, a label among ``data.classes``.
-Here invalid rows are skipped and counted by reason, never silently.
+"""Reading rows from a file for the one-process commands (``fit``, ``evaluate``, ``predict --data``)
+and the benchmarks, through the local executor of rows.py: the same rules, reasons and wording as
+the stream's Spark SQL executor. Invalid rows are counted by reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -12,47 +10,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from streaming_lstm.config import DataConfig, data_columns
+from streaming_lstm.rows import HEADER, WHITESPACE, Verdict, local_row, parse_double, read_lines
 
 
 @dataclass
 class Dataset:
     x: np.ndarray  # (N, F) float64, raw (not normalised), as Spark parses it
-    y: np.ndarray  # (N,) int32 class ids
-    rejected: Counter[str] = field(default_factory=Counter)
+    y: np.ndarray  # (N,) int32 class ids (-1 where the label is unknown and not required)
+    rejected: Counter[str] = field(default_factory=Counter)  # reason -> rows (rows.py's wording)
+    headers_skipped: int = 0
+    lines: list[tuple[str, Verdict]] = field(default_factory=list)  # every non-header line, in order
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
 
 
-def load_csv(path: str | Path, data: DataConfig) -> Dataset:
-    """Rows of ``path`` as features and class ids. A header line equal to the columns is skipped."""
-    columns = list(data_columns(data))
-    try:
-        raw = pd.read_csv(
-            path, header=None, dtype=str, keep_default_na=False, skip_blank_lines=True, on_bad_lines="skip", engine="python", names=columns, index_col=False
-        )
-    except FileNotFoundError:
-        raise FileNotFoundError(f"data file not found: {path}") from None
-    rejected: Counter[str] = Counter()
-    if len(raw) and [str(v).strip() for v in raw.iloc[0]] == columns:
-        raw = raw.iloc[1:]
-    if raw.empty:
-        return Dataset(np.zeros((0, len(data.features))), np.zeros(0, np.int32), rejected)
-    feats = raw[list(data.features)].apply(lambda c: pd.to_numeric(c.str.strip(), errors="coerce")).to_numpy(np.float64)
-    labels = raw[data.label].astype(str).str.strip()
-    class_of = {c: i for i, c in enumerate(data.classes)}
-    y = labels.map(class_of)
-    missing = raw.isna().any(axis=1).to_numpy() | (raw == "").any(axis=1).to_numpy()
-    nan = np.isnan(feats).any(axis=1)
-    big = ~nan & (np.abs(np.where(np.isnan(feats), 0, feats)) > data.max_abs_value).any(axis=1)
-    unknown = y.isna().to_numpy()
-    bad = missing | nan | big | unknown
-    rejected.update({"wrong field count or empty field": int((missing).sum())})
-    rejected.update({"non-numeric or non-finite feature": int((nan & ~missing).sum())})
-    rejected.update({"feature out of range": int((big & ~missing).sum())})
-    rejected.update({"unknown label": int((unknown & ~missing & ~nan & ~big).sum())})
-    rejected = Counter({k: v for k, v in rejected.items() if v})
-    return Dataset(feats[~bad], y[~bad].to_numpy(np.int32), rejected)
+def load_csv(path: str | Path, data: DataConfig, *, require_label: bool = True) -> Dataset:
+    """The rows of ``path`` through rows.py's rules (the same verdicts as the stream): valid rows as
+    features and class ids, rejected ones counted by reason, header lines skipped and counted."""
+    verdicts = [(line, local_row(line, data, require_label=require_label)) for line in read_lines(path)]
+    kept = [(line, v) for line, v in verdicts if not v.is_header]
+    valid = [v for _, v in kept if v.reason is None]
+    x = np.array([v.features for v in valid], np.float64).reshape(len(valid), len(data.features))
+    y = np.array([v.label if v.label is not None else -1 for v in valid], np.int32)
+    rejected = Counter(v.reason for _, v in kept if v.reason is not None)
+    return Dataset(x, y, rejected, len(verdicts) - len(kept), kept)
 
 
 def stratified_split(y: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +52,48 @@ def stratified_split(y: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarr
         test.extend(idx[: round(holdout * len(idx))].tolist())
     test_idx = np.array(sorted(test), dtype=np.int64)
     return np.setdiff1d(np.arange(len(y)), test_idx), test_idx
+
+
+REJECTED_WARNING_SHARE = 0.01  # more rejected rows than this share of a file is a warning
+
+
+class DataError(ValueError):
+    """A data file that cannot be used as asked: it names the file, the commonest reason and a hint."""
+
+
+def reasons_summary(rejected: Counter[str], most: int = 3) -> str:
+    return "; ".join(f"{r}: {n}" for r, n in rejected.most_common(most)) + ("; ..." if len(rejected) > most else "")
+
+
+def check_header(path: str | Path, data: DataConfig, what: str) -> None:
+    """A first line whose fields are all non-numeric names columns: they must be the configured ones."""
+    for line in read_lines(path):
+        fields = [f.strip(WHITESPACE) for f in line.split(",")] if data.format == "csv" else []
+        if fields and local_row(line, data).reason != HEADER and all(parse_double(f) is None for f in fields):
+            expected = list(data_columns(data))
+            raise DataError(
+                f"{path}: its header names {len(fields)} columns ({', '.join(fields[:8])}{' ...' if len(fields) > 8 else ''}) "
+                f"but the {what} expects {len(expected)} ({', '.join(expected[:8])}{' ...' if len(expected) > 8 else ''}): does the {what} match this data?"
+            )
+        return
+
+
+def check_rows(ds: Dataset, path: str | Path, data: DataConfig, *, strict: bool, what: str) -> list[str]:
+    """Raise :class:`DataError` when no row is usable, or (``strict``) when any row was rejected;
+    return the warnings to show (a rejected share above :data:`REJECTED_WARNING_SHARE`)."""
+    total = len(ds.y) + ds.rows_rejected
+    if len(ds.y) == 0:
+        if total == 0:
+            raise DataError(f"{path}: no rows" + (f" ({ds.headers_skipped} header lines only)" if ds.headers_skipped else ""))
+        reason, n = ds.rejected.most_common(1)[0]
+        raise DataError(
+            f'{path}: no usable row: all {total} were rejected, most as "{reason}" ({n}); does the {what} match this data? '
+            f"It expects {len(data_columns(data))} fields per row ({', '.join(data_columns(data)[:8])}) and labels {', '.join(data.classes[:8])}"
+        )
+    if ds.rows_rejected and strict:
+        raise DataError(f"{path}: {ds.rows_rejected} of {total} rows rejected (--strict): {reasons_summary(ds.rejected)}")
+    if ds.rows_rejected > REJECTED_WARNING_SHARE * total:
+        share = 100.0 * ds.rows_rejected / total
+        summary = reasons_summary(ds.rejected)
+        return [f"WARNING: {ds.rows_rejected} of {total} rows of {path} ({share:.1f}%) were rejected: {summary}; --strict makes this an error"]
+    return []

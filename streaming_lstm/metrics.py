@@ -21,9 +21,10 @@ class BatchMetrics(TypedDict, total=False):
 
     batch_id: int
     version: int  # the model version that includes this batch
-    rows_in: int  # rows Spark delivered (valid + dead)
+    rows_in: int  # rows Spark delivered (valid + dead + headers skipped)
     rows_valid: int
-    rows_dead: int
+    rows_dead: int  # dead-lettered, by reason in dead_reasons
+    headers_skipped: int  # header lines (rows.py): skipped, not dead letters
     dead_reasons: dict[str, int]
     partition_rows: list[int]  # valid rows per training partition, sorted
     prequential_correct: int  # rows predicted right before training on them

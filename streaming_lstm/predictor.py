@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import executor
+from streaming_lstm.rows import HEADER
 from streaming_lstm.spark_parse import feature_names, observed, parsed_batch
 from streaming_lstm.store import ModelStore, SavedModel
 
@@ -105,7 +106,8 @@ class StreamPredictor:
         self._refresh()
         saved = self.saved
         assert saved is not None
-        parsed = parsed_batch(df, saved.config.data, require_label=False).select("value", *feature_names(saved.config.data), "reason")
+        parsed = parsed_batch(df, saved.config.data, require_label=False).filter(F.col("reason").isNull() | (F.col("reason") != HEADER))
+        parsed = parsed.select("value", *feature_names(saved.config.data), "reason")  # header rows skipped, not scored
         table = self._score(parsed, batch_id)
         # A version written while this batch was scored would otherwise wait for the next trigger:
         # score the batch once more with it, so what goes out is the newest model's (once per

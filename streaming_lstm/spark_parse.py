@@ -1,4 +1,4 @@
-"""Parsing and validating rows in Spark SQL (no per-row Python).
+"""Parsing and validating rows in Spark SQL (no per-row Python): rows.py's rules, executed by Spark.
 
 :func:`parse` turns a DataFrame with a string column ``value`` into one with the numeric features
 ``f0 .. f{F-1}`` (double), the class id ``label`` (int), and ``reason``: NULL for a valid row, else
@@ -10,9 +10,10 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from streaming_lstm import rows
 from streaming_lstm.config import DataConfig, data_columns
 
-RAW_LIMIT = 65536  # characters of a rejected row kept in the dead-letter record
+RAW_LIMIT = rows.RAW_LIMIT
 OBSERVATION = "streaming_lstm"  # the name of the query's observed metrics
 
 
@@ -20,53 +21,66 @@ def feature_names(data: DataConfig) -> list[str]:
     return data.feature_columns()
 
 
-def _fields(data: DataConfig, value: Column) -> tuple[dict[str, Column], Column | None]:
-    """Each configured column as a trimmed string, and the field count (CSV only)."""
-    columns = data_columns(data)
-    if data.format == "json":
-        return {name: F.trim(F.get_json_object(value, f"$.{name}")) for name in columns}, None
-    parts = F.split(value, ",", -1)
-    # F.get returns NULL past the end (no ANSI-mode error for a short row).
-    return {name: F.trim(F.get(parts, i)) for i, name in enumerate(columns)}, F.size(parts)
+_TRIM = r"^[ \t\n\x0B\f\r]+|[ \t\n\x0B\f\r]+$"  # rows.WHITESPACE, as a Java regex
+
+
+def _trim(c: Column) -> Column:
+    return F.regexp_replace(c, _TRIM, "")
+
+
+def _first(flags: Column) -> Column:
+    """1-based position of the first true in a boolean array (0 if none)."""
+    return F.array_position(flags, True).cast("int")
 
 
 def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
-    """Add ``f*``, ``label`` and ``reason`` columns; keeps ``value``.
+    """Add ``f*``, ``label`` and ``reason`` columns (rows.py's rules, in Spark SQL); keeps ``value``.
 
-    With ``require_label=False`` (prediction) the label column may be empty or unknown.
+    With ``require_label=False`` (prediction) the label column may be empty or unknown. A header row
+    gets the reason ``header row`` (callers skip and count it; it is not a dead letter). Three
+    projections: the fields (split once), the numbers, the reason.
     """
-    value = F.col("value")
-    fields, count = _fields(data, value)
     columns = data_columns(data)
-    feats = [fields[name].try_cast("double") for name in data.features]
-    class_map = F.create_map(*[x for i, c in enumerate(data.classes) for x in (F.lit(c), F.lit(i))])
-    label = F.try_element_at(class_map, fields[data.label])
-
-    # rlike, not trim: Spark's trim strips spaces only, and a tab-only line is empty too.
-    reason = F.when(value.isNull() | value.rlike(r"^\s*$"), F.lit("empty row"))
+    row = F.regexp_replace(F.col("value"), "^\ufeff", "")
     if data.format == "csv":
-        assert count is not None
-        reason = reason.when(F.trim(value) == ",".join(columns), F.lit("header row"))
-        reason = reason.when(count != len(columns), F.concat(F.lit(f"expected {len(columns)} fields, got "), count.cast("string")))
+        fields = F.transform(F.split(row, ",", -1), _trim)
     else:
-        for name in columns:
-            reason = reason.when(fields[name].isNull(), F.lit(f"missing field '{name}'"))
-    for name, col in zip(data.features, feats, strict=True):
-        reason = reason.when(col.isNull(), F.lit(f"non-numeric feature '{name}'"))
-    for name, col in zip(data.features, feats, strict=True):
-        reason = reason.when(F.isnan(col) | (F.abs(col) == float("inf")), F.lit(f"non-finite feature '{name}'"))
-    for name, col in zip(data.features, feats, strict=True):
-        reason = reason.when(F.abs(col) > data.max_abs_value, F.lit(f"feature '{name}' out of range (|x| > {data.max_abs_value:g})"))
-    if require_label:
-        reason = reason.when(label.isNull(), F.lit("unknown label"))
+        fields = F.array(*[_trim(F.get_json_object(row, f"$.{c}")) for c in columns])
+    blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
+    stage = df.select(F.col("value"), blank.alias("_blank"), fields.alias("_fields"), source_position(df).alias(POSITION))
 
-    return df.select(
-        value.alias("value"),
-        *[c.alias(n) for c, n in zip(feats, feature_names(data), strict=True)],
-        label.cast("int").alias("label"),
-        reason.alias("reason"),
-        source_position(df).alias(POSITION),
+    index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
+    fields = F.col("_fields")
+    raw = F.transform(F.array(*[F.lit(index[f]) for f in data.features]), lambda i: F.try_element_at(fields, i))
+    class_map = F.create_map(*[x for i, c in enumerate(data.classes) for x in (F.lit(c), F.lit(i))])
+    label = F.try_element_at(class_map, F.try_element_at(fields, F.lit(index[data.label])))
+    stage = stage.select("*", F.transform(raw, lambda x: x.try_cast("double")).alias("_nums"), label.cast("int").alias("label"))
+
+    nums, names, all_columns = F.col("_nums"), F.array(*[F.lit(n) for n in data.features]), F.array(*[F.lit(c) for c in columns])
+    non_numeric = _first(F.transform(nums, lambda x: x.isNull()))
+    non_finite = _first(F.transform(nums, lambda x: F.isnan(x) | (F.abs(x) == float("inf"))))
+    out_of_range = _first(F.transform(nums, lambda x: F.abs(x) > data.max_abs_value))
+
+    def named(template: str, position: Column, among: Column = names) -> Column:
+        before, after = template.split("\0")
+        return F.concat(F.lit(before), F.element_at(among, position), F.lit(after))
+
+    reason = F.when(F.col("_blank"), F.lit(rows.EMPTY))
+    if data.format == "csv":
+        count = F.size(fields)
+        reason = reason.when(fields == all_columns, F.lit(rows.HEADER))
+        reason = reason.when(count != len(columns), F.concat(F.lit(rows.field_count_reason(len(columns), 0)[:-1]), count.cast("string")))
+    else:
+        missing = _first(F.transform(fields, lambda x: x.isNull()))
+        reason = reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))
+    reason = (
+        reason.when(non_numeric > 0, named(rows.non_numeric_reason("\0"), non_numeric))
+        .when(non_finite > 0, named(rows.non_finite_reason("\0"), non_finite))
+        .when(out_of_range > 0, named(rows.out_of_range_reason("\0", data.max_abs_value), out_of_range))
     )
+    if require_label:
+        reason = reason.when(F.col("label").isNull(), F.lit(rows.UNKNOWN_LABEL))
+    return stage.select("value", *[nums[i].alias(n) for i, n in enumerate(feature_names(data))], "label", reason.alias("reason"), POSITION)
 
 
 POSITION = "_pos"
@@ -84,8 +98,9 @@ def source_position(df: DataFrame) -> Column:
 
 
 def dead_letters(parsed: DataFrame, batch_id: int) -> DataFrame:
-    """The rejected rows as dead-letter records: batch id, reason, raw value (truncated), its length."""
-    return parsed.filter(F.col("reason").isNotNull()).select(
+    """The rejected rows as dead-letter records: batch id, reason, raw value (truncated), its length.
+    Header rows are not dead letters (they are skipped and counted)."""
+    return parsed.filter(F.col("reason").isNotNull() & (F.col("reason") != rows.HEADER)).select(
         F.lit(batch_id).alias("batch_id"),
         F.col("reason"),
         F.substring(F.col("value"), 1, RAW_LIMIT).alias("raw"),
@@ -97,7 +112,8 @@ def observed(source: DataFrame, data: DataConfig, *, require_label: bool = True)
     """:func:`parse` inside the streaming plan, with the row counts as Spark observed metrics.
 
     Each micro-batch's ``StreamingQueryProgress.observedMetrics["streaming_lstm"]`` then holds
-    ``rows_in``, ``rows_valid`` and ``rows_dead`` (rejected by :func:`parse`) for exactly the rows
+    ``rows_in``, ``rows_valid``, ``rows_dead`` (rejected by :func:`parse`) and ``headers_skipped``
+    (``rows_in`` = the other three) for exactly the rows
     of that batch, visible in ``query.lastProgress``, the Spark UI's streaming tab and to any
     ``StreamingQueryListener``. Handlers that receive a frame with a ``reason`` column use it as
     parsed instead of parsing it again.
@@ -107,7 +123,8 @@ def observed(source: DataFrame, data: DataConfig, *, require_label: bool = True)
         OBSERVATION,
         F.count(F.lit(1)).alias("rows_in"),
         F.count_if(reason.isNull()).alias("rows_valid"),
-        F.count_if(reason.isNotNull()).alias("rows_dead"),
+        F.count_if(reason.isNotNull() & (reason != rows.HEADER)).alias("rows_dead"),
+        F.count_if(reason == rows.HEADER).alias("headers_skipped"),
     )
 
 

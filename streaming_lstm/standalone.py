@@ -3,9 +3,11 @@ on a CSV file."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ import numpy as np
 
 from streaming_lstm import training
 from streaming_lstm.config import AppConfig
-from streaming_lstm.data import Dataset, load_csv, stratified_split
+from streaming_lstm.data import Dataset, check_header, check_rows, load_csv, reasons_summary, stratified_split
 from streaming_lstm.normalizer import NormStats
+from streaming_lstm.rows import RAW_LIMIT
 from streaming_lstm.seeds import task_seed
 from streaming_lstm.store import ModelStore, SavedModel
 from streaming_lstm.weights import Weights, init_weights
@@ -27,13 +30,32 @@ class Evaluation:
     loss: float
     confusion: list[list[int]]  # [true class][predicted class]
     class_names: list[str]
+    rows_rejected: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    headers_skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "accuracy": self.accuracy, "loss": self.loss, "confusion": self.confusion, "classes": self.class_names}
+        return {
+            "rows": self.rows,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "confusion": self.confusion,
+            "classes": self.class_names,
+            "rows_rejected": self.rows_rejected,
+            "headers_skipped": self.headers_skipped,
+        }
 
     def format(self) -> str:
         width = max(len(n) for n in self.class_names) + 2
-        lines = [f"rows {self.rows}   accuracy {self.accuracy:.4f}   loss {self.loss:.4f}", "confusion (rows: true, columns: predicted)"]
+        rejected = sum(self.rows_rejected.values())
+        lines = [f"rows {self.rows}   accuracy {self.accuracy:.4f}   loss {self.loss:.4f}"]
+        if rejected or self.headers_skipped:
+            lines.append(
+                f"rejected {rejected}"
+                + (f" ({reasons_summary(Counter(self.rows_rejected), 5)})" if rejected else "")
+                + f"   headers skipped {self.headers_skipped}"
+            )
+        lines.append("confusion (rows: true, columns: predicted)")
         lines.append(" " * width + "".join(f"{n:>{width}}" for n in self.class_names))
         for name, row in zip(self.class_names, self.confusion, strict=True):
             lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
@@ -54,15 +76,21 @@ def evaluate_arrays(weights: Weights, norm: NormStats, data: Dataset, cfg: AppCo
     return Evaluation(len(pred), acc, loss, confusion.tolist(), cfg.data.class_labels())
 
 
-def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float = 0.0) -> dict[str, Any]:
+def read_checked(path: str | Path, cfg: AppConfig, *, strict: bool, what: str, require_label: bool = True) -> tuple[Dataset, list[str]]:
+    """A file's rows through rows.py's rules, refused early when they cannot fit ``what`` (a header
+    naming other columns, no usable row; any rejected row with ``strict``); warnings to show."""
+    check_header(path, cfg.data, what)
+    data = load_csv(path, cfg.data, require_label=require_label)
+    return data, check_rows(data, path, cfg.data, strict=strict, what=what)
+
+
+def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float = 0.0, *, strict: bool = False) -> dict[str, Any]:
     """Train in one process (batch 0, partition 0 in the streaming trainer's terms) and save.
 
     With ``holdout`` > 0 a stratified, seeded share of each class is held out and scored.
     """
     started = time.perf_counter()
-    data = load_csv(data_path, cfg.data)
-    if len(data.y) == 0:
-        raise ValueError(f"{data_path}: no valid rows (rejected: {dict(data.rejected)})")
+    data, warnings = read_checked(data_path, cfg, strict=strict, what="configuration")
     train_idx = np.arange(len(data.y))
     test_idx = np.zeros(0, np.int64)
     if holdout > 0:
@@ -83,6 +111,8 @@ def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float =
     result: dict[str, Any] = {
         "rows_trained": len(train_idx),
         "rows_rejected": dict(data.rejected),
+        "headers_skipped": data.headers_skipped,
+        "warnings": warnings,
         "epochs": cfg.train.epochs,
         "train_loss": train_loss,
     }
@@ -101,10 +131,11 @@ def load_model(path: str | Path) -> SavedModel:
     return ModelStore.load_latest_or_raise(path)
 
 
-def evaluate(model_path: str | Path, data_path: str | Path) -> tuple[SavedModel, Evaluation]:
+def evaluate(model_path: str | Path, data_path: str | Path, *, strict: bool = False) -> tuple[SavedModel, Evaluation]:
     saved = load_model(model_path)
-    data = load_csv(data_path, saved.config.data)
-    return saved, evaluate_arrays(saved.weights, saved.norm, data, saved.config)
+    data, warnings = read_checked(data_path, saved.config, strict=strict, what="model")
+    ev = evaluate_arrays(saved.weights, saved.norm, data, saved.config)
+    return saved, dataclasses.replace(ev, rows_rejected=dict(data.rejected), headers_skipped=data.headers_skipped, warnings=warnings)
 
 
 def predict_rows(saved: SavedModel, x_raw: np.ndarray) -> np.ndarray:
@@ -112,21 +143,34 @@ def predict_rows(saved: SavedModel, x_raw: np.ndarray) -> np.ndarray:
     return training.predict(saved.weights, saved.norm.transform(x_raw), spec, saved.config.train.tf_threads)
 
 
-def predict_csv(model_path: str | Path, data_path: str | Path) -> Iterator[dict[str, Any]]:
-    """One JSON-ready record per valid row of ``data_path``: class, probabilities, model version.
+@dataclass
+class PredictSummary:
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    headers_skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
 
-    The file is read with the model's own column layout; a label column, if present, is ignored
-    for prediction and echoed as ``label``. Invalid rows are skipped and counted by ``load_csv``.
-    """
+
+def predict_csv(model_path: str | Path, data_path: str | Path, summary: PredictSummary | None = None, *, strict: bool = False) -> Iterator[dict[str, Any]]:
+    """One JSON-ready record per row of ``data_path``, in order (header lines skipped and counted):
+    ``row`` (0-based among the non-header lines), ``class``, ``probabilities``, ``model_version``
+    and, when the row has a known label, ``label``; a rejected row gets ``value`` and ``error``
+    (its reason) instead, as the stream predictor writes it. ``summary`` is filled in as it goes."""
     saved = load_model(model_path)
-    data = load_csv(data_path, saved.config.data)
-    probs = predict_rows(saved, data.x)
+    data, warnings = read_checked(data_path, saved.config, strict=strict, what="model", require_label=False)
+    summary = summary if summary is not None else PredictSummary()
+    summary.headers_skipped, summary.warnings = data.headers_skipped, warnings
+    probs = iter(predict_rows(saved, data.x))
     names = saved.config.data.class_labels()
-    for i, p in enumerate(probs):
-        yield {
-            "row": i,
-            "class": names[int(p.argmax())],
-            "probabilities": [round(float(v), 6) for v in p],
-            "label": names[int(data.y[i])],
-            "model_version": saved.version,
-        }
+    for i, (line, verdict) in enumerate(data.lines):
+        if verdict.reason is not None:
+            summary.rows_rejected += 1
+            yield {"row": i, "value": line[:RAW_LIMIT], "error": verdict.reason, "model_version": saved.version}
+            continue
+        p = next(probs)
+        record: dict[str, Any] = {"row": i, "class": names[int(p.argmax())], "probabilities": [round(float(v), 6) for v in p]}
+        if verdict.label is not None:
+            record["label"] = names[verdict.label]
+        record["model_version"] = saved.version
+        summary.rows_scored += 1
+        yield record

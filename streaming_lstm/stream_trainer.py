@@ -35,6 +35,7 @@ from streaming_lstm.drift import Adwin
 from streaming_lstm.keying import keyed_rows, partition_offsets, partition_order
 from streaming_lstm.metrics import METRICS_FILE, BatchMetrics, MetricsLog, format_line
 from streaming_lstm.results import RESULT_SCHEMA, PartitionResult
+from streaming_lstm.rows import HEADER
 from streaming_lstm.seeds import key_shift
 from streaming_lstm.spark_parse import POSITION, dead_letters, parsed_batch
 from streaming_lstm.state import TrainerState, Update
@@ -53,6 +54,7 @@ class BatchCounts:
     valid_by_pid: dict[int, int]
     dead_by_reason: dict[str, int]
     order: list[int]
+    headers_skipped: int = 0
 
     @property
     def rows_valid(self) -> int:
@@ -167,7 +169,7 @@ class StreamingTrainer:
             t_train = time.perf_counter()
         finally:
             parsed.unpersist()
-        if counts.rows_valid == 0 and counts.rows_dead == 0:
+        if counts.rows_valid == 0 and counts.rows_dead == 0 and counts.headers_skipped == 0:
             return  # an empty batch changes nothing and needs no version
         metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started)
         # "train" includes decoding the results (PartitionResult.from_row).
@@ -182,8 +184,9 @@ class StreamingTrainer:
         for r in rows:
             if r["reason"] is not None:
                 dead[r["reason"]] = dead.get(r["reason"], 0) + int(r["count"])
+        headers = dead.pop(HEADER, 0)
         valid = {int(r["pid"]): int(r["count"]) for r in rows if r["reason"] is None}
-        return BatchCounts(valid, dead, partition_order(r.asDict() for r in rows))
+        return BatchCounts(valid, dead, partition_order(r.asDict() for r in rows), headers)
 
     def _write_dead_letters(self, parsed: DataFrame, batch_id: int, counts: BatchCounts) -> None:
         """Step 2b: rejected rows to ``CHECKPOINT/deadletter/batch_id=N/`` (overwritten on replay)."""
@@ -203,9 +206,10 @@ class StreamingTrainer:
         return {
             "batch_id": batch_id,
             "version": self.state.version + 1,
-            "rows_in": rows_valid + counts.rows_dead,
+            "rows_in": rows_valid + counts.rows_dead + counts.headers_skipped,
             "rows_valid": rows_valid,
             "rows_dead": counts.rows_dead,
+            "headers_skipped": counts.headers_skipped,
             "dead_reasons": counts.dead_by_reason,
             "partition_rows": sorted(r.rows for r in results),
             "prequential_correct": correct,

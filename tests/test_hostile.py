@@ -90,11 +90,14 @@ def test_fuzz_ten_thousand_hostile_rows(spark: Any, iris_lines: list[str], tmp_p
     h = trainer.history
     assert len(h) == 4
     assert sum(m["rows_valid"] for m in h) == 600 == trainer.state.rows_seen
-    assert sum(m["rows_dead"] for m in h) == len(bad)
+    headers = [b for b, reason in bad if reason == "header row"]
+    dead = [(b, reason) for b, reason in bad if reason != "header row"]
+    assert headers and sum(m["headers_skipped"] for m in h) == len(headers), "header lines are skipped and counted"
+    assert sum(m["rows_dead"] for m in h) == len(dead)
     records = [json.loads(line) for f in (ck / "deadletter").rglob("*.json") for line in f.read_text().splitlines()]
-    assert len(records) == len(bad)
+    assert len(records) == len(dead)
     expected: dict[str, int] = {}
-    for _, reason in bad:
+    for _, reason in dead:
         expected[reason] = expected.get(reason, 0) + 1
     for prefix, count in expected.items():
         assert sum(r["reason"].startswith(prefix) for r in records) == count, prefix
@@ -135,9 +138,9 @@ def test_a_burst_of_random_labels_is_survived_and_accuracy_recovers(spark: Any, 
 def test_an_exploding_partition_is_rejected_or_bounded(
     spark: Any, iris_lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aggregation: str
 ) -> None:
-    from pyspark.sql import Row
+    import dataclasses
 
-    from streaming_lstm.weights import arrays_from_bytes, flatten, weights_to_bytes
+    from streaming_lstm.weights import flatten
     from tests.test_streaming import streaming
 
     over: dict[str, Any] = {"stream.partitions": 5, "stream.aggregation": aggregation, "stream.trim_fraction": 0.2, "stream.decay": 0.0}
@@ -148,10 +151,9 @@ def test_an_exploding_partition_is_rejected_or_bounded(
         real = tr._train
 
         def explode(*args: Any, **kwargs: Any) -> list[Any]:
-            rows = sorted(real(*args, **kwargs), key=lambda r: int(r["key"]))
-            w = arrays_from_bytes(rows[0]["weights"])
-            w = {k: v * 1e4 for k, v in w.items()}  # finite, but far from everything else
-            return [Row(**{**rows[0].asDict(), "weights": weights_to_bytes(w)}), *rows[1:]]
+            results = sorted(real(*args, **kwargs), key=lambda r: r.key)
+            w = {k: v * 1e4 for k, v in results[0].weights.items()}  # finite, but far from everything else
+            return [dataclasses.replace(results[0], weights=w), *results[1:]]
 
         monkeypatch.setattr(tr, "_train", explode)
         feed(iris_lines[1::2])

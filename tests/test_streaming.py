@@ -113,12 +113,17 @@ def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_l
     with streaming(spark, config(), tmp_path / "ck") as (trainer, feed):
         progress = [feed(iris_lines[:20] + bad + iris_lines[20:30]), feed(iris_lines[30:60])]
     h = trainer.history
-    assert [(m["rows_in"], m["rows_valid"], m["rows_dead"]) for m in h] == [(39, 30, 9), (30, 30, 0)]
+    # The header line is skipped and counted, not a dead letter (rows.py).
+    assert [(m["rows_in"], m["rows_valid"], m["rows_dead"], m["headers_skipped"]) for m in h] == [(39, 30, 8, 1), (30, 30, 0, 0)]
     # The same counts are the query's observed metrics, batch by batch (Spark's progress reports).
     observed = [p["observedMetrics"]["streaming_lstm"] for p in progress]
-    assert [(p["batchId"], o["rows_in"], o["rows_valid"], o["rows_dead"]) for p, o in zip(progress, observed, strict=True)] == [(0, 39, 30, 9), (1, 30, 30, 0)]
+    assert [(p["batchId"], o["rows_in"], o["rows_valid"], o["rows_dead"], o["headers_skipped"]) for p, o in zip(progress, observed, strict=True)] == [
+        (0, 39, 30, 8, 1),
+        (1, 30, 30, 0, 0),
+    ]
     records = [json.loads(line) for f in sorted((tmp_path / "ck" / "deadletter").glob("batch_id=0/*.json")) for line in f.read_text().splitlines()]
-    assert sorted(r["raw"] for r in records) == sorted(bad)
+    header = "sepal_length,sepal_width,petal_length,petal_width,species"
+    assert sorted(r["raw"] for r in records) == sorted(b for b in bad if b != header)
     reasons = {r["raw"]: r["reason"] for r in records}
     assert reasons["5.1,3.5,1.4"] == "expected 5 fields, got 3"
     assert reasons["abc,3.5,1.4,0.2,0"] == "non-numeric feature 'sepal_length'"
@@ -126,32 +131,27 @@ def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_l
     assert reasons["5.1,3.5,1e308,0.2,1"].startswith("feature 'petal_length' out of range")
     assert reasons["5.1,3.5,1.4,0.2,7"] == "unknown label"
     assert reasons[""] == "empty row"
-    assert reasons[iris_lines[0].split(",")[0] and "sepal_length,sepal_width,petal_length,petal_width,species"] == "header row"
+    assert header not in reasons
     assert all(r["batch_id"] == 0 for r in records)
     assert trainer.state.rows_seen == 60
 
 
 def test_nan_partition_update_is_rejected_and_model_stays_finite(spark: Any, iris_lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streaming_lstm import trainer as trainer_mod
-
     cfg = config(**{"stream.partitions": 2})
     with streaming(spark, cfg, tmp_path / "ck") as (tr, feed):
         feed(iris_lines[:60])
         real = tr._train
 
         def poisoned(*args: Any, **kwargs: Any) -> list[Any]:
-            rows = real(*args, **kwargs)
-            from pyspark.sql import Row
+            import dataclasses
 
-            from streaming_lstm.weights import arrays_from_bytes, weights_to_bytes
-
-            w = arrays_from_bytes(rows[0]["weights"])
+            results = real(*args, **kwargs)
+            w = dict(results[0].weights)
             w["head/bias"] = w["head/bias"] * np.nan
-            return [Row(**{**rows[0].asDict(), "weights": weights_to_bytes(w)}), *rows[1:]]
+            return [dataclasses.replace(results[0], weights=w), *results[1:]]
 
         monkeypatch.setattr(tr, "_train", poisoned)
         feed(iris_lines[60:120])
-    assert trainer_mod is not None
     last = tr.history[-1]
     assert last["rejected_updates"] == 1
     assert all(np.isfinite(v).all() for v in tr.state.weights.values())

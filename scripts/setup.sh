@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install streaming-lstm with its dev and embedded-broker extras, then fetch the JVM
-# parts (Spark's Kafka connector, Apache Kafka's broker, the HDFS minicluster) into .jars/ with Maven.
+# parts (Spark's Kafka connector, Apache Kafka's broker) into .jars/ with Maven.
 # Idempotent: reinstalls only when pyproject.toml changed; cached jars are reused without network.
 # Fails with one clear line if Java, Python or Maven is missing.
 set -euo pipefail

@@ -249,7 +249,7 @@ def test_demo_json_runs_apache_kafka_and_spark_connector_and_learns(tmp_path: Pa
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    summary = json.loads(r.stdout.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert summary["broker"].startswith("apache-kafka ")
     assert summary["kafka_reader"] == "spark-connector"
     assert summary["rows_produced"] == 600

@@ -17,3 +17,10 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     r = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_report_and_metrics_import_neither_spark_nor_tensorflow() -> None:
+    """The layering holds: reading a checkpoint's metrics needs no JVM and no TF."""
+    code = "import sys, streaming_lstm.report, streaming_lstm.metrics; bad = {'pyspark', 'tensorflow'} & set(sys.modules); assert not bad, bad"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -61,14 +61,14 @@ def kind(pid: int, root: int) -> str:
         return "gone"
     if pid == root:
         return "driver (Python)"
+    if "kafka.Kafka" in cmd or "kafka.tools.StorageTool" in cmd:
+        return "Kafka broker (JVM)"
     if "java" in cmd.split(" ")[0]:
         return "driver (JVM)"
     if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
         return "Python worker"
     if "tansu" in cmd:
         return "Tansu broker"
-    if "kafka.Kafka" in cmd:
-        return "Kafka broker (JVM)"
     return "other: " + cmd[:60]
 
 
@@ -77,7 +77,9 @@ def measure_demo(rows: int, rate: float, extra: list[str] | None = None) -> dict
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "streaming_lstm.cli", "demo", "--json", "--checkpoint", str(Path(tmp) / "demo"), "--rows", str(rows), "--rate", str(rate)]
         started = time.monotonic()
-        proc = subprocess.Popen([*cmd, *(extra or [])], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        err_path = Path(tmp) / "stderr.txt"
+        err_file = err_path.open("w")
+        proc = subprocess.Popen([*cmd, *(extra or [])], cwd=ROOT, stdout=subprocess.PIPE, stderr=err_file, text=True)
         peaks: dict[int, dict[str, Any]] = {}
         peak_total = 0
         while proc.poll() is None:
@@ -96,8 +98,9 @@ def measure_demo(rows: int, rate: float, extra: list[str] | None = None) -> dict
             time.sleep(0.2)
         wall = time.monotonic() - started
         out = proc.stdout.read() if proc.stdout else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"demo failed with exit code {proc.returncode}")
+        err_file.close()
+        if proc.returncode != 0:
+            raise RuntimeError(f"demo failed with exit code {proc.returncode}: {err_path.read_text()[-2000:]}")
     # pyspark.daemon forks the workers: the forked children share pages with it, so RSS adds up to
     # more than is really used. The sum is reported as is (an upper bound).
     by_kind: dict[str, list[float]] = {}

@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         choices=("apache-kafka", "tansu"),
         default="apache-kafka",
-        help="apache-kafka (default: the broker users run, from the jars scripts/setup.sh fetched) or tansu (Python-packaged, no Java jars)",
+        help="apache-kafka (default: the broker users run, from the jars scripts/setup.sh fetched) or tansu (Python-packaged, no Java jars; "
+        "read by the Python source unless --kafka-reader says otherwise: Tansu under-reports the offsets Spark's connector plans with)",
     )
     _add_reader_arg(p)
     p.add_argument("--data", default="data/iris.csv", metavar="CSV", help="dataset to replay and to score the final model on (default data/iris.csv)")

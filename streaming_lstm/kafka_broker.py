@@ -71,8 +71,14 @@ def _properties(node_port: int, controller_port: int, log_dir: Path) -> str:
     )
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id() -> str:
+    """A random KRaft cluster id (base64url of a UUID), never starting with '-': the storage tool's
+    argument parser would read such an id as an option (Kafka's own Uuid.randomUuid() avoids it too;
+    1 start in 64 failed before)."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
 
 
 class ApacheKafkaBroker:
@@ -130,7 +136,7 @@ class ApacheKafkaBroker:
         log4j = conf_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(log=self.log_file, level=self.log_level))
         if not (logs / "meta.properties").exists():
-            fmt = self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props), conf=log4j, background=False)
+            fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(props), conf=log4j, background=False)
             if fmt.wait(timeout) != 0:
                 raise BrokerError(f"formatting the Kafka log directory {logs} failed (exit {fmt.returncode}): {self._tail()}")
         self.process = self._java("kafka.Kafka", str(props), conf=log4j, background=True)

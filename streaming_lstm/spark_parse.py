@@ -21,11 +21,11 @@ def feature_names(data: DataConfig) -> list[str]:
     return data.feature_columns()
 
 
-_TRIM = r"^[ \t\n\x0B\f\r]+|[ \t\n\x0B\f\r]+$"  # rows.WHITESPACE, as a Java regex
 
 
 def _trim(c: Column) -> Column:
-    return F.regexp_replace(c, _TRIM, "")
+    # The white space of rows.WHITESPACE, from both ends (Spark's plain trim strips spaces only).
+    return F.btrim(c, F.lit(rows.WHITESPACE))
 
 
 def _first(flags: Column) -> Column:

@@ -101,3 +101,11 @@ def test_unknown_jar_set_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         jvm_deps.main(["kafka-connectr"])
     assert exit_.value.code == 2
     assert "unknown jar set 'kafka-connectr'" in capsys.readouterr().err
+
+
+def test_kraft_cluster_ids_never_look_like_an_option() -> None:
+    from streaming_lstm.kafka_broker import cluster_id
+
+    ids = [cluster_id() for _ in range(2000)]
+    assert not any(i.startswith("-") for i in ids), "the storage tool would read it as an option"
+    assert len(set(ids)) == len(ids) and all(len(i) == 22 for i in ids)

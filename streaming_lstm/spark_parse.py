@@ -21,8 +21,6 @@ def feature_names(data: DataConfig) -> list[str]:
     return data.feature_columns()
 
 
-
-
 def _trim(c: Column) -> Column:
     # The white space of rows.WHITESPACE, from both ends (Spark's plain trim strips spaces only).
     return F.btrim(c, F.lit(rows.WHITESPACE))

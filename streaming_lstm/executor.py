@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from streaming_lstm import faults, results, training
+from streaming_lstm import faults, results
 from streaming_lstm.config import AppConfig, from_dict
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.seeds import task_seed
@@ -27,6 +28,14 @@ from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, weights_to_byt
 RESULT_SCHEMA = results.RESULT_SCHEMA
 
 _CONFIG_CACHE: dict[str, AppConfig] = {}
+
+
+def _training() -> ModuleType:
+    """training.py, imported here in the Python worker: it imports TensorFlow at its top, and the
+    driver, which only references these functions, must not pay for that."""
+    from streaming_lstm import training
+
+    return training
 
 
 def _config(config_dict: dict[str, Any]) -> AppConfig:
@@ -65,6 +74,7 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict
     Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
     order, and a replayed batch must train on the rows in the same order to reproduce its weights.
     """
+    training = _training()
     import time
 
     entered = time.perf_counter()
@@ -102,6 +112,7 @@ WARM_SCHEMA = "worker_pid int, seconds double"
 
 def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
     """Import TF and trace the compiled model in this Python worker before the stream starts."""
+    training = _training()
     import time
 
     started = time.perf_counter()
@@ -126,6 +137,7 @@ def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict
     A valid row (``reason`` NULL) gets its class probabilities and ``predicted`` class id; a
     rejected one passes through with ``error`` = its reason, so one Spark job handles both.
     """
+    training = _training()
     cfg = _config(config_dict)
     spec = training.TrainSpec.from_app(cfg)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob

@@ -24,3 +24,11 @@ def test_report_and_metrics_import_neither_spark_nor_tensorflow() -> None:
     code = "import sys, streaming_lstm.report, streaming_lstm.metrics; bad = {'pyspark', 'tensorflow'} & set(sys.modules); assert not bad, bad"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_driver_side_imports_no_tensorflow() -> None:
+    """The foreachBatch driver references the executor's functions but never runs them: TF (3.5 s and
+    its memory) is imported in the Python workers only (TensorBoard logging aside)."""
+    code = "import sys, streaming_lstm.stream_trainer, streaming_lstm.runner, streaming_lstm.predictor; assert 'tensorflow' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any, TypedDict
+
+from streaming_lstm.fs import filesystem, join
 
 
 class BatchMetrics(TypedDict, total=False):
@@ -49,39 +50,36 @@ METRICS_FILE = "metrics.jsonl"
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per applied batch, appended and flushed."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.fs = filesystem(self.path)
 
     def last_batch_id(self) -> int:
         return max((int(m["batch_id"]) for m in _records(self.path)), default=-1)
 
     def append(self, record: BatchMetrics | dict[str, Any]) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        self.fs.append(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
 
-def _records(path: Path) -> list[BatchMetrics]:
-    if not path.exists():
+def _records(path: str) -> list[BatchMetrics]:
+    fs = filesystem(path)
+    if not fs.exists(path):
         return []
     out: list[BatchMetrics] = []
-    with path.open("rb") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-                int(record["batch_id"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line after a crash
-            out.append(record)
+    for line in fs.read_bytes(path).splitlines():
+        try:
+            record = json.loads(line)
+            int(record["batch_id"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line after a crash
+        out.append(record)
     return out
 
 
-def read_metrics(checkpoint: str | Path) -> list[BatchMetrics]:
+def read_metrics(checkpoint: str | os.PathLike[str]) -> list[BatchMetrics]:
     """A checkpoint's batches in batch-id order (the last line of a batch id wins)."""
-    path = Path(checkpoint) / METRICS_FILE
-    if not path.exists():
+    path = join(checkpoint, METRICS_FILE)
+    if not filesystem(path).exists(path):
         raise FileNotFoundError(f"{path} not found: is {checkpoint} a trainer checkpoint directory?")
     by_id = {int(m["batch_id"]): m for m in _records(path)}
     if not by_id:

@@ -1,16 +1,22 @@
-"""``streaming-lstm report``: PNG charts and a markdown summary of a trainer's metrics.jsonl."""
+"""``streaming-lstm report``: PNG charts and a markdown summary of a trainer's metrics.jsonl.
+
+The checkpoint and the output directory may be local paths or Hadoop URIs (fs.py): charts are
+rendered in memory and written through the file-system layer.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import os
 from typing import Any
 
 import numpy as np
 
+from streaming_lstm.fs import basename, filesystem, join
 from streaming_lstm.metrics import prequential_last, read_metrics
 
 
-def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def write_report(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,8 +24,16 @@ def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[
     from matplotlib.ticker import MaxNLocator
 
     metrics = read_metrics(checkpoint)
-    out_dir = Path(out) if out else Path(checkpoint) / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = os.fspath(out) if out else join(checkpoint, "report")
+    fs = filesystem(out_dir)
+    fs.mkdirs(out_dir)
+
+    def save(fig: Any, name: str) -> None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        fs.write_atomic(join(out_dir, name), buf.getvalue())
+
     rows_seen = np.cumsum([m["rows_valid"] for m in metrics])
     batch = [m["batch_id"] for m in metrics]
     acc = [m["prequential_accuracy"] for m in metrics]
@@ -43,8 +57,7 @@ def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[
     if drift_at:
         ax1.text(drift_at[0], 0.05, " drift alarm", color="tab:orange")
     fig.tight_layout()
-    fig.savefig(out_dir / "prequential.png", dpi=110)
-    plt.close(fig)
+    save(fig, "prequential.png")
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.plot(batch, latency, marker="o", ms=3, color="tab:green")
@@ -55,8 +68,7 @@ def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[
     ax.grid(alpha=0.3)
     ax.set_title("Micro-batch latency (parse, train, aggregate, save)")
     fig.tight_layout()
-    fig.savefig(out_dir / "latency.png", dpi=110)
-    plt.close(fig)
+    save(fig, "latency.png")
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
     valid = [m["rows_valid"] for m in metrics]
@@ -70,8 +82,7 @@ def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[
     ax.grid(alpha=0.3, axis="y")
     ax.set_title("Rows per micro-batch")
     fig.tight_layout()
-    fig.savefig(out_dir / "rows.png", dpi=110)
-    plt.close(fig)
+    save(fig, "rows.png")
 
     summary = {
         "batches": len(metrics),
@@ -82,10 +93,10 @@ def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[
         "latency_p95_s": float(np.percentile(latency, 95)),
         "model_version": metrics[-1]["version"],
         "drift_alarms": len(drift_at),
-        "charts": [str(out_dir / n) for n in ("prequential.png", "latency.png", "rows.png")],
+        "charts": [join(out_dir, n) for n in ("prequential.png", "latency.png", "rows.png")],
     }
     md = [
-        f"# Training report: {Path(checkpoint).name}",
+        f"# Training report: {basename(checkpoint)}",
         "",
         "| | |",
         "|---|---|",
@@ -104,6 +115,6 @@ def write_report(checkpoint: str | Path, out: str | Path | None = None) -> dict[
         "![rows](rows.png)",
         "",
     ]
-    (out_dir / "summary.md").write_text("\n".join(md))
-    summary["summary"] = str(out_dir / "summary.md")
+    fs.write_atomic(join(out_dir, "summary.md"), "\n".join(md).encode())
+    summary["summary"] = join(out_dir, "summary.md")
     return summary

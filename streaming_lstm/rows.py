@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from streaming_lstm.config import DataConfig, data_columns
+from streaming_lstm.fs import filesystem
 
 EMPTY, HEADER, UNKNOWN_LABEL = "empty row", "header row", "unknown label"
 WHITESPACE = " \t\n\x0b\x0c\r"  # Java's \s: what both executors trim
@@ -156,11 +157,11 @@ def _json_field(obj: object, name: str) -> str | None:
     return text.strip(WHITESPACE)
 
 
-def read_lines(path: str | Path) -> Iterator[str]:
+def read_lines(path: str | os.PathLike[str]) -> Iterator[str]:
     """A file's lines as Spark's text reader sees them: split at \\n, \\r\\n or \\r, not UTF-8
     bytes replaced, no empty line after a final line break."""
     try:
-        raw = Path(path).read_bytes()
+        raw = filesystem(path).read_bytes(os.fspath(path))  # a local path or a Hadoop URI
     except FileNotFoundError:
         raise FileNotFoundError(f"data file not found: {path}") from None
     text = raw.decode("utf-8", errors="replace")

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,6 +24,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm.config import AppConfig, parse_duration
+from streaming_lstm.fs import join
 from streaming_lstm.kafka_reader import READERS, BrokerWatch, choose_reader, records_skipped
 from streaming_lstm.metrics import BatchMetrics, prequential_last
 from streaming_lstm.sources import SourceSpec, open_source
@@ -57,7 +57,7 @@ def start_query(trainer: StreamingTrainer, source: DataFrame) -> StreamingQuery:
     return (
         observed(source, trainer.cfg.data)
         .writeStream.foreachBatch(trainer.handle)
-        .option("checkpointLocation", str(trainer.checkpoint / "spark"))
+        .option("checkpointLocation", join(trainer.checkpoint, "spark"))
         .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
         .queryName(f"streaming-lstm-{os.getpid()}-{id(trainer)}")
         .start()
@@ -196,19 +196,19 @@ def install_signal_handlers(event: threading.Event) -> None:
     signal.signal(signal.SIGTERM, _handler)
 
 
-def summarize(result: RunResult, checkpoint: Path) -> str:
+def summarize(result: RunResult, checkpoint: str) -> str:
     acc = prequential_last(result.history, 150)
     skipped = f", {result.records_skipped} Kafka records skipped (gone before they were read)" if result.records_skipped else ""
     return (
         f"stopped ({result.stopped_by}) after {result.batches} batches in {result.seconds:.1f} s: "
         f"{result.rows_trained} rows trained, {result.rows_dead} dead-lettered{skipped}, model version {result.version}; "
         f"prequential accuracy over the last 150 rows {acc:.3f}\n"
-        f"model: {checkpoint / 'model'}   metrics: {checkpoint / 'metrics.jsonl'}   dead letters: {checkpoint / 'deadletter'}"
+        f"model: {join(checkpoint, 'model')}   metrics: {join(checkpoint, 'metrics.jsonl')}   dead letters: {join(checkpoint, 'deadletter')}"
     )
 
 
 def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
-    checkpoint = Path(args.checkpoint)
+    checkpoint = str(args.checkpoint)
     spark = get_session(cfg.spark)
     spec = SourceSpec.from_args(args)
     source = open_source(spark, cfg, spec)

@@ -14,14 +14,15 @@ Offsets and what a micro-batch includes:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
 from streaming_lstm.config import AppConfig, ConfigError
+from streaming_lstm.fs import filesystem
 from streaming_lstm.kafka_settings import bootstrap_servers, parse_options
 
 
@@ -100,11 +101,12 @@ def socket_source(spark: SparkSession, host: str, port: int) -> DataFrame:
     return spark.readStream.format("socket").option("host", host).option("port", port).load()
 
 
-def file_source(spark: SparkSession, path: str | Path, cfg: AppConfig) -> DataFrame:
-    p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"--path {path}: not a directory (the file source watches a directory for new files)")
-    return spark.readStream.option("maxFilesPerTrigger", cfg.stream.max_files_per_trigger).text(str(p))
+def file_source(spark: SparkSession, path: str | os.PathLike[str], cfg: AppConfig) -> DataFrame:
+    """New files in a directory: a local path or any Hadoop URI (``hdfs://``, ``s3a://`` ...)."""
+    loc = os.fspath(path)
+    if not filesystem(loc).is_dir(loc):
+        raise FileNotFoundError(f"--path {loc}: not a directory (the file source watches a directory for new files)")
+    return spark.readStream.option("maxFilesPerTrigger", cfg.stream.max_files_per_trigger).text(loc)
 
 
 def kafka_source(spark: SparkSession, cfg: AppConfig, bootstrap: str, topic: str, options: Mapping[str, str]) -> DataFrame:

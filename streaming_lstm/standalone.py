@@ -122,8 +122,8 @@ def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float =
     store = ModelStore(out)
     version = (store.versions() or [0])[-1] + 1
     meta = {"batch_id": -1, "rows_seen": len(train_idx), "running_n": float(len(train_idx)), "source": "fit", "metrics": result}
-    path = store.save(version, cfg, weights, norm, meta)
-    result.update(model=str(path.parent), version=version, seconds=time.perf_counter() - started)
+    store.save(version, cfg, weights, norm, meta)
+    result.update(model=store.dir, version=version, seconds=time.perf_counter() - started)
     return result
 
 

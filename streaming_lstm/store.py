@@ -5,12 +5,17 @@ Layout of ``DIR`` (the same for ``fit --out DIR`` and the trainer's ``CHECKPOINT
     v0000000007.npz    arrays: "model/<tensor>", "next/<tensor>" (optional), "norm/count|mean|m2"
     v0000000007.json   metadata: config, version, last applied batch id, rows seen, sha256 of the npz
 
+``DIR`` is a local path or any Hadoop-compatible URI (``hdfs://``, ``s3a://`` ...; fs.py).
+
 Contract: a version exists once its JSON exists. Both files are written to a temporary name,
-fsynced and renamed (npz first, JSON last), and the directory is fsynced, so a crash at any moment
+synced and renamed (npz first, JSON last), and the directory is fsynced, so a crash at any moment
 leaves either the previous newest version or the new one, never a torn file under a final name.
 The JSON carries the npz's SHA-256; :meth:`ModelStore.load_latest` checks it and falls back to the
-previous version, with a warning, if the newest is corrupt. Files are created readable by their
-owner only. Nothing is ever unpickled.
+previous version, with a warning, if the newest is corrupt. On object stores, which have no atomic
+rename, the contract holds the same way: version files are immutable (a version number is written
+once), an object appears only whole, the JSON is written last and names the npz's hash, so a
+missing or half-copied npz is a corrupt version that is skipped. Files are created readable by
+their owner only (where the file system has permissions). Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from streaming_lstm import faults
 from streaming_lstm.config import AppConfig, from_dict
+from streaming_lstm.fs import basename, filesystem, join
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.weights import LSTMConfig, Weights, WeightsError, arrays_from_bytes, check_weights, weights_to_bytes
 
@@ -72,49 +77,30 @@ class SavedModel:
     meta: dict[str, Any]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+def ensure_private_dir(location: str | os.PathLike[str]) -> str:
+    """Create a directory (0700 where permissions exist) and return it as a string."""
+    loc = os.fspath(location)
+    filesystem(loc).mkdirs(loc)
+    return loc
 
 
 class ModelStore:
     """Versioned, atomically written model files in one directory."""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.dir = Path(directory)
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = os.fspath(directory)
+        self.fs = filesystem(self.dir)
 
     @classmethod
-    def resolve(cls, path: str | Path) -> ModelStore:
+    def resolve(cls, path: str | os.PathLike[str]) -> ModelStore:
         """A model directory, or a trainer checkpoint directory holding one under ``model/``."""
-        p = Path(path)
-        if not any(p.glob("v*.json")) and (p / "model").is_dir():
-            p = p / "model"
-        return cls(p)
+        store = cls(path)
+        if not store.versions() and store.fs.is_dir(join(store.dir, "model")):
+            return cls(join(store.dir, "model"))
+        return store
 
     @classmethod
-    def load_latest_or_raise(cls, path: str | Path) -> SavedModel:
+    def load_latest_or_raise(cls, path: str | os.PathLike[str]) -> SavedModel:
         """The newest loadable version in a model or checkpoint directory, or FileNotFoundError."""
         saved = cls.resolve(path).load_latest()
         if saved is None:
@@ -122,13 +108,11 @@ class ModelStore:
         return saved
 
     def versions(self) -> list[int]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(int(m.group(1)) for f in os.listdir(self.dir) if (m := _NAME.match(f)))
+        return sorted(int(m.group(1)) for f in self.fs.list_names(self.dir) if (m := _NAME.match(f)))
 
-    def _paths(self, version: int) -> tuple[Path, Path]:
+    def _paths(self, version: int) -> tuple[str, str]:
         stem = f"v{version:010d}"
-        return self.dir / f"{stem}.npz", self.dir / f"{stem}.json"
+        return join(self.dir, f"{stem}.npz"), join(self.dir, f"{stem}.json")
 
     def save(
         self,
@@ -139,7 +123,7 @@ class ModelStore:
         meta: Mapping[str, Any],
         next_weights: Mapping[str, np.ndarray] | None = None,
         keep: int = 5,
-    ) -> Path:
+    ) -> str:
         """Write version ``version`` atomically, then delete all but the newest ``keep``."""
         ensure_private_dir(self.dir)
         blob = weights_to_bytes(pack_model(weights, norm, next_weights))
@@ -151,30 +135,30 @@ class ModelStore:
             "config": config.to_dict(),
             **meta,
         }
-        _write_atomic(npz_path, blob)
+        self.fs.write_atomic(npz_path, blob)
         faults.hit("mid_save", int(meta.get("batch_id", -1)))
-        _write_atomic(json_path, json.dumps(record, indent=1, sort_keys=True).encode())
-        _fsync_dir(self.dir)
+        self.fs.write_atomic(json_path, json.dumps(record, indent=1, sort_keys=True).encode())
+        self.fs.sync_dir(self.dir)
         for old in self.versions()[:-keep]:
             for p in self._paths(old)[::-1]:  # JSON first: the version stops existing at once
-                p.unlink(missing_ok=True)
+                self.fs.delete(p)
         return json_path
 
     def load(self, version: int) -> SavedModel:
         npz_path, json_path = self._paths(version)
         try:
-            meta = json.loads(json_path.read_bytes())
+            meta = json.loads(self.fs.read_bytes(json_path))
             if meta.get("format") != FORMAT:
                 raise ModelStoreError(f"{json_path}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
-            blob = npz_path.read_bytes()
+            blob = self.fs.read_bytes(npz_path)
             if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-                raise ModelStoreError(f"{npz_path}: checksum does not match {json_path.name} (truncated or modified)")
+                raise ModelStoreError(f"{npz_path}: checksum does not match {basename(json_path)} (truncated or modified)")
             config = from_dict(meta["config"])
             weights, nxt, norm = unpack_model(arrays_from_bytes(blob), LSTMConfig.from_app(config))
         except ModelStoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError, WeightsError) as exc:
-            raise ModelStoreError(f"{json_path.with_suffix('')}: cannot load version {version}: {exc}") from None
+            raise ModelStoreError(f"{json_path[: -len('.json')]}: cannot load version {version}: {exc}") from None
         return SavedModel(version, config, weights, nxt, norm, meta)
 
     def load_latest(self) -> SavedModel | None:

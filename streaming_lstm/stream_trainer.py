@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streaming_lstm import executor, faults
+from streaming_lstm import executor, faults, tb_log
 from streaming_lstm.config import AppConfig
 from streaming_lstm.drift import Adwin
+from streaming_lstm.fs import join
 from streaming_lstm.keying import keyed_rows, partition_offsets, partition_order
 from streaming_lstm.metrics import METRICS_FILE, BatchMetrics, MetricsLog, format_line
 from streaming_lstm.results import RESULT_SCHEMA, PartitionResult
@@ -88,13 +89,13 @@ def route_keys(spark: SparkSession, partitions: int) -> list[int]:
 class StreamingTrainer:
     """Holds the state and the per-run Spark objects; :meth:`handle` is the foreachBatch function."""
 
-    def __init__(self, spark: SparkSession, cfg: AppConfig, checkpoint: str | Path, *, echo: bool = True) -> None:
+    def __init__(self, spark: SparkSession, cfg: AppConfig, checkpoint: str | os.PathLike[str], *, echo: bool = True) -> None:
         self.spark = spark
         self.cfg = cfg
-        self.checkpoint = ensure_private_dir(Path(checkpoint))
-        self.deadletter_dir = self.checkpoint / "deadletter"
-        self.state = TrainerState.open(cfg, ModelStore(self.checkpoint / "model"))
-        self.metrics = MetricsLog(self.checkpoint / METRICS_FILE)
+        self.checkpoint = ensure_private_dir(checkpoint)  # a local path or a Hadoop URI (fs.py)
+        self.deadletter_dir = join(self.checkpoint, "deadletter")
+        self.state = TrainerState.open(cfg, ModelStore(join(self.checkpoint, "model")))
+        self.metrics = MetricsLog(join(self.checkpoint, METRICS_FILE))
         self.lstm = LSTMConfig.from_app(cfg)
         self.partitions = cfg.stream.partitions
         cores = spark.sparkContext.defaultParallelism
@@ -113,7 +114,11 @@ class StreamingTrainer:
         self.history: list[BatchMetrics] = []
         self.drift = Adwin(cfg.stream.drift_delta) if cfg.stream.drift_delta > 0 else None
         self.drift_left = 0  # batches the current drift alarm stays raised
-        self.tensorboard = TensorBoardLog(self.checkpoint / "tensorboard") if cfg.stream.tensorboard else None
+        tb_dir = join(self.checkpoint, "tensorboard")
+        tb_off = tb_log.unsupported(tb_dir) if cfg.stream.tensorboard else None
+        if tb_off:
+            log.warning(tb_off)
+        self.tensorboard = TensorBoardLog(tb_dir) if cfg.stream.tensorboard and not tb_off else None
         self._reconcile_metrics()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -192,7 +197,7 @@ class StreamingTrainer:
         """Step 2b: rejected rows to ``CHECKPOINT/deadletter/batch_id=N/`` (overwritten on replay)."""
         if counts.rows_dead:
             self.spark.sparkContext.setJobDescription(f"streaming-lstm batch {batch_id}: dead letters")
-            dead_letters(parsed, batch_id).write.mode("overwrite").json(str(self.deadletter_dir / f"batch_id={batch_id}"))
+            dead_letters(parsed, batch_id).write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
 
     def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float) -> BatchMetrics:
         """Step 5a: the batch's figures, checked: every valid row was trained exactly once."""

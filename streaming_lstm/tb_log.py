@@ -10,8 +10,8 @@ loads it in the driver.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,17 +28,31 @@ SCALARS = {
 }
 
 
+def unsupported(logdir: str) -> str | None:
+    """Why TensorFlow's event writer cannot write to ``logdir``, or None if it can."""
+    from streaming_lstm.fs import is_local
+
+    scheme = logdir.split("://", 1)[0] if "://" in logdir else ""
+    if is_local(logdir) or scheme == "gs":
+        return None
+    return f"TensorFlow's event writer cannot write to {scheme}:// (it writes local paths and gs://); TensorBoard events are off for {logdir}"
+
+
 class TensorBoardLog:
-    def __init__(self, logdir: str | Path) -> None:
-        self.logdir = Path(logdir)
+    def __init__(self, logdir: str | os.PathLike[str]) -> None:
+        self.logdir = os.fspath(logdir)
         self._writer: Any = None
 
     def write(self, step: int, metrics: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> None:
         import tensorflow as tf
 
         if self._writer is None:
-            self.logdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._writer = tf.summary.create_file_writer(str(self.logdir))
+            from streaming_lstm.fs import filesystem
+
+            # TensorFlow writes local paths and gs:// itself; on a scheme it lacks (hdfs://, s3a://
+            # without tensorflow-io) this raises, and the trainer turns TensorBoard off with a warning.
+            filesystem(self.logdir).mkdirs(self.logdir)
+            self._writer = tf.summary.create_file_writer(self.logdir)
         with self._writer.as_default(step=step):
             for tag, key in SCALARS.items():
                 value = metrics.get(key)

@@ -59,6 +59,22 @@ def kafka() -> Iterator[object]:
         yield broker
 
 
+@pytest.fixture(scope="session")
+def hdfs(spark: object) -> Iterator[object]:
+    """A real HDFS (MiniDFSCluster: one NameNode, one DataNode, own JVM, loopback) for the whole run.
+
+    The shared Spark session gets the cluster's client settings (one replica per block); child
+    processes get them through ``HADOOP_CONF_DIR`` (``hdfs.conf_dir``), as on a real cluster.
+    Tests use uuid-named directories, so they share it."""
+    from streaming_lstm.minidfs import MiniDFS
+
+    with MiniDFS() as dfs:
+        conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+        for key, value in MiniDFS.CLIENT_CONF.items():
+            conf.set(key, value)
+        yield dfs
+
+
 @pytest.fixture(params=["spark-connector", "python-source"])
 def reader(request: pytest.FixtureRequest) -> str:
     """Each Kafka test runs once with Spark's connector and once with the Python data source."""

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 
-def run_train(args: list[str], fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STREAMING_LSTM_FAULT"}
+def run_train(args: list[str], fault: str | None = None, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in (env or os.environ).items() if k != "STREAMING_LSTM_FAULT"}
     if fault:
         env["STREAMING_LSTM_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "streaming_lstm.cli", "train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -75,4 +75,4 @@ def test_a_pickle_in_a_model_file_is_refused(tmp_path: Path) -> None:
 
 def test_resolve_accepts_a_checkpoint_directory(tmp_path: Path) -> None:
     save(ModelStore(tmp_path / "model"), 1)
-    assert ModelStore.resolve(tmp_path).dir == tmp_path / "model"
+    assert ModelStore.resolve(tmp_path).dir == str(tmp_path / "model")

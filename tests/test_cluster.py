@@ -1,72 +1,211 @@
-"""The trainer under spark-submit on a real multi-process cluster on this machine.
+"""The trainer under spark-submit on a real standalone cluster on this machine, storage on HDFS.
 
-``local-cluster[2,1,1024]`` starts a standalone Master and two Workers with separate executor JVMs
-and Python workers. The package goes to the executors as a zip with ``--py-files``.
+The commands are the README's (the block after ``<!-- cluster-commands``), run line by line with
+free ports, the HDFS fixture and temporary directories swapped in: a Spark standalone Master and
+two Workers started with ``bin/spark-class`` (separate JVMs, one core each), the package as a zip in
+``--py-files``, input and checkpoint on ``hdfs://``. One Worker is killed mid-stream.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
-import zipfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
+from streaming_lstm.broker import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.cluster, pytest.mark.hdfs, pytest.mark.faults]
+BATCHES = 6
 
 
-def package_zip(out: Path) -> Path:
-    with zipfile.ZipFile(out, "w") as z:
-        for pkg in ("streaming_lstm", "producers"):
-            for path in (ROOT / pkg).rglob("*"):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    z.write(path, path.relative_to(ROOT))
-    return out
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- cluster-commands[^>]*-->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "README.md has no cluster-commands block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
 
 
-def test_spark_submit_on_a_local_cluster_matches_local_mode(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
+class Commands:
+    """Runs the README's lines: ``export`` sets the environment, ``... &`` starts a service."""
+
+    def __init__(self, replace: dict[str, str], logs: Path) -> None:
+        self.replace = replace
+        self.env = dict(os.environ)
+        for key in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):  # spark-submit must get them from the command
+            self.env.pop(key, None)
+        self.services: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.logs = logs
+
+    def argv(self, line: str) -> list[str]:
+        for old, new in self.replace.items():
+            line = line.replace(old, new)
+        return shlex.split(line)
+
+    def run(self, line: str, extra: list[str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str] | None:
+        if line.startswith("export "):
+            for item in self.argv(line)[1:]:
+                key, _, value = item.partition("=")
+                self.env[key] = value
+            return None
+        if line.rstrip().endswith("&"):
+            log = self.logs / f"service-{len(self.services)}.log"
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(self.argv(line.rstrip()[:-1]), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.services.append((proc, log))
+            return None
+        return subprocess.run([*self.argv(line), *(extra or [])], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def kill(self, index: int) -> None:
+        """``kill -9`` a service's process group: a Worker with its executor JVM and Python workers."""
+        proc, _ = self.services[index]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc, _ in reversed(self.services):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+
+
+@pytest.fixture
+def commands(hdfs: Any, tmp_path: Path) -> Iterator[tuple[Commands, str]]:
+    from pyspark.find_spark_home import _find_spark_home
+
+    base = f"{hdfs.uri}/cluster-{uuid.uuid4().hex[:8]}"
+    ports = {p: str(free_port("127.0.0.1")) for p in ("7077", "8080", "8081", "8082")}
+    replace = {
+        "$(python -c 'from pyspark.find_spark_home import _find_spark_home; print(_find_spark_home())')": _find_spark_home(),
+        "$(which python)": sys.executable,
+        "$SPARK_HOME": _find_spark_home(),
+        "python -m zipfile": f"{sys.executable} -m zipfile",
+        "/etc/hadoop/conf": str(hdfs.conf_dir),
+        "hdfs://NAMENODE:8020/streaming-lstm": base,
+        "/tmp/spark-worker-": str(tmp_path / "worker-"),
+        "streaming_lstm.zip": str(tmp_path / "streaming_lstm.zip"),
+        **{f":{p}": f":{q}" for p, q in ports.items()},
+        **{f"-port {p}": f"-port {q}" for p, q in ports.items()},
+    }
+    cmds = Commands(replace, tmp_path)
+    try:
+        yield cmds, base
+    finally:
+        cmds.stop()
+
+
+def wait_for(what: str, check: Any, timeout: float, cmds: Commands) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    logs = "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-1500:]}" for _, log in cmds.services)
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+def wait_for_busy_worker(ui_port: int, work_dirs: list[Path], cmds: Commands, timeout: float = 300) -> int:
+    """The service index of a Worker whose executor is running a task right now (driver's REST API).
+
+    A Worker's ``--work-dir`` holds ``app-ID/EXECUTOR-ID/``: that maps executors to Workers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications", timeout=2) as r:
+                app = json.load(r)[0]["id"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications/{app}/executors", timeout=2) as r:
+                busy = {e["id"] for e in json.load(r) if e["id"] != "driver" and e["activeTasks"] > 0}
+        except (OSError, ValueError, IndexError, KeyError):
+            busy = set()
+        for i, work in enumerate(work_dirs):
+            if any((work / app / ex).is_dir() for ex in busy):
+                return i + 1  # services: the Master, then the Workers
+        time.sleep(0.05)
+    raise AssertionError("no executor ever ran a task")
+
+
+def test_spark_submit_to_a_standalone_cluster_on_hdfs_survives_a_killed_worker(
+    spark: Any, hdfs: Any, commands: tuple[Commands, str], iris_lines: list[str], iris_csv: Path, tmp_path: Path
+) -> None:
     from streaming_lstm.config import load_config
+    from streaming_lstm.fs import filesystem, join
+    from streaming_lstm.metrics import METRICS_FILE, read_metrics
     from streaming_lstm.runner import run
     from streaming_lstm.sources import file_source
     from streaming_lstm.standalone import evaluate
     from streaming_lstm.stream_trainer import StreamingTrainer
+    from tests.test_hdfs import put_shuffled
 
-    incoming = tmp_path / "in"
-    incoming.mkdir()
-    rng = np.random.default_rng(21)
-    for i in range(4):
-        (incoming / f"p{i}.csv").write_text("\n".join(iris_lines[j] for j in rng.permutation(150)) + "\n")
-    deps = package_zip(tmp_path / "streaming_lstm.zip")
-    submit = Path(sys.executable).parent / "spark-submit"
-    ck = tmp_path / "cluster"
-    cmd = [
-        str(submit), "--master", "local-cluster[2,1,1024]", "--py-files", str(deps),
-        "--conf", f"spark.pyspark.python={sys.executable}",
-        str(ROOT / "streaming_lstm" / "cli.py"), "train", "--source", "file", "--path", str(incoming),
-        "--checkpoint", str(ck), "--max-batches", "4", "--trigger", "0s", "--conf", str(ROOT / "conf" / "iris.toml"),
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
-    # spark-submit finds SPARK_HOME by running `python3` from PATH, which in CI is not the venv's
-    # (no pyspark there): name it, as any Spark installation does.
-    from pyspark.find_spark_home import _find_spark_home
+    cmds, base = commands
+    # 600 rows per file and batch: training tasks of about a second, so the kill lands in one.
+    put_shuffled(join(base, "incoming"), iris_lines * 4, BATCHES, seed=21)
+    lines = readme_commands()
+    submit = next(i for i, line in enumerate(lines) if "spark-submit" in line)
+    for line in lines[:submit]:
+        r = cmds.run(line)
+        assert r is None or r.returncode == 0, (line, r.stderr[-2000:])
+    assert len(cmds.services) == 3, "a Master and two Workers"
+    master_log = cmds.services[0][1]
+    wait_for("two registered Workers", lambda: master_log.read_text(errors="replace").count("Registering worker") >= 2, 90, cmds)
 
-    env["SPARK_HOME"] = _find_spark_home()
-    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
-    cluster_metrics = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]
-    assert sum(m["rows_valid"] for m in cluster_metrics) == 600
+    ck = join(base, "ck")
+    fs = filesystem(ck)
+    ui_port = free_port("127.0.0.1")
+    events = tmp_path / "events"
+    events.mkdir()
+    # The UI's REST API shows which executor is busy; the event log shows what the kill did to tasks.
+    cmds.env["SPARK_SUBMIT_OPTS"] = (
+        f"-Dspark.ui.port={ui_port} -Dspark.eventLog.enabled=true -Dspark.eventLog.dir=file://{events} -Dspark.eventLog.compress=false"
+    )
+    driver = subprocess.Popen(
+        [*cmds.argv(lines[submit]), "--max-batches", str(BATCHES), "--trigger", "0s"],
+        cwd=ROOT,
+        env=cmds.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        metrics_file = join(ck, METRICS_FILE)
+        wait_for("the first applied batch", lambda: fs.exists(metrics_file) and fs.read_bytes(metrics_file).count(b"\n") >= 1, 300, cmds)
+        busy = wait_for_busy_worker(ui_port, [tmp_path / "worker-1", tmp_path / "worker-2"], cmds)
+        applied_at_kill = fs.read_bytes(metrics_file).count(b"\n")
+        cmds.kill(busy)  # that Worker, its executor JVM and its Python workers: kill -9
+        _out, err = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, err[-4000:]
+    assert applied_at_kill < BATCHES, "the Worker was killed mid-stream"
+    assert re.search(r"Lost executor|Executor .* removed|[Ww]orker .* (lost|removed)", err), "the driver saw the killed Worker's executor go"
+    logged = [json.loads(x) for f in events.rglob("events_*") for x in f.read_text().splitlines()]
+    lost = [e for e in logged if e.get("Event") == "SparkListenerTaskEnd" and e["Task End Reason"]["Reason"] == "ExecutorLostFailure"]
+    assert lost, "a task was running on the killed Worker (and ran again on the other)"
+    cluster_m = read_metrics(ck)
+    assert [m["batch_id"] for m in cluster_m] == list(range(BATCHES)), "every batch applied exactly once"
+    assert [m["rows_valid"] for m in cluster_m] == [600] * BATCHES, "every row trained exactly once"
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.trigger": "0s"})
-    local_ck = tmp_path / "local"
+    local_ck = join(base, "local")
     trainer = StreamingTrainer(spark, cfg, local_ck, echo=False)
-    run(trainer, file_source(spark, incoming, cfg), max_batches=4)
-    assert trainer.state.rows_seen == 600
+    run(trainer, file_source(spark, join(base, "incoming"), cfg), max_batches=BATCHES)
+    assert trainer.state.rows_seen == 600 * BATCHES
     _, cluster_ev = evaluate(ck, iris_csv)
     _, local_ev = evaluate(local_ck, iris_csv)
     assert abs(cluster_ev.accuracy - local_ev.accuracy) <= 0.02, (cluster_ev.accuracy, local_ev.accuracy)

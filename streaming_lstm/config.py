@@ -20,6 +20,7 @@ from typing import Any
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 TRAIN_FROM = ("batch", "running")
 AGGREGATIONS = ("mean", "trimmed_mean", "median")
+SERVER_OPTIMIZERS = ("none", "momentum", "adam", "yogi")  # server_opt.py
 FORMATS = ("csv", "json")
 KAFKA_READERS = ("auto", "spark", "python")
 
@@ -96,6 +97,13 @@ class StreamConfig:
     train_from: str = "batch"  # which weights the next batch starts from: "batch" or "running"
     aggregation: str = "mean"
     trim_fraction: float = 0.1
+    # A server-side optimiser over each batch's aggregate (server_opt.py: FedAvgM, FedAdam, FedYogi);
+    # "none" is plain averaging. beta1 is the momentum; beta2 and tau are Adam's and Yogi's.
+    server_optimizer: str = "none"
+    server_learning_rate: float = 1.0
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
     max_update_norm: float = 0.0  # reject a partition whose weight change is larger; 0 = off
     keep_versions: int = 5
     max_files_per_trigger: int = 1
@@ -335,6 +343,11 @@ def validate(cfg: AppConfig) -> None:
     need(s.train_from in TRAIN_FROM, "stream.train_from", s.train_from, f"must be one of {', '.join(TRAIN_FROM)}")
     need(s.aggregation in AGGREGATIONS, "stream.aggregation", s.aggregation, f"must be one of {', '.join(AGGREGATIONS)}")
     need(0.0 <= s.trim_fraction < 0.5, "stream.trim_fraction", s.trim_fraction, "must be in [0, 0.5)")
+    need(s.server_optimizer in SERVER_OPTIMIZERS, "stream.server_optimizer", s.server_optimizer, f"must be one of {', '.join(SERVER_OPTIMIZERS)}")
+    need(s.server_learning_rate > 0, "stream.server_learning_rate", s.server_learning_rate, "must be positive")
+    need(0.0 <= s.server_beta1 < 1.0, "stream.server_beta1", s.server_beta1, "must be in [0, 1)")
+    need(0.0 <= s.server_beta2 < 1.0, "stream.server_beta2", s.server_beta2, "must be in [0, 1)")
+    need(s.server_tau > 0, "stream.server_tau", s.server_tau, "must be positive")
     need(s.max_update_norm >= 0, "stream.max_update_norm", s.max_update_norm, "must be >= 0 (0 turns it off)")
     need(0.0 <= s.drift_delta < 1.0, "stream.drift_delta", s.drift_delta, "must be in [0, 1) (0 turns drift detection off)")
     need(s.drift_half_life_batches >= 0, "stream.drift_half_life_batches", s.drift_half_life_batches, "must be >= 0")

@@ -8,7 +8,10 @@ results (n_k, w_k) of batch t and the forgetting factor a in [0, 1]:
 
 a = 1 is the cumulative mean over all rows, a = 0 keeps only the newest batch (the seed's plain
 average, FedAvg). Partitions with n_k = 0 contribute nothing. With a robust aggregation the batch's
-``sum_k n_k w_k`` is replaced by ``(sum_k n_k) * robust_k(w_k)``.
+``sum_k n_k w_k`` is replaced by ``(sum_k n_k) * robust_k(w_k)``. With a server optimiser
+(``stream.server_optimizer``, server_opt.py) the batch's aggregate is first turned into the server
+model ``x_t = opt(x_{t-1}, aggregate)``, where ``x_{t-1}`` is what the batch trained from; ``x_t``
+then takes the aggregate's place in the rule above and is what the next batch trains from.
 
 Contract of :meth:`TrainerState.apply`: a batch id at or below the last applied one changes nothing
 and returns ``None`` (Spark replays the last uncommitted batch after a restart). Otherwise the new
@@ -27,6 +30,7 @@ import numpy as np
 
 from streaming_lstm.config import AppConfig, decay_for_half_life, effective_decay
 from streaming_lstm.normalizer import NormStats
+from streaming_lstm.server_opt import ServerOptimizer
 from streaming_lstm.store import ModelStore
 from streaming_lstm.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
 
@@ -106,6 +110,7 @@ class TrainerState:
         self.version = 0
         self.rejected_updates = 0
         self.last_meta: dict[str, Any] = {}
+        self.server = ServerOptimizer.from_config(cfg.stream)
 
     @classmethod
     def open(cls, cfg: AppConfig, store: ModelStore) -> TrainerState:
@@ -129,6 +134,8 @@ class TrainerState:
             state.last_batch_id = int(saved.meta.get("batch_id", -1))
             state.rejected_updates = int(saved.meta.get("rejected_updates", 0))
             state.last_meta = saved.meta
+            if state.server is not None:
+                state.server.load_arrays(saved.server, sum(w.size for w in saved.weights.values()))
         return state
 
     def is_applied(self, batch_id: int) -> bool:
@@ -145,7 +152,7 @@ class TrainerState:
         if not all_finite(update.weights):
             return f"partition {update.key}: non-finite weights"
         limit = self.cfg.stream.max_update_norm
-        if start is not None:
+        if limit > 0 and start is not None:
             change = float(np.linalg.norm(flatten(update.weights) - start))
             if change > limit:
                 return f"partition {update.key}: weight change {change:.3g} exceeds stream.max_update_norm {limit:g}"
@@ -160,7 +167,7 @@ class TrainerState:
             return None
         # Only the update-norm check needs the starting point as a vector (461k values for the seed's
         # model): skip the flatten when the check is off, as it is by default.
-        start = flatten(self.training_weights()) if self.cfg.stream.max_update_norm > 0 else None
+        start = flatten(self.training_weights()) if self.cfg.stream.max_update_norm > 0 or self.server is not None else None
         good: list[Update] = []
         reasons: list[str] = []
         for u in updates:
@@ -175,6 +182,9 @@ class TrainerState:
             vectors = np.stack([flatten(u.weights) for u in good])
             counts = np.array([u.rows for u in good], np.float64)
             batch_vec = aggregate(vectors, counts, self.cfg.stream.aggregation, self.cfg.stream.trim_fraction)
+            if self.server is not None:
+                assert start is not None
+                batch_vec = self.server.step(start, batch_vec)
             running, self.running_n = running_average(flatten(self.weights), self.running_n, batch_vec * rows, float(rows), self.decay)
             self.weights = unflatten(running, self.weights)
             self.next_weights = unflatten(batch_vec, self.weights) if self.decay > 0 else self.weights
@@ -197,5 +207,6 @@ class TrainerState:
         self.last_meta = meta
         if self.store is not None:
             nxt = self.next_weights if self.next_weights is not self.weights else None
-            self.store.save(self.version, self.cfg, self.weights, self.norm, meta, next_weights=nxt, keep=self.cfg.stream.keep_versions)
+            server = self.server.to_arrays() if self.server is not None else None
+            self.store.save(self.version, self.cfg, self.weights, self.norm, meta, next_weights=nxt, keep=self.cfg.stream.keep_versions, server=server)
         return Applied(batch_id, self.version, rows, len(good), len(reasons), reasons)

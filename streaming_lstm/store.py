@@ -2,7 +2,8 @@
 
 Layout of ``DIR`` (the same for ``fit --out DIR`` and the trainer's ``CHECKPOINT/model``)::
 
-    v0000000007.npz    arrays: "model/<tensor>", "next/<tensor>" (optional), "norm/count|mean|m2"
+    v0000000007.npz    arrays: "model/<tensor>", "next/<tensor>" (optional), "norm/count|mean|m2",
+                       "server/m|v|rounds" (optional: the server optimiser's state, server_opt.py)
     v0000000007.json   metadata: config, version, last applied batch id, rows seen, sha256 of the npz
 
 ``DIR`` is a local path or any Hadoop-compatible URI (``hdfs://``, ``s3a://`` ...; fs.py).
@@ -26,7 +27,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,14 @@ FORMAT = "streaming-lstm/1"
 _NAME = re.compile(r"^v(\d{10})\.json$")
 
 
-def pack_model(weights: Mapping[str, np.ndarray], norm: NormStats, next_weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The named arrays of a model: ``model/<tensor>``, optional ``next/<tensor>``, ``norm/...``.
+def pack_model(
+    weights: Mapping[str, np.ndarray],
+    norm: NormStats,
+    next_weights: Mapping[str, np.ndarray] | None = None,
+    server: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The named arrays of a model: ``model/<tensor>``, optional ``next/<tensor>``, ``norm/...``,
+    optional ``server/...`` (already prefixed, from ServerOptimizer.to_arrays).
 
     The one layout for model files and for the weights the trainer broadcasts to its tasks.
     """
@@ -51,6 +58,7 @@ def pack_model(weights: Mapping[str, np.ndarray], norm: NormStats, next_weights:
     if next_weights is not None:
         arrays.update({f"next/{k}": v for k, v in next_weights.items()})
     arrays.update(norm.to_arrays())
+    arrays.update(server or {})
     return arrays
 
 
@@ -75,6 +83,7 @@ class SavedModel:
     next_weights: Weights | None  # what the next batch trains from, when it differs
     norm: NormStats
     meta: dict[str, Any]
+    server: dict[str, np.ndarray] = field(default_factory=dict)  # the server optimiser's state
 
 
 def ensure_private_dir(location: str | os.PathLike[str]) -> str:
@@ -123,10 +132,11 @@ class ModelStore:
         meta: Mapping[str, Any],
         next_weights: Mapping[str, np.ndarray] | None = None,
         keep: int = 5,
+        server: Mapping[str, np.ndarray] | None = None,
     ) -> str:
         """Write version ``version`` atomically, then delete all but the newest ``keep``."""
         ensure_private_dir(self.dir)
-        blob = weights_to_bytes(pack_model(weights, norm, next_weights))
+        blob = weights_to_bytes(pack_model(weights, norm, next_weights, server))
         npz_path, json_path = self._paths(version)
         record = {
             "format": FORMAT,
@@ -154,12 +164,13 @@ class ModelStore:
             if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
                 raise ModelStoreError(f"{npz_path}: checksum does not match {basename(json_path)} (truncated or modified)")
             config = from_dict(meta["config"])
-            weights, nxt, norm = unpack_model(arrays_from_bytes(blob), LSTMConfig.from_app(config))
+            arrays = arrays_from_bytes(blob)
+            weights, nxt, norm = unpack_model(arrays, LSTMConfig.from_app(config))
         except ModelStoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError, WeightsError) as exc:
             raise ModelStoreError(f"{json_path[: -len('.json')]}: cannot load version {version}: {exc}") from None
-        return SavedModel(version, config, weights, nxt, norm, meta)
+        return SavedModel(version, config, weights, nxt, norm, meta, {k: v for k, v in arrays.items() if k.startswith("server/")})
 
     def load_latest(self) -> SavedModel | None:
         """The newest loadable version; ``None`` if the directory holds no version at all.

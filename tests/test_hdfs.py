@@ -133,7 +133,7 @@ def test_corrupt_newest_version_on_hdfs_falls_back_and_none_loadable_is_an_error
 
 
 @pytest.mark.faults
-def test_driver_killed_with_input_and_checkpoint_on_hdfs_resumes_exactly_once(spark: Any, hdfs: Any, iris_lines: list[str]) -> None:
+def test_driver_killed_with_input_and_checkpoint_on_hdfs_and_a_server_optimizer_resumes_exactly_once(spark: Any, hdfs: Any, iris_lines: list[str]) -> None:
     from streaming_lstm.cli import build_parser, config_from_args
     from streaming_lstm.fs import join
     from streaming_lstm.metrics import read_metrics
@@ -147,7 +147,9 @@ def test_driver_killed_with_input_and_checkpoint_on_hdfs_resumes_exactly_once(sp
     put_shuffled(incoming, iris_lines, 5, seed=9)
 
     def args(ck: str) -> list[str]:
-        return ["--source", "file", "--path", incoming, "--checkpoint", ck, "--trigger", "0s", "--partitions", "2", "--idle-timeout", "8"]
+        # With a server optimiser: its state must survive the kills too (server_opt.py).
+        return ["--source", "file", "--path", incoming, "--checkpoint", ck, "--trigger", "0s", "--partitions", "2", "--idle-timeout", "8",
+                "--set", "stream.server_optimizer=adam", "--set", "stream.server_learning_rate=0.01"]  # fmt: skip
 
     killed = join(base, "killed")
     env = hadoop_env(hdfs)
@@ -168,5 +170,7 @@ def test_driver_killed_with_input_and_checkpoint_on_hdfs_resumes_exactly_once(sp
     a = ModelStore(join(killed, "model")).load_latest()
     b = ModelStore(join(reference, "model")).load_latest()
     assert a is not None and b is not None and a.version == b.version == 5
+    assert a.config.stream.server_optimizer == "adam" and int(a.server["server/rounds"][0]) == 5
+    np.testing.assert_array_equal(a.server["server/v"], b.server["server/v"])
     diff = max(float(np.abs(a.weights[k] - b.weights[k]).max()) for k in a.weights)
     assert diff <= 1e-6, f"max abs difference to the uninterrupted run: {diff}"

@@ -1,0 +1,230 @@
+"""river: prequential accuracy of streaming-lstm next to River's online learners, on the same streams.
+
+Data sets: ImageSegments, Phishing and Bananas as River's wheel ships them, plus River's SEA and
+Agrawal generators with an abrupt concept drift in the middle (``ConceptDriftStream``, width 1).
+Every learner sees the rows in the same order. Prequential accuracy = rows predicted right before
+the learner learned from them / rows, over the whole stream.
+
+* streaming-lstm runs through the real trainer (a local[2] Spark session, a memory stream, one
+  ``--batch``-row micro-batch at a time, ``processAllAvailable``), with the configuration
+  ``streaming-lstm init-config`` proposes for the data set's CSV and the defaults, plus each
+  ``--variant`` (``NAME=key=value,key=value``: config overrides, e.g. a server optimiser).
+* River's models learn row by row (``predict_one`` then ``learn_one``: River's own progressive
+  validation, ``row`` below) and, for the same granularity as ours, at our batch boundaries: every
+  row of a batch is predicted by the model as it was before the batch (``batch``).
+
+For the drift streams, ``recovery_rows``: rows from streaming-lstm's first ADWIN alarm after the
+drift until the accuracy over the last 500 rows is back within 0.02 of its accuracy over the 1 000
+rows before the drift (None if it never is). Drift streams: 6 000 rows, the drift at row 3 000. Writes bench/results/river.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import write
+
+DRIFT_AT = 3_000
+DRIFT_ROWS = 6_000
+
+
+def river_streams() -> dict[str, Callable[[], Iterator[tuple[dict[str, Any], Any]]]]:
+    from river import datasets
+    from river.datasets import synth
+
+    def drift(first: Any, second: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+        stream = synth.ConceptDriftStream(stream=first, drift_stream=second, position=DRIFT_AT, width=1, seed=7)
+        return itertools.islice(iter(stream), DRIFT_ROWS)
+
+    return {
+        "ImageSegments": lambda: iter(datasets.ImageSegments()),
+        "Phishing": lambda: iter(datasets.Phishing()),
+        "Bananas": lambda: iter(datasets.Bananas()),
+        "SEA-drift": lambda: drift(synth.SEA(variant=0, seed=1), synth.SEA(variant=3, seed=2)),
+        "Agrawal-drift": lambda: drift(synth.Agrawal(classification_function=0, seed=1), synth.Agrawal(classification_function=4, seed=2)),
+    }
+
+
+def river_models(n_features: int) -> dict[str, Callable[[], Any]]:
+    from river import dummy, ensemble, forest, linear_model, multiclass, preprocessing
+
+    return {
+        "ARF": lambda: forest.ARFClassifier(seed=42),
+        "AMF": lambda: forest.AMFClassifier(seed=42),
+        "SRP": lambda: ensemble.SRPClassifier(seed=42),
+        "LogisticRegression": lambda: preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression()),
+        "last-class": lambda: dummy.NoChangeClassifier(),
+    }
+
+
+def to_csv(rows: list[tuple[dict[str, Any], Any]], path: Path) -> list[str]:
+    """The stream as CSV (columns c0.. and label, missing values empty); returns the data lines."""
+    names = list(rows[0][0])
+    lines = [",".join("" if x.get(n) is None else repr(float(x[n])) for n in names) + f",{y}" for x, y in rows]
+    path.write_text(",".join([*(f"c{i}" for i in range(len(names))), "label"]) + "\n" + "\n".join(lines) + "\n")
+    return lines
+
+
+def run_river(make: Callable[[], Any], rows: list[tuple[dict[str, Any], Any]], batch: int) -> dict[str, Any]:
+    """Row-by-row and batch-boundary prequential accuracy, seconds and traced peak memory."""
+    out: dict[str, Any] = {}
+    for mode in ("row", "batch"):
+        model = make()
+        tracemalloc.start()
+        started = time.perf_counter()
+        correct: list[int] = []
+        for i in range(0, len(rows), batch):
+            chunk = rows[i : i + batch]
+            if mode == "batch":
+                preds = [model.predict_one(x) for x, _ in chunk]
+                for x, y in chunk:
+                    model.learn_one(x, y)
+            else:
+                preds = []
+                for x, y in chunk:
+                    preds.append(model.predict_one(x))
+                    model.learn_one(x, y)
+            correct.append(sum(int(p == y) for p, (_, y) in zip(preds, chunk, strict=True)))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out[mode] = {"accuracy": sum(correct) / len(rows), "seconds": time.perf_counter() - started, "peak_mib": peak / 2**20, "correct": correct}
+    return out
+
+
+def run_lstm(spark: Any, csv: Path, lines: list[str], batch: int, overrides: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """The real trainer over the stream, ``batch`` rows per micro-batch, in order."""
+    from streaming_lstm.config import load_config
+    from streaming_lstm.init_config import propose, to_toml
+    from streaming_lstm.runner import start_query
+    from streaming_lstm.sources import MemorySource
+    from streaming_lstm.stream_trainer import StreamingTrainer
+
+    proposed = propose(csv)
+    conf = workdir / "conf.toml"
+    conf.write_text(to_toml(proposed, str(csv)))
+    cfg = load_config(conf, {"stream.trigger": "0s", "stream.tensorboard": False, **overrides})
+    source = MemorySource(spark)
+    trainer = StreamingTrainer(spark, cfg, workdir / "ck", echo=False)
+    trainer.warm_up()
+    started = time.perf_counter()
+    query = start_query(trainer, source.df())
+    try:
+        for i in range(0, len(lines), batch):
+            source.add(lines[i : i + batch])
+            query.processAllAvailable()
+    finally:
+        query.stop()
+    seconds = time.perf_counter() - started
+    hist = trainer.history
+    assert sum(m["rows_valid"] for m in hist) + sum(m["rows_dead"] for m in hist) == len(lines), "every row trained or dead-lettered"
+    return {
+        "accuracy": sum(m["prequential_correct"] for m in hist) / len(lines),
+        "seconds": seconds,
+        "driver_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "correct": [m["prequential_correct"] for m in hist],
+        "rows": [m["rows_valid"] + m["rows_dead"] for m in hist],
+        "drift_batches": [i for i, m in enumerate(hist) if m.get("drift")],
+        "rows_dead": sum(m["rows_dead"] for m in hist),
+    }
+
+
+def recovery_rows(correct: list[int], rows: list[int], alarms: list[int]) -> int | None:
+    """Rows from the first alarm after the drift until the last-500-row accuracy is back within
+    0.02 of the accuracy over the 1 000 rows before the drift."""
+    ends = np.cumsum(rows)
+    starts = ends - np.array(rows)
+    per_row_c, per_row_n = np.array(correct, float), np.array(rows, float)
+    before = (starts >= DRIFT_AT - 1000) & (ends <= DRIFT_AT)
+    target = per_row_c[before].sum() / per_row_n[before].sum() - 0.02
+    after = [a for a in alarms if ends[a] > DRIFT_AT]
+    if not after:
+        return None
+    alarm = after[0]
+    for j in range(alarm, len(rows)):
+        window = (starts >= ends[j] - 500) & (ends <= ends[j])
+        if ends[j] - ends[alarm] >= 500 and per_row_c[window].sum() / per_row_n[window].sum() >= target:
+            return int(ends[j] - ends[alarm])
+    return None
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    name, _, body = text.partition("=")
+    if not body:
+        raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value]")
+    over = {}
+    for item in body.split(","):
+        key, _, value = item.partition("=")
+        over[key.strip()] = value.strip()
+    return name, over
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m bench river", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="ImageSegments,Phishing,Bananas,SEA-drift,Agrawal-drift")
+    p.add_argument("--batch", type=int, default=50, help="rows per micro-batch (default 50)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=key=value,...", help="also run the trainer with these overrides")
+    p.add_argument("--river-models", default="ARF,AMF,SRP,LogisticRegression,last-class")
+    p.add_argument("--out", default="river", help="results file name under bench/results (default river)")
+    args = p.parse_args(argv)
+
+    from streaming_lstm.config import SparkConfig
+    from streaming_lstm.spark_session import get_session
+
+    spark = get_session(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}))
+    variants = [("defaults", {}), *(parse_variant(v) for v in args.variant)]
+    streams = river_streams()
+    results: dict[str, Any] = {}
+    for name in args.datasets.split(","):
+        rows = list(streams[name]())
+        entry: dict[str, Any] = {"rows": len(rows), "features": len(rows[0][0]), "classes": len({y for _, y in rows})}
+        with tempfile.TemporaryDirectory() as tmp:
+            csv = Path(tmp) / f"{name}.csv"
+            lines = to_csv(rows, csv)
+            lstm: dict[str, Any] = {}
+            for vname, over in variants:
+                work = Path(tmp) / vname
+                work.mkdir()
+                lstm[vname] = run_lstm(spark, csv, lines, args.batch, over, work)
+                print(f"{name}: streaming-lstm[{vname}] {lstm[vname]['accuracy']:.3f} in {lstm[vname]['seconds']:.1f} s", flush=True)
+        river = {}
+        for mname, make in river_models(entry["features"]).items():
+            if mname in args.river_models.split(","):
+                river[mname] = run_river(make, rows, args.batch)
+                print(f"{name}: river {mname} row {river[mname]['row']['accuracy']:.3f} batch {river[mname]['batch']['accuracy']:.3f}", flush=True)
+        best = max((m for m in river if m != "last-class"), key=lambda m: river[m]["row"]["accuracy"])
+        entry.update(
+            streaming_lstm=lstm["defaults"]["accuracy"],
+            streaming_lstm_seconds=lstm["defaults"]["seconds"],
+            river_best=river[best]["row"]["accuracy"],
+            river_best_model=best,
+            river_best_at_batches=river[best]["batch"]["accuracy"],
+            streaming_lstm_variants={v: r["accuracy"] for v, r in lstm.items()},
+            river={m: {g: {k: v for k, v in r[g].items() if k != "correct"} for g in r} for m, r in river.items()},
+            curves={
+                "batch_rows": lstm["defaults"]["rows"],
+                **{f"lstm:{v}": r["correct"] for v, r in lstm.items()},
+                **{f"river:{best}": river[best]["row"]["correct"]},
+            },
+        )
+        if name.endswith("-drift"):
+            entry["recovery_rows"] = {v: recovery_rows(r["correct"], r["rows"], r["drift_batches"]) for v, r in lstm.items()}
+            entry["alarm_batches"] = {v: r["drift_batches"] for v, r in lstm.items()}
+        results[name] = entry
+    spark.stop()
+    payload = {"batch_rows": args.batch, "variants": dict(variants), "datasets": results}
+    print(f"wrote {write(args.out, payload)}")
+    print(
+        json.dumps({k: {x: v[x] for x in ("streaming_lstm", "river_best", "river_best_model", "river_best_at_batches")} for k, v in results.items()}, indent=1)
+    )
+    return payload

@@ -24,7 +24,7 @@ fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "setup: installing streaming-lstm and its dependencies into .venv (first time: about a minute)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev,embedded]"
+  .venv/bin/python -m pip install --quiet -e ".[dev,embedded,bench]"
   touch .venv/.installed
 fi
 

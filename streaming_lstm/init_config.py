@@ -10,8 +10,12 @@ Which ``[data]`` keys it writes and which are optional (config.DataConfig):
   order differs from that, or it has columns that are neither;
 * ``class_names``, ``format``, ``max_abs_value`` (optional): left to their defaults.
 
-``[model]``: ``timesteps`` (``--timesteps``, default: one feature per step) with
-``features_per_step`` = features / timesteps, which must divide evenly.
+``[model]``: ``timesteps`` (``--timesteps``, default 1: every feature in one step) with
+``features_per_step`` = features / timesteps, which must divide evenly. Why 1 by default: a CSV
+row's columns are usually separate measurements, not a sequence; read as one step, the LSTM sees
+all of them at once. Measured with ``python -m bench river`` (prequential accuracy, 50-row
+batches): ImageSegments 0.768 with one feature per step -> 0.874 with one step, Phishing 0.874 ->
+0.881. Pass ``--timesteps`` when the columns are a sequence (Iris read as 4 steps, the seed's way).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def propose(path: str | Path, label: str | None = None, timesteps: int | None = 
         classes.sort(key=lambda c: float(parse_double(c) or 0.0))
     if len(classes) < 2:
         raise ConfigError(f"label {label!r}: only one value ({classes[0]!r}) in the first {len(rows)} rows; a classifier needs two")
-    steps = timesteps or len(numeric)
+    steps = timesteps or 1
     if steps <= 0 or len(numeric) % steps:
         raise ConfigError(f"--timesteps {steps}: must divide the {len(numeric)} feature columns evenly")
     data: dict[str, Any] = {"features": numeric, "label": label, "classes": classes}
@@ -94,7 +98,11 @@ def add_command(sub: Any) -> None:
     )
     p.add_argument("--data", required=True, metavar="CSV", help="the data file (a header line names the columns; without one they are c0, c1, ...)")
     p.add_argument("--label", help="the label column (default: the last column)")
-    p.add_argument("--timesteps", type=int, help="sequence length T; features per step = features / T (default: one feature per step)")
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        help="sequence length T; features per step = features / T (default 1: all features in one step; set it when the columns are a sequence)",
+    )
     p.add_argument("--out", metavar="TOML", help="write here instead of printing")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=run)

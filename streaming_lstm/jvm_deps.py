@@ -69,6 +69,13 @@ class Artifact:
         return f"    <dependency><groupId>{self.group}</groupId><artifactId>{self.artifact}</artifactId><version>{self.version}</version></dependency>"
 
 
+def java_executable() -> str:
+    """``$JAVA_HOME/bin/java`` when JAVA_HOME is set, else ``java`` from PATH (for the JVMs we start
+    ourselves: the Kafka broker, the HDFS minicluster)."""
+    home = os.environ.get("JAVA_HOME")
+    return os.path.join(home, "bin", "java") if home else shutil.which("java") or "java"
+
+
 def pyspark_version() -> str:
     import pyspark
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streaming_lstm.broker import BrokerError, free_port, wait_for_metadata
-from streaming_lstm.jvm_deps import KAFKA_VERSION, JarsError, require
+from streaming_lstm.jvm_deps import KAFKA_VERSION, JarsError, java_executable, require
 
 LOG4J2 = """\
 status = warn
@@ -109,7 +109,7 @@ class ApacheKafkaBroker:
         return f"apache-kafka {self.version}"
 
     def _java(self, main: str, *args: str, conf: Path, background: bool) -> subprocess.Popen[bytes]:
-        java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java") or "java"
+        java = java_executable()
         try:
             classpath = os.pathsep.join(str(j) for j in require("kafka-broker"))
         except JarsError as exc:

@@ -28,18 +28,13 @@ from types import TracebackType
 from typing import ClassVar
 
 from streaming_lstm.broker import free_port
-from streaming_lstm.jvm_deps import require
+from streaming_lstm.jvm_deps import java_executable, require
 
 MAIN = "org.apache.hadoop.mapreduce.MiniHadoopClusterManager"
 
 
 class MiniDFSError(RuntimeError):
     """The minicluster did not start; the message has the tail of its log."""
-
-
-def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    return os.path.join(home, "bin", "java") if home else shutil.which("java") or "java"
 
 
 class MiniDFS:
@@ -83,7 +78,7 @@ class MiniDFS:
         loopback = [f"dfs.datanode.{k}=127.0.0.1:0" for k in ("address", "http.address", "ipc.address")]
         conf = [*loopback, "dfs.namenode.http-address=127.0.0.1:0", "dfs.permissions.enabled=true"]
         cmd = [
-            _java(),
+            java_executable(),
             f"-Xmx{self.heap}",
             f"-Dtest.build.data={self.data_dir / 'data'}",
             "-cp",

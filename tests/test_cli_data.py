@@ -117,3 +117,5 @@ def test_init_config_writes_a_configuration_that_fits_the_file(tmp_path: Path, c
     assert code == 0 and strict_loads(text)["rows_trained"] == 40 and strict_loads(text)["headers_skipped"] == 1
     code, _, err = run(capsys, "init-config", "--data", str(f), "--timesteps", "4")
     assert code == 2 and "--timesteps 4: must divide the 6 feature columns evenly" in err
+    code, text, _ = run(capsys, "init-config", "--data", str(f))
+    assert code == 0 and "timesteps = 1" in text and "features_per_step = 6" in text, "by default every feature is in one step"

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import write
+from bench.common import RESULTS, write
 
 DRIFT_AT = 3_000
 DRIFT_ROWS = 6_000
@@ -161,6 +161,40 @@ def recovery_rows(correct: list[int], rows: list[int], alarms: list[int]) -> int
     return None
 
 
+def plot(payload: dict[str, Any], out: Path) -> Path:
+    """Learning curves: accuracy per batch (smoothed over 5 batches) against rows seen, per data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = payload["datasets"]
+    fig, axes = plt.subplots(len(sets), 1, figsize=(9, 2.6 * len(sets)), squeeze=False)
+    for ax, (name, entry) in zip(axes[:, 0], sets.items(), strict=True):
+        rows = np.array(entry["curves"]["batch_rows"], float)
+        seen = np.cumsum(rows)
+        for label, correct in entry["curves"].items():
+            if label == "batch_rows":
+                continue
+            c = np.array(correct, float)
+            if label.startswith("river:"):  # per batch of the same boundaries
+                c = c[: len(rows)]
+            k = np.ones(5)
+            ax.plot(seen[: len(c)], np.convolve(c, k, "same") / np.convolve(rows[: len(c)], k, "same"), label=label, lw=1.2)
+        if name.endswith("-drift"):
+            ax.axvline(DRIFT_AT, color="gray", ls="--", lw=1)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[-1, 0].set_xlabel("rows seen")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     name, _, body = text.partition("=")
     if not body:
@@ -179,7 +213,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=key=value,...", help="also run the trainer with these overrides")
     p.add_argument("--river-models", default="ARF,AMF,SRP,LogisticRegression,last-class")
     p.add_argument("--out", default="river", help="results file name under bench/results (default river)")
+    p.add_argument("--plot-only", action="store_true", help="only draw bench/results/OUT.png from OUT.json")
     args = p.parse_args(argv)
+    if args.plot_only:
+        path = RESULTS / f"{args.out}.json"
+        print(f"wrote {plot(json.loads(path.read_text()), path.with_suffix('.png'))}")
+        return {}
 
     from streaming_lstm.config import SparkConfig
     from streaming_lstm.spark_session import get_session
@@ -230,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write(args.out, {"batch_rows": args.batch, "variants": dict(variants), "datasets": results})  # so far
     spark.stop()
     payload = {"batch_rows": args.batch, "variants": dict(variants), "datasets": results}
-    print(f"wrote {write(args.out, payload)}")
+    print(f"wrote {write(args.out, payload)} and {plot(payload, RESULTS / f'{args.out}.png')}")
     print(
         json.dumps({k: {x: v[x] for x in ("streaming_lstm", "river_best", "river_best_model", "river_best_at_batches")} for k, v in results.items()}, indent=1)
     )

@@ -78,6 +78,18 @@ def basename(location: str | os.PathLike[str]) -> str:
     return posixpath.basename(os.fspath(location).rstrip("/"))
 
 
+def _write_synced(path: str, mode: int, data: bytes) -> None:
+    """Write all of ``data`` (``os.write`` may write less than asked) to a 0600 file, then fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalFileSystem:
     """``os`` with fsync of the file and its directory around each atomic write."""
 
@@ -100,23 +112,11 @@ class LocalFileSystem:
     def write_atomic(self, path: str, data: bytes) -> None:
         p = local_path(path)
         tmp = os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(tmp, os.O_TRUNC, data)
         os.replace(tmp, p)
 
     def append(self, path: str, data: bytes) -> None:
-        fd = os.open(local_path(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(local_path(path), os.O_APPEND, data)
 
     def mkdirs(self, path: str) -> None:
         os.makedirs(local_path(path), mode=0o700, exist_ok=True)

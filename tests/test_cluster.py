@@ -68,6 +68,9 @@ class Commands:
             return None
         return subprocess.run([*self.argv(line), *(extra or [])], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
 
+    def signal(self, index: int, sig: signal.Signals) -> None:
+        os.killpg(self.services[index][0].pid, sig)
+
     def kill(self, index: int) -> None:
         """``kill -9`` a service's process group: a Worker with its executor JVM and Python workers."""
         proc, _ = self.services[index]
@@ -120,24 +123,56 @@ def wait_for(what: str, check: Any, timeout: float, cmds: Commands) -> None:
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
-def wait_for_busy_worker(ui_port: int, work_dirs: list[Path], cmds: Commands, timeout: float = 300) -> int:
-    """The service index of a Worker whose executor is running a task right now (driver's REST API).
+def rest(ui_port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications{path}", timeout=2) as r:
+        return json.load(r)
 
-    A Worker's ``--work-dir`` holds ``app-ID/EXECUTOR-ID/``: that maps executors to Workers."""
+
+def running_training_tasks(ui_port: int) -> list[tuple[str, str]]:
+    """(task URL path, executor id) of each running "score and train" task, from the driver's REST API."""
+    try:
+        app = rest(ui_port, "")[0]["id"]
+        tasks = []
+        for stage in rest(ui_port, f"/{app}/stages?status=active"):
+            if "score and train" in (stage.get("description") or ""):
+                path = f"/{app}/stages/{stage['stageId']}/{stage['attemptId']}/taskList?status=RUNNING"
+                tasks += [(f"{path}#{t['taskId']}", t["executorId"]) for t in rest(ui_port, path)]
+        return tasks
+    except (OSError, ValueError, IndexError, KeyError):
+        return []
+
+
+def still_running(ui_port: int, task: str) -> bool:
+    path, _, task_id = task.partition("#")
+    try:
+        return any(str(t["taskId"]) == task_id for t in rest(ui_port, path))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def kill_a_worker_mid_task(ui_port: int, work_dirs: list[Path], cmds: Commands, timeout: float = 300) -> int:
+    """``kill -9`` a Worker while its executor runs a training task; returns the Worker's service index.
+
+    Why the SIGSTOP: polling for a busy executor and then killing it raced the end of one-second
+    tasks (CI once killed a Worker between tasks). So the Worker's whole process group is frozen
+    first; if the driver still lists the task as running half a second later, it cannot finish any
+    more and the kill lands mid-task; otherwise the Worker is thawed and the search goes on. A
+    Worker's ``--work-dir`` holds ``app-ID/EXECUTOR-ID/``: that maps an executor to its Worker."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications", timeout=2) as r:
-                app = json.load(r)[0]["id"]
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications/{app}/executors", timeout=2) as r:
-                busy = {e["id"] for e in json.load(r) if e["id"] != "driver" and e["activeTasks"] > 0}
-        except (OSError, ValueError, IndexError, KeyError):
-            busy = set()
-        for i, work in enumerate(work_dirs):
-            if any((work / app / ex).is_dir() for ex in busy):
-                return i + 1  # services: the Master, then the Workers
+        for task, executor in running_training_tasks(ui_port):
+            app = task.split("/")[1]
+            worker = next((i + 1 for i, w in enumerate(work_dirs) if (w / app / executor).is_dir()), None)
+            if worker is None:  # services: the Master, then the Workers
+                continue
+            cmds.signal(worker, signal.SIGSTOP)
+            time.sleep(0.5)
+            if still_running(ui_port, task):
+                cmds.kill(worker)
+                return worker
+            cmds.signal(worker, signal.SIGCONT)
         time.sleep(0.05)
-    raise AssertionError("no executor ever ran a task")
+    raise AssertionError("no executor ever ran a training task")
 
 
 def test_spark_submit_to_a_standalone_cluster_on_hdfs_survives_a_killed_worker(
@@ -153,7 +188,7 @@ def test_spark_submit_to_a_standalone_cluster_on_hdfs_survives_a_killed_worker(
     from tests.test_hdfs import put_shuffled
 
     cmds, base = commands
-    # 600 rows per file and batch: training tasks of about a second, so the kill lands in one.
+    # 600 rows per file and batch, one key of 300 rows per task.
     put_shuffled(join(base, "incoming"), iris_lines * 4, BATCHES, seed=21)
     lines = readme_commands()
     submit = next(i for i, line in enumerate(lines) if "spark-submit" in line)
@@ -184,9 +219,9 @@ def test_spark_submit_to_a_standalone_cluster_on_hdfs_survives_a_killed_worker(
     try:
         metrics_file = join(ck, METRICS_FILE)
         wait_for("the first applied batch", lambda: fs.exists(metrics_file) and fs.read_bytes(metrics_file).count(b"\n") >= 1, 300, cmds)
-        busy = wait_for_busy_worker(ui_port, [tmp_path / "worker-1", tmp_path / "worker-2"], cmds)
+        # A Worker, its executor JVM and its Python workers: kill -9 while a training task runs.
+        kill_a_worker_mid_task(ui_port, [tmp_path / "worker-1", tmp_path / "worker-2"], cmds)
         applied_at_kill = fs.read_bytes(metrics_file).count(b"\n")
-        cmds.kill(busy)  # that Worker, its executor JVM and its Python workers: kill -9
         _out, err = driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:

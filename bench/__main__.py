@@ -17,6 +17,7 @@ BENCHMARKS = {
     "kafka": "the demo on Apache Kafka vs Tansu (wall, memory) and rows/s through each Kafka reader",
     "parse": "Spark's per-batch parse and validation time against features per row (4, 64, 600)",
     "river": "prequential accuracy vs River's online learners (ARF, AMF, SRP, ...) on River's data sets and drift streams",
+    "kernel": "the training kernel against an earlier commit's (--against REV), side by side per shape",
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
 }
 

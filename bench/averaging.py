@@ -21,21 +21,23 @@ from bench.common import write
 from streaming_lstm import training
 from streaming_lstm.config import load_config
 from streaming_lstm.data import load_csv
+from streaming_lstm.schedule import local_epochs
+from streaming_lstm.seeds import key_shift, task_seed
 from streaming_lstm.state import TrainerState, Update
 
 ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS: list[dict[str, Any]] = [
-    {"stream.decay": 0.0, "stream.train_from": "batch", "training.local_learning_rate": 0.003},
-    {"stream.half_life_batches": 2.0, "stream.train_from": "batch", "training.local_learning_rate": 0.003},
-    {"stream.half_life_batches": 2.0, "stream.train_from": "running", "training.local_learning_rate": 0.003},
-    {"stream.decay": 1.0, "stream.train_from": "batch", "training.local_learning_rate": 0.003},
-    {"stream.decay": 1.0, "stream.train_from": "running", "training.local_learning_rate": 0.003},
-    {"stream.decay": 0.0, "training.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 2.0, "training.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 4.0, "training.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 2.0, "training.local_learning_rate": 0.01, "training.local_epochs": 10},
-    {"stream.half_life_batches": 2.0, "training.local_learning_rate": 0.02},
+    {"stream.decay": 0.0, "stream.train_from": "batch", "train.local_learning_rate": 0.003},
+    {"stream.half_life_batches": 2.0, "stream.train_from": "batch", "train.local_learning_rate": 0.003},
+    {"stream.half_life_batches": 2.0, "stream.train_from": "running", "train.local_learning_rate": 0.003},
+    {"stream.decay": 1.0, "stream.train_from": "batch", "train.local_learning_rate": 0.003},
+    {"stream.decay": 1.0, "stream.train_from": "running", "train.local_learning_rate": 0.003},
+    {"stream.decay": 0.0, "train.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 4.0, "train.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.01, "train.local_epochs": 10},
+    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.02},
     # Robust aggregation: what it costs in learning (4 partitions, so a median has something to do).
     {"stream.partitions": 4, "stream.aggregation": "mean"},
     {"stream.partitions": 4, "stream.aggregation": "median"},
@@ -51,11 +53,11 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
     order = np.concatenate([rng.permutation(len(data.y)) for _ in range(copies)])
     spec = training.TrainSpec.from_app(cfg, streaming=True)
     state = TrainerState(cfg, store=None)
-    correct_per_row: list[int] = []
+    correct_per_row: list[float] = []
     started = time.perf_counter()
     for batch_id, start in enumerate(range(0, len(order), batch_rows)):
         idx = order[start : start + batch_rows]
-        shift = training.task_seed(cfg.model.seed, batch_id, 2**32 - 1) % partitions
+        shift = key_shift(cfg.model.seed, batch_id, partitions)
         keys = (np.arange(len(idx)) + shift) % partitions
         updates, batch_correct = [], 0
         for key in range(partitions):
@@ -69,9 +71,9 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
                 data.x[rows],
                 data.y[rows],
                 spec,
-                epochs=cfg.train.local_epochs,
+                epochs=local_epochs(cfg.train, state.rows_seen),  # as the trainer: warm-up included
                 batch_size=cfg.train.batch_size,
-                seed=training.task_seed(cfg.model.seed, batch_id, key),
+                seed=task_seed(cfg.model.seed, batch_id, key),
             )
             updates.append(Update(r.rows, r.weights, r.norm, key))
             batch_correct += r.prequential.correct

@@ -19,6 +19,8 @@ from streaming_lstm import training
 from streaming_lstm.config import decay_for_half_life, load_config
 from streaming_lstm.data import load_csv
 from streaming_lstm.drift import Adwin
+from streaming_lstm.schedule import local_epochs
+from streaming_lstm.seeds import task_seed
 from streaming_lstm.state import TrainerState, Update
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,9 +50,9 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
                 data.x[idx][sel],
                 y[sel],
                 spec,
-                epochs=cfg.train.local_epochs,
+                epochs=local_epochs(cfg.train, state.rows_seen),  # as the trainer: warm-up included
                 batch_size=cfg.train.batch_size,
-                seed=training.task_seed(0, b, k),
+                seed=task_seed(0, b, k),
             )
             ups.append(Update(r.rows, r.weights, r.norm, k))
             correct += r.prequential.correct

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from streaming_lstm.spark_session import get_session
     from streaming_lstm.stream_trainer import StreamingTrainer
 
-    cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s"})
+    cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s", "train.warmup_epochs": 0})
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,10 @@ the learner learned from them / rows, over the whole stream.
 For the drift streams, ``recovery_rows``: rows from streaming-lstm's first ADWIN alarm after the
 drift until the accuracy over the last 500 rows is back within 0.02 of its accuracy over the 1 000
 rows before the drift (None if it never is). Drift streams: 6 000 rows, the drift at row 3 000. Writes bench/results/river.json.
+
+``--river-from bench/results/river.json`` takes River's figures from an earlier run instead of
+running River again (its learners are seeded and see the same rows: the figures are the same), to
+measure a change of the trainer in a third of the time; the results name the file they came from.
 """
 
 from __future__ import annotations
@@ -195,6 +199,16 @@ def plot(payload: dict[str, Any], out: Path) -> Path:
     return out
 
 
+def river_of(reused: dict[str, Any], name: str, entry: dict[str, Any], batch: int) -> dict[str, Any]:
+    """River's results for ``name`` from an earlier results file (``--river-from``): River's learners
+    are seeded and see the same rows in the same order, so a re-run gives the same figures."""
+    old = reused["datasets"].get(name)
+    if old is None or "river_best" not in old or reused.get("batch_rows") != batch or old["rows"] != entry["rows"]:
+        raise SystemExit(f"--river-from: no River results for {name} at {batch}-row batches and {entry['rows']} rows there")
+    keys = ("river", "river_best", "river_best_model", "river_best_at_batches")
+    return {**{k: old[k] for k in keys}, "curves": {**entry["curves"], **{k: v for k, v in old["curves"].items() if k.startswith("river:")}}}
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     name, _, body = text.partition("=")
     if not body:
@@ -212,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, default=50, help="rows per micro-batch (default 50)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=key=value,...", help="also run the trainer with these overrides")
     p.add_argument("--river-models", default="ARF,AMF,SRP,LogisticRegression,last-class")
+    p.add_argument("--river-from", metavar="JSON", help="take River's results from an earlier results file instead of running River")
     p.add_argument("--out", default="river", help="results file name under bench/results (default river)")
     p.add_argument("--plot-only", action="store_true", help="only draw bench/results/OUT.png from OUT.json")
     args = p.parse_args(argv)
@@ -225,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}))
     variants = [("defaults", {}), *(parse_variant(v) for v in args.variant)]
+    reused = json.loads(Path(args.river_from).read_text()) if args.river_from else None
     streams = river_streams()
     results: dict[str, Any] = {}
     for name in args.datasets.split(","):
@@ -239,29 +255,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 work.mkdir()
                 lstm[vname] = run_lstm(spark, csv, lines, args.batch, over, work)
                 print(f"{name}: streaming-lstm[{vname}] {lstm[vname]['accuracy']:.3f} in {lstm[vname]['seconds']:.1f} s", flush=True)
-        river = {}
-        for mname, make in river_models(entry["features"]).items():
-            if mname in args.river_models.split(","):
-                river[mname] = run_river(make, rows, args.batch)
-                print(f"{name}: river {mname} row {river[mname]['row']['accuracy']:.3f} batch {river[mname]['batch']['accuracy']:.3f}", flush=True)
-        if not any(m != "last-class" for m in river):  # --river-models without a learner: the trainer only
-            results[name] = {**entry, "streaming_lstm_variants": {v: r["accuracy"] for v, r in lstm.items()}}
-            continue
-        best = max((m for m in river if m != "last-class"), key=lambda m: river[m]["row"]["accuracy"])
+        curves = {"batch_rows": lstm["defaults"]["rows"], **{f"lstm:{v}": r["correct"] for v, r in lstm.items()}}
         entry.update(
             streaming_lstm=lstm["defaults"]["accuracy"],
             streaming_lstm_seconds=lstm["defaults"]["seconds"],
-            river_best=river[best]["row"]["accuracy"],
-            river_best_model=best,
-            river_best_at_batches=river[best]["batch"]["accuracy"],
             streaming_lstm_variants={v: r["accuracy"] for v, r in lstm.items()},
-            river={m: {g: {k: v for k, v in r[g].items() if k != "correct"} for g in r} for m, r in river.items()},
-            curves={
-                "batch_rows": lstm["defaults"]["rows"],
-                **{f"lstm:{v}": r["correct"] for v, r in lstm.items()},
-                **{f"river:{best}": river[best]["row"]["correct"]},
-            },
+            curves=curves,
         )
+        if reused is not None:
+            entry.update(river_of(reused, name, entry, args.batch), river_reused_from=f"{args.river_from} ({reused.get('date')})")
+        else:
+            river = {}
+            for mname, make in river_models(entry["features"]).items():
+                if mname in args.river_models.split(","):
+                    river[mname] = run_river(make, rows, args.batch)
+                    print(f"{name}: river {mname} row {river[mname]['row']['accuracy']:.3f} batch {river[mname]['batch']['accuracy']:.3f}", flush=True)
+            learners = [m for m in river if m != "last-class"]
+            if learners:  # none when --river-models names only last-class: the trainer's figures alone
+                best = max(learners, key=lambda m: river[m]["row"]["accuracy"])
+                entry.update(
+                    river_best=river[best]["row"]["accuracy"],
+                    river_best_model=best,
+                    river_best_at_batches=river[best]["batch"]["accuracy"],
+                    river={m: {g: {k: v for k, v in r[g].items() if k != "correct"} for g in r} for m, r in river.items()},
+                )
+                curves[f"river:{best}"] = river[best]["row"]["correct"]
         if name.endswith("-drift"):
             entry["recovery_rows"] = {v: recovery_rows(r["correct"], r["rows"], r["drift_batches"]) for v, r in lstm.items()}
             entry["alarm_batches"] = {v: r["drift_batches"] for v, r in lstm.items()}
@@ -270,7 +288,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spark.stop()
     payload = {"batch_rows": args.batch, "variants": dict(variants), "datasets": results}
     print(f"wrote {write(args.out, payload)} and {plot(payload, RESULTS / f'{args.out}.png')}")
-    print(
-        json.dumps({k: {x: v[x] for x in ("streaming_lstm", "river_best", "river_best_model", "river_best_at_batches")} for k, v in results.items()}, indent=1)
-    )
+    keys = ("streaming_lstm", "river_best", "river_best_model", "river_best_at_batches", "streaming_lstm_variants")
+    print(json.dumps({k: {x: v[x] for x in keys if x in v} for k, v in results.items()}, indent=1))
     return payload

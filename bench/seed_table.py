@@ -37,6 +37,7 @@ def overrides(epochs: int, partitions: int) -> dict[str, Any]:
         "train.learning_rate": 0.001,
         "train.local_learning_rate": 0.001,
         "train.local_epochs": epochs,
+        "train.warmup_epochs": 0,  # the seed's fixed epoch count
         "train.epochs": epochs,
         "stream.partitions": partitions,
         "stream.trigger": "0s",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from bench.common import FileFeed, lstm_flops_per_row, matmul_peak_gflops, synthetic_rows, write
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = {"model.hidden": "128,256", "training.batch_size": 256, "training.local_epochs": 1, "training.epochs": 1, "stream.trigger": "0s"}
+OVERRIDES = {"model.hidden": "128,256", "train.batch_size": 256, "train.local_epochs": 1, "train.warmup_epochs": 0, "train.epochs": 1, "stream.trigger": "0s"}
 
 
 def keras_rows_per_s(x: np.ndarray, y: np.ndarray, timesteps: int, hidden: list[int], classes: int, batch: int) -> float:
@@ -47,10 +48,31 @@ def keras_rows_per_s(x: np.ndarray, y: np.ndarray, timesteps: int, hidden: list[
     return len(x) / (time.perf_counter() - started)
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def small_batch_rows_per_s(spec: Any, xn: np.ndarray, y: np.ndarray, timesteps: int, hidden: list[int], classes: int, batch: int) -> dict[str, float]:
+    """The seed's small mini-batches: the from-scratch ``training.fit`` against Keras ``model.fit``,
+    one epoch each on the same rows, in this process one after the other."""
+    from streaming_lstm import training
+    from streaming_lstm.weights import init_weights
+
+    training.fit(init_weights(spec.model), xn[:64], y[:64], spec, epochs=1, batch_size=batch, seed=0)  # trace
+    started = time.perf_counter()
+    training.fit(init_weights(spec.model), xn, y, spec, epochs=1, batch_size=batch, seed=0)
+    ours = len(xn) / (time.perf_counter() - started)
+    keras = keras_rows_per_s(xn, y, timesteps, hidden, classes, batch)
+    return {"from_scratch_rows_per_s": ours, "keras_rows_per_s": keras, "from_scratch_over_keras": ours / keras}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m bench throughput", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="20000,100000")
     p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3, help="measurements of each row; min/median/max reported (default 3)")
+    p.add_argument("--small-rows", type=int, default=3000, help="rows for the small mini-batch row (default 3000)")
+    p.add_argument("--small-batch", type=int, default=10, help="the small mini-batch size (default 10, the seed's)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -66,11 +88,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {**OVERRIDES, "stream.partitions": args.partitions})
     m = cfg.model
-    flops = lstm_flops_per_row(m.timesteps, m.features_per_step, list(m.hidden), len(cfg.data.classes))
+    classes = len(cfg.data.classes)
+    flops = lstm_flops_per_row(m.timesteps, m.features_per_step, list(m.hidden), classes)
     peak = matmul_peak_gflops()
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     spec = training.TrainSpec.from_app(cfg)
-    results = []
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs: dict[int, list[dict[str, float]]] = {size: [] for size in sizes}
+    small: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         feed = FileFeed(base / "in")
@@ -80,54 +105,84 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             feed.batch(synthetic_rows(2000, seed=99))  # warm the stream path itself
             query.processAllAvailable()
-            for size in [int(s) for s in args.sizes.split(",")]:
-                rows = synthetic_rows(size, seed=size)
-                started = time.perf_counter()
-                feed.batch(rows)
-                query.processAllAvailable()
-                stream_rps = size / (time.perf_counter() - started)
-                f = base / "plain.csv"
+            for run in range(args.runs):
+                for size in sizes:
+                    rows = synthetic_rows(size, seed=size + run)
+                    started = time.perf_counter()
+                    feed.batch(rows)
+                    query.processAllAvailable()
+                    stream_rps = size / (time.perf_counter() - started)
+                    f = base / "plain.csv"
+                    f.write_text("\n".join(rows) + "\n")
+                    data = load_csv(f, cfg.data)
+                    xn = NormStats.of(data.x).transform(data.x)
+                    training.fit(init_weights(spec.model), xn[:512], data.y[:512], spec, epochs=1, batch_size=256, seed=0)  # trace
+                    started = time.perf_counter()
+                    training.fit(init_weights(spec.model), xn, data.y, spec, epochs=1, batch_size=256, seed=0)
+                    single_rps = size / (time.perf_counter() - started)
+                    keras_rps = keras_rows_per_s(xn, data.y, m.timesteps, list(m.hidden), classes, 256)
+                    runs[size].append({"streaming": stream_rps, "single": single_rps, "keras": keras_rps})
+                    if not args.json:
+                        line = f"streaming {stream_rps:8.0f} rows/s | single {single_rps:8.0f} | keras {keras_rps:8.0f}"
+                        print(f"run {run + 1} {size:>7} rows: {line}", flush=True)
+                rows = synthetic_rows(args.small_rows, seed=7 + run)
+                f = base / "small.csv"
                 f.write_text("\n".join(rows) + "\n")
                 data = load_csv(f, cfg.data)
                 xn = NormStats.of(data.x).transform(data.x)
-                training.fit(init_weights(spec.model), xn[:512], data.y[:512], spec, epochs=1, batch_size=256, seed=0)  # trace
-                started = time.perf_counter()
-                training.fit(init_weights(spec.model), xn, data.y, spec, epochs=1, batch_size=256, seed=0)
-                single_rps = size / (time.perf_counter() - started)
-                keras_rps = keras_rows_per_s(xn, data.y, m.timesteps, list(m.hidden), len(cfg.data.classes), 256)
-                row = {
-                    "rows": size,
-                    "streaming_rows_per_s": stream_rps,
-                    "single_process_rows_per_s": single_rps,
-                    "keras_rows_per_s": keras_rps,
-                    "streaming_over_single": stream_rps / single_rps,
-                    "streaming_over_keras": stream_rps / keras_rps,
-                    "streaming_gflops": stream_rps * flops["train"] / 1e9,
-                    "single_gflops": single_rps * flops["train"] / 1e9,
-                    "keras_gflops": keras_rps * flops["train"] / 1e9,
-                }
-                row["streaming_share_of_peak"] = row["streaming_gflops"] / peak
-                results.append(row)
+                small.append(small_batch_rows_per_s(spec, xn, data.y, m.timesteps, list(m.hidden), classes, args.small_batch))
                 if not args.json:
-                    print(
-                        f"{size:>7} rows: streaming {stream_rps:8.0f} rows/s ({row['streaming_gflops']:.1f} GFLOP/s, "
-                        f"{row['streaming_share_of_peak']:.0%} of peak) | single {single_rps:8.0f} | keras {keras_rps:8.0f} | "
-                        f"stream/single {row['streaming_over_single']:.2f} stream/keras {row['streaming_over_keras']:.2f}",
-                        flush=True,
-                    )
+                    ours, keras = small[-1]["from_scratch_rows_per_s"], small[-1]["keras_rows_per_s"]
+                    print(f"run {run + 1} mini-batch {args.small_batch}: from scratch {ours:.0f} rows/s | keras {keras:.0f}", flush=True)
         finally:
             query.stop()
+    results = []
+    for size in sizes:
+        med = {k: statistics.median(r[k] for r in runs[size]) for k in ("streaming", "single", "keras")}
+        results.append(
+            {
+                "rows": size,
+                "streaming_rows_per_s": med["streaming"],
+                "single_process_rows_per_s": med["single"],
+                "keras_rows_per_s": med["keras"],
+                "streaming_over_single": med["streaming"] / med["single"],
+                "streaming_over_keras": med["streaming"] / med["keras"],
+                "streaming_gflops": med["streaming"] * flops["train"] / 1e9,
+                "streaming_share_of_peak": med["streaming"] * flops["train"] / 1e9 / peak,
+                "single_gflops": med["single"] * flops["train"] / 1e9,
+                "keras_gflops": med["keras"] * flops["train"] / 1e9,
+                "runs": {k: spread([r[k] for r in runs[size]]) for k in ("streaming", "single", "keras")},
+                "ratio_runs": {
+                    "streaming_over_single": spread([r["streaming"] / r["single"] for r in runs[size]]),
+                    "streaming_over_keras": spread([r["streaming"] / r["keras"] for r in runs[size]]),
+                },
+            }
+        )
+        if not args.json:
+            r = results[-1]
+            print(
+                f"{size:>7} rows (median of {args.runs}): streaming {r['streaming_rows_per_s']:.0f} rows/s ({r['streaming_share_of_peak']:.0%} of peak) | "
+                f"stream/single {r['streaming_over_single']:.2f} stream/keras {r['streaming_over_keras']:.2f}"
+            )
+    small_row = {
+        "rows": args.small_rows,
+        "batch_size": args.small_batch,
+        **{k: statistics.median(r[k] for r in small) for k in ("from_scratch_rows_per_s", "keras_rows_per_s", "from_scratch_over_keras")},
+        "runs": {k: spread([r[k] for r in small]) for k in ("from_scratch_rows_per_s", "keras_rows_per_s", "from_scratch_over_keras")},
+    }
     payload = {
         "partitions": args.partitions,
         "hidden": list(m.hidden),
         "batch_size": 256,
         "epochs": 1,
+        "runs": args.runs,
         "flops_per_row": flops,
         "matmul_peak_gflops": peak,
         "results": results,
+        "small_mini_batch": small_row,
     }
     path = write("throughput", payload)
-    print(json.dumps(payload) if args.json else f"wrote {path}")
+    print(json.dumps(payload) if args.json else f"mini-batch {args.small_batch}: from scratch / keras {small_row['from_scratch_over_keras']:.2f}\nwrote {path}")
     return payload
 
 

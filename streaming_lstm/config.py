@@ -79,6 +79,8 @@ class TrainConfig:
     epochs: int = 150  # standalone ``fit``
     local_epochs: int = 5  # each streaming partition task, per micro-batch
     local_learning_rate: float = 0.0  # streaming partition tasks; 0 = use learning_rate
+    warmup_epochs: int = 10  # extra local epochs at the first row, decaying to 0 (schedule.py)
+    warmup_rows: int = 1000  # rows trained over which the extra epochs decay; 0 = no warm-up
     tf_threads: int = 0  # TF intra-op threads per process; 0 lets TF decide
 
 
@@ -335,6 +337,8 @@ def validate(cfg: AppConfig) -> None:
     for key in ("batch_size", "epochs", "local_epochs"):
         need(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "must be positive")
     need(t.tf_threads >= 0, "train.tf_threads", t.tf_threads, "must be >= 0")
+    for key in ("warmup_epochs", "warmup_rows"):
+        need(getattr(t, key) >= 0, f"train.{key}", getattr(t, key), "must be >= 0 (0 = no warm-up)")
     need(s.partitions > 0, "stream.partitions", s.partitions, "must be positive")
     need(s.tasks >= 0, "stream.tasks", s.tasks, "must be >= 0 (0 = one per core)")
     parse_duration(s.trigger, "stream.trigger")

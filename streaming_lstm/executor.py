@@ -68,11 +68,14 @@ def _maybe_fail(batch_id: int) -> None:
         faults.hit("worker", batch_id)
 
 
-def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict: dict[str, Any], batch_id: int, threads: int) -> Iterator[pd.DataFrame]:
+def train_frames(
+    frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict: dict[str, Any], batch_id: int, threads: int, epochs: int
+) -> Iterator[pd.DataFrame]:
     """The ``mapInPandas`` body: rows ``key, _idx, f0.., label`` in, one result row per key out.
 
     Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
     order, and a replayed batch must train on the rows in the same order to reproduce its weights.
+    ``epochs`` is this batch's local epoch count (schedule.py), decided by the driver.
     """
     training = _training()
     import time
@@ -98,7 +101,7 @@ def train_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict
             x,
             y,
             spec,
-            epochs=cfg.train.local_epochs,
+            epochs=epochs,
             batch_size=cfg.train.batch_size,
             seed=task_seed(cfg.model.seed, batch_id, key),
             threads=threads,

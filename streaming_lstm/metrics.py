@@ -28,6 +28,7 @@ class BatchMetrics(TypedDict, total=False):
     headers_skipped: int  # header lines (rows.py): skipped, not dead letters
     dead_reasons: dict[str, int]
     partition_rows: list[int]  # valid rows per training partition, sorted
+    local_epochs: int  # epochs each partition task trained (schedule.py: warm-up included)
     prequential_correct: int  # rows predicted right before training on them
     prequential_accuracy: float
     prequential_loss: float

@@ -51,10 +51,13 @@ class LSTMCell(tf.Module):
         hs = []
         for t in range(steps):  # T is static: the loop unrolls when traced
             z = xw[:, t, :] + tf.matmul(h, self.recurrent_kernel)  # (B, 4H)
-            f = tf.sigmoid(z[:, 0 * H : 1 * H])  # forget    (B, H)
-            i = tf.sigmoid(z[:, 1 * H : 2 * H])  # input     (B, H)
-            g = tf.tanh(z[:, 2 * H : 3 * H])  # candidate (B, H)
-            o = tf.sigmoid(z[:, 3 * H : 4 * H])  # output    (B, H)
+            # One split, not four slices: a slice's gradient is a zero-padded (B, 4H) tensor per
+            # gate, the split's is a single concat (measured with `python -m bench kernel`).
+            zf, zi, zg, zo = tf.split(z, 4, axis=1)  # 4 x (B, H), in the order f, i, g, o
+            f = tf.sigmoid(zf)  # forget    (B, H)
+            i = tf.sigmoid(zi)  # input     (B, H)
+            g = tf.tanh(zg)  # candidate (B, H)
+            o = tf.sigmoid(zo)  # output    (B, H)
             c = f * c + i * g  # (B, H)
             h = o * tf.tanh(c)  # (B, H)
             hs.append(h)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streaming_lstm import executor, faults, tb_log
+from streaming_lstm import executor, faults, schedule, tb_log
 from streaming_lstm.config import AppConfig
 from streaming_lstm.drift import Adwin
 from streaming_lstm.fs import join
@@ -217,6 +217,7 @@ class StreamingTrainer:
             "headers_skipped": counts.headers_skipped,
             "dead_reasons": counts.dead_by_reason,
             "partition_rows": sorted(r.rows for r in results),
+            "local_epochs": schedule.local_epochs(self.cfg.train, self.state.rows_seen),
             "prequential_correct": correct,
             "prequential_accuracy": correct / rows_valid if rows_valid else nan,
             "prequential_loss": loss_sum / rows_valid if rows_valid else nan,
@@ -283,7 +284,8 @@ class StreamingTrainer:
         blob = executor.encode_model(self.state.training_weights(), self.state.norm)
         bc = sc.broadcast(blob)
         try:
-            fn = functools.partial(executor.train_frames, model_blob=bc, config_dict=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads)
+            epochs = schedule.local_epochs(self.cfg.train, self.state.rows_seen)
+            fn = functools.partial(executor.train_frames, model_blob=bc, config_dict=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads, epochs=epochs)
             faults.hit_later("mid_train", batch_id)
             # Arrow, not collect(): the results carry every partition's weights as bytes (1.8 MB each
             # for the seed's 128,256 model), and pickled rows over py4j cost far more.

@@ -78,7 +78,9 @@ class CompiledModel:
     """An :class:`~streaming_lstm.model.LSTMStack`, its optimiser state and traced functions.
 
     The traced functions take a ``None`` batch dimension, so a short last mini-batch or a batch of
-    another size does not retrace.
+    another size does not retrace. :meth:`train_steps` runs every mini-batch of a training call
+    inside one traced loop: a call from Python into a ``tf.function`` costs about as much as a
+    whole step of a small LSTM on 10 rows, so ``fit`` makes one call, not one per mini-batch.
     """
 
     def __init__(self, spec: TrainSpec) -> None:
@@ -92,7 +94,8 @@ class CompiledModel:
         nfeat = spec.model.num_features
         x_sig = tf.TensorSpec((None, nfeat), tf.float32)
         y_sig = tf.TensorSpec((None,), tf.int32)
-        self.train_step = tf.function(self._train_step, input_signature=[x_sig, y_sig])
+        i_sig = tf.TensorSpec((None,), tf.int32)
+        self.train_steps = tf.function(self._train_steps, input_signature=[x_sig, y_sig, i_sig, i_sig])
         self.score_step = tf.function(self._score_step, input_signature=[x_sig, y_sig])
         self.predict_step = tf.function(self._predict_step, input_signature=[x_sig])
 
@@ -118,18 +121,39 @@ class CompiledModel:
         # agree to float rounding (tests/test_optimizers.py). Note where epsilon sits: Adam adds it
         # to sqrt(v) with the bias correction folded into the step size (Kingma & Ba's "efficient"
         # form), RMSprop inside the square root; both damp the steps of tiny gradients.
-        alpha = lr * tf.sqrt(1 - tf.pow(ADAM_BETA2, t)) / (1 - tf.pow(ADAM_BETA1, t))
+        #   Adam:  m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2);  var -= alpha m / (sqrt(v) + eps)
+        #   with alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
+        # Adam runs as TF's fused kernel (ResourceApplyAdam computes exactly those three lines, in
+        # that order): one op per variable instead of eight, which matters at small mini-batches.
         for var, g, m, v in zip(variables, grads, self.slots_m, self.slots_v, strict=True):
             if self.spec.optimizer == "adam":
-                m.assign_add((g - m) * (1 - ADAM_BETA1))
-                v.assign_add((tf.square(g) - v) * (1 - ADAM_BETA2))
-                var.assign_sub((m * alpha) / (tf.sqrt(v) + EPSILON))
+                tf.raw_ops.ResourceApplyAdam(
+                    var=var.handle,
+                    m=m.handle,
+                    v=v.handle,
+                    beta1_power=tf.pow(ADAM_BETA1, t),
+                    beta2_power=tf.pow(ADAM_BETA2, t),
+                    lr=lr,
+                    beta1=ADAM_BETA1,
+                    beta2=ADAM_BETA2,
+                    epsilon=EPSILON,
+                    grad=g,
+                )
             elif self.spec.optimizer == "rmsprop":
                 v.assign(RMSPROP_RHO * v + (1 - RMSPROP_RHO) * tf.square(g))
                 var.assign_sub((lr * g) / tf.sqrt(v + EPSILON))
             else:  # sgd
                 var.assign_sub(lr * g)
         return loss
+
+    def _train_steps(self, x, y, order, bounds):  # type: ignore[no-untyped-def]
+        """Step k trains rows ``order[bounds[k]:bounds[k + 1]]``; returns the (S,) step losses."""
+        steps = tf.shape(bounds)[0] - 1
+        losses = tf.TensorArray(tf.float32, size=steps)
+        for k in tf.range(steps):  # a graph loop (AutoGraph), not a Python one
+            idx = order[bounds[k] : bounds[k + 1]]  # (b,)
+            losses = losses.write(k, self._train_step(tf.gather(x, idx), tf.gather(y, idx)))
+        return losses.stack()
 
     def _score_step(self, x, y):  # type: ignore[no-untyped-def]
         logits = self.net(x)
@@ -171,19 +195,16 @@ def fit(
     model = compiled(spec, threads)
     model.net.assign(check_weights(weights, spec.model))
     model.reset_optimizer()
-    x = np.ascontiguousarray(x, np.float32)
-    y = np.ascontiguousarray(y, np.int32)
+    n = len(x)
+    if epochs <= 0 or n == 0:
+        return model.net.get(), float("nan")
     rng = np.random.default_rng(seed)
-    last = float("nan")
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        total, seen = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            loss = float(model.train_step(x[idx], y[idx]))
-            total += loss * len(idx)
-            seen += len(idx)
-        last = total / seen if seen else float("nan")
+    order = np.concatenate([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)  # (E*N,)
+    starts = np.arange(0, n, batch_size)  # one epoch's mini-batch starts; the last may be short
+    bounds = np.concatenate([e * n + starts for e in range(epochs)] + [[epochs * n]]).astype(np.int32)
+    losses = model.train_steps(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int32), order, bounds).numpy()
+    sizes = np.diff(bounds)[-len(starts) :]
+    last = float(np.dot(losses[-len(starts) :].astype(np.float64), sizes) / n)  # the last epoch's mean
     return model.net.get(), last
 
 

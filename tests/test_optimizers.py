@@ -34,8 +34,10 @@ def test_optimizer_steps_equal_keras(name: str) -> None:
     ours = training.compiled(spec)
     ours.net.assign(w0)
     ours.reset_optimizer()
-    for x, y in batches:
-        ours.train_step(x, y)
+    # All steps in one call of the traced loop that fit() uses: step k trains rows bounds[k]:bounds[k+1].
+    xs, ys = np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+    bounds = np.arange(0, len(xs) + 1, 7, dtype=np.int32)
+    ours.train_steps(xs, ys, np.arange(len(xs), dtype=np.int32), bounds)
     got = ours.net.get()
 
     net = LSTMStack(CFG)

@@ -119,7 +119,7 @@ def test_wide_rows_stream_without_code_generation_errors(tmp_path: Path) -> None
     conf = tmp_path / "wide.toml"
     conf.write_text(
         f'[data]\nfeatures = {json.dumps(features)}\nlabel = "y"\nclasses = ["0", "1"]\n'
-        "[model]\ntimesteps = 100\nfeatures_per_step = 6\nhidden = [4]\n[train]\nlocal_epochs = 1\nbatch_size = 30\n"
+        "[model]\ntimesteps = 100\nfeatures_per_step = 6\nhidden = [4]\n[train]\nlocal_epochs = 1\nwarmup_epochs = 0\nbatch_size = 30\n"
     )
     ck = tmp_path / "ck"
     args = ["train", "--source", "file", "--path", str(incoming), "--checkpoint", str(ck), "--conf", str(conf), "--trigger", "0s", "--idle-timeout", "4"]

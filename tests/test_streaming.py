@@ -161,7 +161,7 @@ def test_nan_partition_update_is_rejected_and_model_stays_finite(spark: Any, iri
 def test_one_partition_one_epoch_equals_the_standalone_trainer(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
     from streaming_lstm import standalone
 
-    over = {"stream.partitions": 1, "train.local_epochs": 1, "train.epochs": 1, "train.local_learning_rate": 0.0}
+    over = {"stream.partitions": 1, "train.local_epochs": 1, "train.epochs": 1, "train.local_learning_rate": 0.0, "train.warmup_epochs": 0}
     rows = shuffled(iris_lines, 1, seed=3)
     with streaming(spark, config(**over), tmp_path / "ck") as (_tr, feed):
         feed(rows)

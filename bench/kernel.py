@@ -1,0 +1,93 @@
+"""kernel: the training kernel of this checkout against the one of an earlier commit, side by side.
+
+``training.fit`` of the working tree and ``training.fit`` of ``--against`` (a git revision; its
+``training.py`` and ``model.py`` are copied out of git into a temporary package, so both kernels
+live in one process) train the same rows from the same weights, alternating ``--runs`` times, per
+shape: the seed's 128,256 at mini-batch 10 and 256, and a 64-unit model at mini-batch 10 with 4
+steps of one feature and one step of 18 features. Reports rows/s of each, the ratio new / old per
+alternation (min/median/max) and the largest weight difference between the two kernels' results
+(float rounding of a different but equal computation; replay within one kernel stays exact).
+Writes bench/results/kernel.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import write
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = [  # name, timesteps, features per step, hidden, rows, mini-batch
+    ("128,256 mini-batch 10", 4, 1, (128, 256), 1500, 10),
+    ("64 mini-batch 10", 4, 1, (64,), 1500, 10),
+    ("64 one step of 18 features, mini-batch 10", 1, 18, (64,), 1500, 10),
+    ("128,256 mini-batch 256", 4, 1, (128, 256), 10000, 256),
+]
+
+
+def old_training(rev: str, into: Path) -> Any:
+    """``streaming_lstm.training`` as of ``rev``, importable beside the current one as ``kernel_old``."""
+    pkg = into / "kernel_old"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name in ("model", "training"):
+        text = subprocess.run(["git", "show", f"{rev}:streaming_lstm/{name}.py"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        (pkg / f"{name}.py").write_text(text.replace("from streaming_lstm.model import", "from kernel_old.model import"))
+    sys.path.insert(0, str(into))
+    return importlib.import_module("kernel_old.training")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m bench kernel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--against", default="HEAD", help="git revision whose kernel is the baseline (default HEAD: measure uncommitted changes)")
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args(argv)
+    rev = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+
+    from streaming_lstm import training
+    from streaming_lstm.weights import LSTMConfig, init_weights
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        kernels = {"old": old_training(rev, Path(tmp)), "new": training}
+        for name, steps, feats, hidden, n, batch in SHAPES:
+            cfg = LSTMConfig(timesteps=steps, features_per_step=feats, hidden=hidden, num_classes=3)
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(n, steps * feats)).astype(np.float32)
+            y = rng.integers(0, 3, n).astype(np.int32)
+            w = init_weights(cfg)
+            specs = {k: m.TrainSpec(cfg, "adam", 0.01, 5.0, 0.0) for k, m in kernels.items()}
+            for k, m in kernels.items():
+                m.fit(w, x[:64], y[:64], specs[k], epochs=1, batch_size=batch, seed=0)  # trace
+            rps: dict[str, list[float]] = {"old": [], "new": []}
+            out: dict[str, Any] = {}
+            for _ in range(args.runs):
+                for k, m in kernels.items():
+                    started = time.perf_counter()
+                    out[k], _loss = m.fit(w, x, y, specs[k], epochs=1, batch_size=batch, seed=1)
+                    rps[k].append(n / (time.perf_counter() - started))
+            ratios = [a / b for a, b in zip(rps["new"], rps["old"], strict=True)]
+            diff = max(float(np.abs(out["old"][k] - out["new"][k]).max()) for k in out["old"])
+            results[name] = {"old_rows_per_s": rps["old"], "new_rows_per_s": rps["new"], "new_over_old": ratios, "max_weight_difference": diff}
+            print(
+                f"{name}: {rev} {statistics.median(rps['old']):.0f} rows/s, this checkout {statistics.median(rps['new']):.0f}; "
+                f"new/old min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}; max |weight diff| {diff:.1e}",
+                flush=True,
+            )
+    path = write("kernel", {"against": rev, "runs": args.runs, "shapes": results})
+    print(f"wrote {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

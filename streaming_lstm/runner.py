@@ -130,6 +130,14 @@ def stop_after_commit(query: StreamingQuery, batch_id: int, timeout: float = 10.
         if progress and progress["batchId"] >= batch_id and "addBatch" in progress["durationMs"]:
             break  # a report of an executed batch (idle triggers have no addBatch) at or after ours
         time.sleep(0.05)
+    # With more data waiting, Spark plans the next batch right after the commit, writing its offsets
+    # file; stopping then interrupts that write as well (the same InterruptedException). That batch
+    # reaches our handler, which refuses it (StopRequested) and so ends the query without an
+    # interrupt; only an idle query (no trigger running, twice in a row) is stopped from here.
+    idle = 0
+    while query.isActive and time.monotonic() < deadline + timeout and idle < 2:
+        idle = idle + 1 if not query.status["isTriggerActive"] else 0
+        time.sleep(0.05)
     query.stop()
 
 

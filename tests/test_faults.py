@@ -35,7 +35,7 @@ def metrics(ck: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.kafka
 @pytest.mark.spark
-def test_driver_killed_five_times_loses_nothing_and_ends_where_an_uninterrupted_run_ends(
+def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_run_ends(
     spark: Any, kafka: Any, reader: str, iris_lines: list[str], tmp_path: Path
 ) -> None:
     from streaming_lstm.store import ModelStore
@@ -53,6 +53,11 @@ def test_driver_killed_five_times_loses_nothing_and_ends_where_an_uninterrupted_
 
     ck = tmp_path / "killed"
     kills = ["mid_train@1", "before_save@2", "mid_save@4", "after_save@6", "mid_train@8"]
+    if reader == "python-source":
+        # Every kill point on Spark's connector; on the Python source (the fallback reader, whose
+        # restarts cost ~50 s each on Apache Kafka here) the three that leave different things on
+        # disk: nothing saved, a torn save, a save that Spark never committed.
+        kills = ["mid_train@1", "mid_save@4", "after_save@6"]
     for fault in kills:
         r = run_train(args(ck), fault)
         assert r.returncode == -9, f"{fault}: expected SIGKILL, got {r.returncode}\n{r.stderr[-2000:]}"

@@ -1,0 +1,92 @@
+"""Window formation per entity (windows.py): the same windows however events are split into
+micro-batches, stride and horizon, sorting within a batch, late and out-of-order events rejected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streaming_lstm.windows import LATE, OUT_OF_ORDER, EntityState, WindowSpec, advance
+
+
+def run(times: np.ndarray, values: np.ndarray, spec: WindowSpec, cuts: list[int]) -> tuple[np.ndarray, EntityState]:
+    state, out = EntityState(), []
+    for a, b in zip([0, *cuts], [*cuts, len(times)], strict=True):
+        r = advance(state, times[a:b], values[a:b], spec, watermark=None)
+        assert not r.rejected
+        out.append(r.windows)
+        state = r.state
+    return np.concatenate(out), state
+
+
+@pytest.mark.parametrize(("timesteps", "stride", "horizon"), [(4, 1, 0), (3, 2, 0), (5, 3, 2), (1, 1, 0), (2, 1, 1)])
+def test_windows_are_formed_once_however_the_events_are_split_into_batches(timesteps: int, stride: int, horizon: int) -> None:
+    rng = np.random.default_rng(timesteps * 10 + stride)
+    n = 47
+    times = np.arange(n, dtype=float)
+    values = np.stack([times, rng.normal(size=n)], axis=1)  # column 0 = the event number
+    spec = WindowSpec(timesteps, stride, horizon)
+    whole, state = run(times, values, spec, [])
+    L = timesteps + horizon
+    ends = [j for j in range(L - 1, n) if (j - (L - 1)) % stride == 0]
+    assert len(whole) == len(ends) == (n - L) // stride + 1
+    for w, end in zip(whole, ends, strict=True):
+        np.testing.assert_array_equal(w[:, 0], np.arange(end - L + 1, end + 1))  # L consecutive events
+    assert state.accepted == n and len(state.tail_times) == L - 1
+    for seed in range(5):
+        cuts = sorted(np.random.default_rng(seed).choice(np.arange(1, n), size=6, replace=False).tolist())
+        split, _ = run(times, values, spec, cuts)
+        np.testing.assert_array_equal(split, whole)
+    one_by_one, _ = run(times, values, spec, list(range(1, n)))
+    np.testing.assert_array_equal(one_by_one, whole)
+
+
+def test_events_out_of_order_within_a_batch_are_sorted_into_place() -> None:
+    spec = WindowSpec(3)
+    times = np.array([2.0, 0.0, 1.0, 4.0, 3.0])
+    r = advance(EntityState(), times, times[:, None] * 10, spec, watermark=None)
+    assert not r.rejected
+    np.testing.assert_array_equal(r.windows[:, :, 0], [[0, 10, 20], [10, 20, 30], [20, 30, 40]])
+    np.testing.assert_array_equal(r.window_end_times, [2, 3, 4])
+
+
+def test_late_and_cross_batch_out_of_order_events_are_rejected_with_their_reason() -> None:
+    spec = WindowSpec(2)
+    first = advance(EntityState(), np.array([10.0, 11.0, 12.0]), np.array([[1.0], [2.0], [3.0]]), spec, watermark=None)
+    assert len(first.windows) == 2 and first.state.last_time == 12.0
+    # 5.0 is behind the watermark (late); 11.5 is within it but before the entity's 12.0 (out of order).
+    second = advance(first.state, np.array([13.0, 5.0, 11.5, 14.0]), np.array([[4.0], [9.0], [9.0], [5.0]]), spec, watermark=8.0)
+    assert second.rejected == [(1, LATE), (2, OUT_OF_ORDER)]
+    np.testing.assert_array_equal(second.windows[:, :, 0], [[3, 4], [4, 5]])  # nothing rejected used
+    assert second.state.accepted == 5 and second.state.last_time == 14.0
+    tie = advance(second.state, np.array([14.0]), np.array([[6.0]]), spec, watermark=8.0)
+    assert not tie.rejected and tie.windows[:, :, 0].tolist() == [[5, 6]], "an equal time is not out of order"
+
+
+def test_a_bad_spec_or_a_changed_event_width_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="timesteps"):
+        WindowSpec(0)
+    with pytest.raises(ValueError, match="stride"):
+        WindowSpec(3, stride=0)
+    with pytest.raises(ValueError, match="horizon"):
+        WindowSpec(3, horizon=-1)
+    state = advance(EntityState(), np.array([0.0, 1.0]), np.zeros((2, 3)), WindowSpec(3), None).state
+    with pytest.raises(ValueError, match=r"2 values.*holds 3"):
+        advance(state, np.array([2.0]), np.zeros((1, 2)), WindowSpec(3), None)
+
+
+def test_synthetic_events_are_seeded_interleaved_and_change_regime() -> None:
+    from streaming_lstm.event_synth import sine_events, to_csv_lines
+
+    events = sine_events(entities=3, events=200, seed=4)
+    assert events == sine_events(entities=3, events=200, seed=4) and events != sine_events(entities=3, events=200, seed=5)
+    assert len(events) == 600 and [e.time for e in events] == sorted(e.time for e in events)
+    assert [e.entity for e in events[:6]] == ["e0", "e1", "e2"] * 2, "entities interleave"
+    for name in ("e0", "e1", "e2"):
+        v = np.array([e.value for e in events if e.entity == name])
+        before, after = np.abs(np.diff(v[:100])).mean(), np.abs(np.diff(v[100:])).mean()
+        assert after > 1.5 * before, f"{name}: the regime change makes the series move faster ({before:.3f} -> {after:.3f})"
+    lines = to_csv_lines(events[:2])
+    assert lines[0] == "entity,time,value" and lines[1].startswith("e0,0,")
+    with pytest.raises(ValueError, match="change_at"):
+        sine_events(change_at=1.5)

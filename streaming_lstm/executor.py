@@ -85,7 +85,9 @@ def train_frames(
     spec = training.TrainSpec.from_app(cfg, streaming=True)
     blob = model_blob.value if hasattr(model_blob, "value") else model_blob
     weights, norm = decode_model(blob, spec.model)
-    frame = pd.concat(list(frames), ignore_index=True) if frames is not None else pd.DataFrame()
+    parts = list(frames) if frames is not None else []
+    # A task whose partition is empty (a batch smaller than its keys) gets no frames at all.
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     _maybe_fail(batch_id)
     if frame.empty:
         return

@@ -55,9 +55,9 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     kills = ["mid_train@1", "before_save@2", "mid_save@4", "after_save@6", "mid_train@8"]
     if reader == "python-source":
         # Every kill point on Spark's connector; on the Python source (the fallback reader, whose
-        # restarts cost ~50 s each on Apache Kafka here) the three that leave different things on
-        # disk: nothing saved, a torn save, a save that Spark never committed.
-        kills = ["mid_train@1", "mid_save@4", "after_save@6"]
+        # restarts cost ~50 s each on Apache Kafka here) the two that leave the most on disk: a
+        # torn save, and a save that Spark never committed (its offsets are replayed).
+        kills = ["mid_save@4", "after_save@6"]
     for fault in kills:
         r = run_train(args(ck), fault)
         assert r.returncode == -9, f"{fault}: expected SIGKILL, got {r.returncode}\n{r.stderr[-2000:]}"

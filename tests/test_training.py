@@ -57,3 +57,19 @@ def test_short_last_batch_and_other_sizes_do_not_retrace() -> None:
     before = model.train_steps.experimental_get_tracing_count()
     training.fit(init_weights(CFG), x[:17], y[:17], spec, epochs=2, batch_size=4, seed=0)
     assert model.train_steps.experimental_get_tracing_count() == before
+
+
+def test_a_partition_task_with_no_frames_returns_no_rows() -> None:
+    """A batch smaller than its keys leaves a task's partition empty: PySpark then calls the
+    mapInPandas function with no frames at all (seen in CI on the Kafka demo)."""
+    from pathlib import Path
+
+    from streaming_lstm import executor
+    from streaming_lstm.config import load_config
+    from streaming_lstm.normalizer import NormStats
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "iris.toml")
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
+    blob = executor.encode_model(init_weights(spec.model), NormStats.empty(spec.model.num_features))
+    out = executor.train_frames(iter([]), model_blob=blob, config_dict=cfg.to_dict(), batch_id=0, threads=1, epochs=1)
+    assert list(out) == []

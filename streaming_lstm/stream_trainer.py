@@ -170,13 +170,14 @@ class StreamingTrainer:
             t_count = time.perf_counter()
             self._write_dead_letters(parsed, batch_id, counts)
             t_dead = time.perf_counter()
-            results = self._train(parsed, batch_id, counts) if counts.rows_valid else []
+            epochs = schedule.local_epochs(self.cfg.train, self.state.rows_seen)  # from the state before this batch
+            results = self._train(parsed, batch_id, counts, epochs) if counts.rows_valid else []
             t_train = time.perf_counter()
         finally:
             parsed.unpersist()
         if counts.rows_valid == 0 and counts.rows_dead == 0 and counts.headers_skipped == 0:
             return  # an empty batch changes nothing and needs no version
-        metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started)
+        metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
         # "train" includes decoding the results (PartitionResult.from_row).
         metrics["step_seconds"] = {"read_parse_count": t_count - started, "dead_letters": t_dead - t_count, "train": t_train - t_dead}
         self._apply(batch_id, results, metrics)
@@ -199,7 +200,7 @@ class StreamingTrainer:
             self.spark.sparkContext.setJobDescription(f"streaming-lstm batch {batch_id}: dead letters")
             dead_letters(parsed, batch_id).write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
 
-    def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float) -> BatchMetrics:
+    def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float, epochs: int) -> BatchMetrics:
         """Step 5a: the batch's figures, checked: every valid row was trained exactly once."""
         rows_valid = counts.rows_valid
         rows_trained = sum(r.rows for r in results)
@@ -217,7 +218,7 @@ class StreamingTrainer:
             "headers_skipped": counts.headers_skipped,
             "dead_reasons": counts.dead_by_reason,
             "partition_rows": sorted(r.rows for r in results),
-            "local_epochs": schedule.local_epochs(self.cfg.train, self.state.rows_seen),
+            "local_epochs": epochs,
             "prequential_correct": correct,
             "prequential_accuracy": correct / rows_valid if rows_valid else nan,
             "prequential_loss": loss_sum / rows_valid if rows_valid else nan,
@@ -271,7 +272,7 @@ class StreamingTrainer:
         metrics["drift_raised"] = raised
         metrics["drift_detections"] = self.drift.detections if self.drift else 0
 
-    def _train(self, parsed: DataFrame, batch_id: int, counts: BatchCounts) -> list[PartitionResult]:
+    def _train(self, parsed: DataFrame, batch_id: int, counts: BatchCounts, epochs: int) -> list[PartitionResult]:
         """Steps 3-4: key the valid rows (keying.py), train one task per key group from the broadcast
         global weights (executor.py), and decode the results sorted by key: the driver's float sums
         then run in one fixed order, so a replayed batch reproduces the same weights."""
@@ -284,7 +285,6 @@ class StreamingTrainer:
         blob = executor.encode_model(self.state.training_weights(), self.state.norm)
         bc = sc.broadcast(blob)
         try:
-            epochs = schedule.local_epochs(self.cfg.train, self.state.rows_seen)
             fn = functools.partial(executor.train_frames, model_blob=bc, config_dict=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads, epochs=epochs)
             faults.hit_later("mid_train", batch_id)
             # Arrow, not collect(): the results carry every partition's weights as bytes (1.8 MB each

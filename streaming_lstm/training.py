@@ -125,14 +125,15 @@ class CompiledModel:
         #   with alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
         # Adam runs as TF's fused kernel (ResourceApplyAdam computes exactly those three lines, in
         # that order): one op per variable instead of eight, which matters at small mini-batches.
+        beta1_power, beta2_power = tf.pow(ADAM_BETA1, t), tf.pow(ADAM_BETA2, t)  # once per step, not per variable
         for var, g, m, v in zip(variables, grads, self.slots_m, self.slots_v, strict=True):
             if self.spec.optimizer == "adam":
                 tf.raw_ops.ResourceApplyAdam(
                     var=var.handle,
                     m=m.handle,
                     v=v.handle,
-                    beta1_power=tf.pow(ADAM_BETA1, t),
-                    beta2_power=tf.pow(ADAM_BETA2, t),
+                    beta1_power=beta1_power,
+                    beta2_power=beta2_power,
                     lr=lr,
                     beta1=ADAM_BETA1,
                     beta2=ADAM_BETA2,

@@ -3,6 +3,12 @@ stream and (b) the same training done in one plain TensorFlow process, side by s
 
 ratio = trainer / (a + b). Small (50 rows) and large (20 000 rows) batches, Iris config, P = 2.
 Latency is the wall time from a file landing in the watched directory to the batch being done.
+
+``--remote local`` (or ``sc://HOST:PORT``) measures the same no-op and trainer over Spark Connect
+too (``local``: a server started for the run), in a second process after the classic one (PySpark
+cannot hold a classic and a Connect session in one process), with the same batches:
+``connect_ratio`` = trainer over Connect / classic trainer, ``connect_noop_ratio`` the same for the
+no-op.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,42 +30,35 @@ from bench.common import FileFeed, synthetic_rows, write
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench overhead", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="50,20000")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--partitions", type=int, default=2)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+def noop(df: Any, batch_id: int) -> None:
+    """The no-op foreachBatch (a module function, so Spark Connect sends it by reference)."""
 
-    from streaming_lstm import training
+
+def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str, list[float]]]:
+    """Latencies per batch size: no-op, trainer and (classic only) plain TF; ``remote`` set: over Connect."""
+    from streaming_lstm import connect, training
     from streaming_lstm.config import SparkConfig, load_config
     from streaming_lstm.data import load_csv
+    from streaming_lstm.remote_trainer import make_trainer
     from streaming_lstm.runner import start_query
     from streaming_lstm.sources import file_source
-    from streaming_lstm.spark_session import get_session
-    from streaming_lstm.stream_trainer import StreamingTrainer
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s", "train.warmup_epochs": 0})
-    spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
-    results = []
+    out: dict[int, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
+        session = connect.open_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}), remote, server_log=str(base / "server.log"))
+        spark = session.spark
         noop_feed, train_feed = FileFeed(base / "noop"), FileFeed(base / "train")
-        noop_q = (
-            file_source(spark, noop_feed.dir, cfg)
-            .writeStream.foreachBatch(lambda df, bid: None)
-            .option("checkpointLocation", str(base / "ck-noop"))
-            .trigger(processingTime="0 seconds")
-            .start()
-        )
-        trainer = StreamingTrainer(spark, cfg, base / "ck-train", echo=False)
+        noop_q = file_source(spark, noop_feed.dir, cfg).writeStream.foreachBatch(noop).option("checkpointLocation", str(base / "ck-noop")).start()
+        trainer = make_trainer(spark, cfg, str(base / "ck-train"), echo=False)
         trainer.warm_up()
         train_q = start_query(trainer, file_source(spark, train_feed.dir, cfg))
         spec = training.TrainSpec.from_app(cfg, streaming=True)
         try:
             for size in [int(s) for s in args.sizes.split(",")]:
-                times: dict[str, list[float]] = {"noop": [], "trainer": [], "plain_tf": []}
+                names = ["noop", "trainer"] + ([] if remote else ["plain_tf"])
+                times = out.setdefault(size, {name: [] for name in names})
                 for rep in range(args.reps + 1):  # the first rep warms up, not counted
                     rows = synthetic_rows(size, seed=rep)
                     for name, feed, q in (("noop", noop_feed, noop_q), ("trainer", train_feed, train_q)):
@@ -66,11 +67,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         q.processAllAvailable()
                         if rep:
                             times[name].append(time.perf_counter() - started)
+                    if remote:
+                        continue
                     f = base / "plain.csv"
                     f.write_text("\n".join(rows) + "\n")
                     started = time.perf_counter()
                     data = load_csv(f, cfg.data)
-                    state_w, norm = trainer.state.training_weights(), trainer.state.norm
+                    state = trainer.state  # classic: the trainer's own state, in this process
+                    state_w, norm = state.training_weights(), state.norm  # type: ignore[union-attr]
                     for key in range(args.partitions):
                         sel = np.arange(len(data.y)) % args.partitions == key
                         training.train_partition(
@@ -78,20 +82,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         )
                     if rep:
                         times["plain_tf"].append(time.perf_counter() - started)
-                med = {k: statistics.median(v) for k, v in times.items()}
-                row = {"rows": size, **{f"{k}_s": v for k, v in med.items()}, "ratio": med["trainer"] / (med["noop"] + med["plain_tf"]), "all": times}
-                results.append(row)
-                if not args.json:
-                    print(
-                        f"{size:>6} rows: trainer {med['trainer']:.3f} s, no-op {med['noop']:.3f} s, "
-                        f"plain TF {med['plain_tf']:.3f} s -> ratio {row['ratio']:.2f}",
-                        flush=True,
-                    )
         finally:
             noop_q.stop()
             train_q.stop()
-    payload = {"partitions": args.partitions, "reps": args.reps, "config": "conf/iris.toml", "results": results}
-    path = write("overhead", payload)
+            session.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m bench overhead", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="50,20000")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--remote", metavar="URL", help="also measure over Spark Connect: 'local' (start a server) or sc://HOST:PORT")
+    p.add_argument("--connect-only", action="store_true", help=argparse.SUPPRESS)  # the second process of --remote
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.connect_only:
+        print(json.dumps(measure(args, args.remote)))
+        return {}
+    classic = measure(args, None)
+    over_connect: dict[str, dict[str, list[float]]] = {}
+    if args.remote:
+        cmd = [sys.executable, "-m", "bench", "overhead", "--connect-only", "--remote", args.remote, "--sizes", args.sizes]
+        cmd += ["--reps", str(args.reps), "--partitions", str(args.partitions)]
+        child = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if child.returncode:
+            raise SystemExit(f"the Connect measurement failed:\n{child.stderr[-3000:]}")
+        over_connect = json.loads(child.stdout.strip().splitlines()[-1])
+    results = []
+    for size, times in classic.items():
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row: dict[str, Any] = {"rows": size, **{f"{k}_s": v for k, v in med.items()}, "ratio": med["trainer"] / (med["noop"] + med["plain_tf"]), "all": times}
+        line = f"{size:>6} rows: trainer {med['trainer']:.3f} s, no-op {med['noop']:.3f} s, plain TF {med['plain_tf']:.3f} s -> ratio {row['ratio']:.2f}"
+        remote = over_connect.get(str(size))
+        if remote:
+            cmed = {k: statistics.median(v) for k, v in remote.items()}
+            row |= {"connect_trainer_s": cmed["trainer"], "connect_noop_s": cmed["noop"], "connect_all": remote}
+            row |= {"connect_ratio": cmed["trainer"] / med["trainer"], "connect_noop_ratio": cmed["noop"] / med["noop"]}
+            line += (
+                f"; over Connect: trainer {cmed['trainer']:.3f} s ({row['connect_ratio']:.2f}x), no-op {cmed['noop']:.3f} s ({row['connect_noop_ratio']:.2f}x)"
+            )
+        results.append(row)
+        if not args.json:
+            print(line, flush=True)
+    payload = {"partitions": args.partitions, "reps": args.reps, "config": "conf/iris.toml", "remote": args.remote, "results": results}
+    path = write("overhead-connect" if args.remote else "overhead", payload)
     print(json.dumps(payload) if args.json else f"wrote {path}")
     return payload
 

@@ -51,6 +51,14 @@ def _add_strict_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_remote_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--remote",
+        metavar="URL",
+        help="run over Spark Connect: sc://HOST:PORT, or 'local' to start a local Connect server for this run (default: $SPARK_REMOTE; unset: classic Spark)",
+    )
+
+
 def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> argparse._ArgumentGroup:
     """The stream source options shared by ``train`` and ``predict``."""
     src = p.add_argument_group("source")
@@ -269,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--partitions", type=int, help="training partitions per micro-batch (stream.partitions)")
     run.add_argument("--trigger", help="micro-batch interval, e.g. 2s (stream.trigger)")
     run.add_argument("--master", help="Spark master (spark.master); ignored under spark-submit")
+    _add_remote_arg(run)
     run.add_argument("--max-batches", type=int, metavar="N", help="stop after N applied micro-batches")
     run.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows")
     _add_config_args(p)
@@ -303,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, help="training partitions per micro-batch (stream.partitions)")
     p.add_argument("--trigger", default="1s", help="micro-batch interval (default 1s)")
     p.add_argument("--master", help="Spark master (spark.master)")
+    _add_remote_arg(p)
     p.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
@@ -342,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="micro-batch interval, e.g. 1s or 500ms (default 1s); also how long a new model version can wait before it scores rows",
     )
     p.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows")
+    _add_remote_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streaming_lstm import runner, sources
+from streaming_lstm import connect, runner, sources
 from streaming_lstm.config import AppConfig
 from streaming_lstm.metrics import prequential_last
+from streaming_lstm.remote_trainer import make_trainer
 from streaming_lstm.replay import KafkaSink, ReplayStats, SocketSink, read_rows, replay
-from streaming_lstm.spark_session import get_session
-from streaming_lstm.stream_trainer import StreamingTrainer
 
 TOPIC = "demo"
 
@@ -41,7 +40,9 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
     broker: Any = None
     reader: str | None = None
     try:
-        spark = get_session(cfg.spark)
+        remote = connect.remote_from(getattr(args, "remote", None))
+        session = connect.open_session(cfg.spark, remote, server_log=str(checkpoint / "connect-server.log") if remote == "local" else None)
+        spark = session.spark
         if args.source == "kafka":
             # Tansu under-reports ListOffsets for multi-record batches, which Spark's connector plans
             # with: the last records of a burst wait for more data (seen: 899 of 900 trained). The
@@ -56,7 +57,7 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
             sink = SocketSink("127.0.0.1", 0, stop_producer, say)
             source = sources.socket_source(spark, "127.0.0.1", sink.port)
             where = f"a local socket on 127.0.0.1:{sink.port}"
-        trainer = StreamingTrainer(spark, cfg, checkpoint, echo=not args.json)
+        trainer = make_trainer(spark, cfg, checkpoint, echo=not args.json)
         say(f"demo: Python workers ready in {trainer.warm_up():.1f} s")
         say(f"demo: replaying {args.rows} rows of {args.data} at {args.rate:g} rows/s into {where}")
         say(f"demo: training with {cfg.stream.partitions} partitions, trigger {cfg.stream.trigger}; checkpoint {checkpoint}")
@@ -80,25 +81,25 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
                     sink.close()
 
         producer = threading.Thread(target=produce, name="replay-producer", daemon=True)
-        producer.start()
 
         def done() -> str | None:
-            if producer.is_alive():
+            if producer.is_alive() or producer.ident is None:
                 return None
             handled = sum(int(m["rows_in"]) for m in trainer.history)
             return "every produced row was trained or dead-lettered" if handled >= stats.rows_sent else None
 
-        result = runner.run(trainer, source, stop_event=threading.Event(), on_tick=done, idle_timeout=args.timeout)
+        result = runner.run(trainer, source, stop_event=threading.Event(), on_tick=done, idle_timeout=args.timeout, on_first_trigger=producer.start)
     finally:
         stop_producer.set()
         if args.source == "socket" and "sink" in locals():
             sink.close()
         if broker is not None:
             broker.stop()
-        if "spark" in locals():
-            spark.stop()
+        if "session" in locals():
+            session.stop()
     _, ev = evaluate(checkpoint, args.data)
     return {
+        "spark": session.kind,
         "source": args.source,
         "broker": broker.description if broker is not None else None,
         "kafka_reader": reader,
@@ -125,6 +126,7 @@ def format_summary(s: dict[str, Any]) -> str:
         [
             "",
             f"demo finished ({s['stopped_by']}) in {s['elapsed_s']:.1f} s",
+            f"  spark                {s['spark']}",
             f"  source               {s['source']}" + (f" on {s['broker']}, read by the {s['kafka_reader']}" if s["broker"] else ""),
             f"  rows produced        {s['rows_produced']} ({s['corrupt_produced']} corrupt on purpose)",
             f"  rows trained         {s['rows_trained']} in {s['batches']} batches",

@@ -68,10 +68,24 @@ def _maybe_fail(batch_id: int) -> None:
         faults.hit("worker", batch_id)
 
 
+def split_model_row(frame: pd.DataFrame, model_blob: Any = None) -> tuple[bytes, pd.DataFrame]:
+    """The model and the data rows of a task: the broadcast ``model_blob`` (classic mode), or else
+    the task's one model row (``_model`` set, keying.py; under Spark Connect)."""
+    if model_blob is not None:
+        return model_blob.value if hasattr(model_blob, "value") else model_blob, frame
+    is_model = frame["_model"].notna().to_numpy()
+    blobs = frame.loc[is_model, "_model"]
+    if len(blobs) != 1:
+        raise RuntimeError(f"a training task received {len(blobs)} model rows; expected exactly 1 (keying.keyed_rows)")
+    return bytes(blobs.iloc[0]), frame.loc[~is_model]
+
+
 def train_frames(
-    frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict: dict[str, Any], batch_id: int, threads: int, epochs: int
+    frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], batch_id: int, threads: int, epochs: int, model_blob: Any = None
 ) -> Iterator[pd.DataFrame]:
     """The ``mapInPandas`` body: rows ``key, _idx, f0.., label`` in, one result row per key out.
+    The global weights come as ``model_blob`` (a broadcast), or else as the one row with ``_model``
+    set (Spark Connect; connect.ship_model).
 
     Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
     order, and a replayed batch must train on the rows in the same order to reproduce its weights.
@@ -83,14 +97,14 @@ def train_frames(
     entered = time.perf_counter()
     cfg = _config(config_dict)
     spec = training.TrainSpec.from_app(cfg, streaming=True)
-    blob = model_blob.value if hasattr(model_blob, "value") else model_blob
-    weights, norm = decode_model(blob, spec.model)
     parts = list(frames) if frames is not None else []
-    # A task whose partition is empty (a batch smaller than its keys) gets no frames at all.
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:
+        return  # a batch with fewer rows than keys leaves a task's partition empty
+    blob, frame = split_model_row(pd.concat(parts, ignore_index=True), model_blob)
     _maybe_fail(batch_id)
     if frame.empty:
-        return
+        return  # a batch with fewer rows than keys leaves some tasks only their model row
+    weights, norm = decode_model(blob, spec.model)
     feats = cfg.data.feature_columns()
     for key in sorted(int(k) for k in frame["key"].unique()):
         part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
@@ -133,11 +147,13 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], 
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
 
 
-SCORE_SCHEMA = "value string, probabilities array<double>, predicted int, error string"
+SCORE_SCHEMA = "value string, probabilities array<double>, predicted int, error string, _pos long"
 
 
-def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
-    """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason`` in, in their order.
+def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int, model_blob: Any = None) -> Iterator[pd.DataFrame]:
+    """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason, _pos`` in, one row out
+    per data row, with its ``_pos``. The model is the broadcast ``model_blob``, or else the one row
+    with ``_model`` set (Spark Connect; connect.ship_model).
 
     A valid row (``reason`` NULL) gets its class probabilities and ``predicted`` class id; a
     rejected one passes through with ``error`` = its reason, so one Spark job handles both.
@@ -145,12 +161,18 @@ def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict
     training = _training()
     cfg = _config(config_dict)
     spec = training.TrainSpec.from_app(cfg)
-    blob = model_blob.value if hasattr(model_blob, "value") else model_blob
-    weights, norm = decode_model(blob, spec.model)
     feats = cfg.data.feature_columns()
-    for frame in frames:
+    model: tuple[dict[str, np.ndarray], NormStats] | None = None
+    if model_blob is not None:
+        model = decode_model(model_blob.value if hasattr(model_blob, "value") else model_blob, spec.model)
+    pending: list[pd.DataFrame] = []  # data frames that came before the model row
+
+    def scored(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        assert model is not None
+        weights, norm = model
+        frame = frame.reset_index(drop=True)
         if frame.empty:
-            continue
+            return
         ok = frame["reason"].isna().to_numpy()
         probs = training.predict(weights, norm.transform(frame.loc[ok, feats].to_numpy(np.float64)), spec, threads).astype(np.float64)
         column: list[Any] = [None] * len(frame)
@@ -158,4 +180,21 @@ def score_frames(frames: Iterator[pd.DataFrame], *, model_blob: Any, config_dict
         for j, row in zip(np.flatnonzero(ok), probs, strict=True):
             column[j] = row
         predicted[ok] = probs.argmax(axis=1)
-        yield pd.DataFrame({"value": frame["value"], "probabilities": column, "predicted": predicted, "error": frame["reason"]})
+        yield pd.DataFrame({"value": frame["value"], "probabilities": column, "predicted": predicted, "error": frame["reason"], "_pos": frame["_pos"]})
+
+    for frame in frames:
+        is_model = frame["_model"].notna().to_numpy() if "_model" in frame.columns else np.zeros(len(frame), bool)
+        if is_model.any():
+            if model is not None or is_model.sum() > 1:
+                raise RuntimeError("a scoring task received more than one model row; expected exactly 1")
+            model = decode_model(bytes(frame.loc[is_model, "_model"].iloc[0]), spec.model)
+            pending.append(frame.loc[~is_model])
+            for waiting in pending:
+                yield from scored(waiting)
+            pending = []
+        elif model is None:
+            pending.append(frame)
+        else:
+            yield from scored(frame)
+    if model is None and any(not f.empty for f in pending):
+        raise RuntimeError("a scoring task received rows but no model row")

@@ -42,6 +42,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streaming_lstm.config import AppConfig, ConfigError
+from streaming_lstm.connect import is_remote
 from streaming_lstm.kafka_source import CONNECT_TIMEOUT_S, SOURCE_NAME, KafkaDataSource, connect
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,17 @@ def has_connector(spark: SparkSession) -> bool:
 
     ``Class.forName`` from py4j asks the JVM's system class loader, which never sees jars added
     through ``spark.jars``; Spark's own ``Utils.classIsLoadable`` asks the context class loader that
-    does.
+    does. Under Spark Connect there is no py4j: the server is asked to resolve the ``kafka`` format
+    (analysis only; no broker is contacted), which fails with DATA_SOURCE_NOT_FOUND without it.
     """
+    if is_remote(spark):
+        try:
+            spark.readStream.format("kafka").option("kafka.bootstrap.servers", "127.0.0.1:9").option("subscribe", "probe").load().schema  # noqa: B018
+            return True
+        except Exception as exc:
+            if "DATA_SOURCE_NOT_FOUND" not in str(exc) and "Failed to find data source" not in str(exc):
+                log.warning("could not tell whether the Connect server has Spark's Kafka connector (%s); using the Python source", exc)
+            return False
     try:
         assert spark._jvm is not None
         return bool(spark._jvm.org.apache.spark.util.Utils.classIsLoadable(CONNECTOR_CLASS))
@@ -132,7 +142,10 @@ def records_skipped(progress: Mapping[str, Any]) -> int:
     for source in progress.get("sources", []):
         start, end = _offsets(source.get("startOffset")), _offsets(source.get("endOffset"))
         planned += sum(max(0, o - start.get(tp, o)) for tp, o in end.items())
-    return max(0, planned - int(progress.get("numInputRows", 0)))
+    read = progress.get("numInputRows")
+    if read is None:  # Spark Connect's progress reports carry it per source only
+        read = sum(int(source.get("numInputRows") or 0) for source in progress.get("sources", []))
+    return max(0, planned - int(read))
 
 
 class BrokerWatch:

@@ -64,8 +64,11 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
         try:
             left_ms = max(500, int((deadline - time.monotonic()) * 1000))
             # fetch_max_wait_ms: the high-watermark poll below must not sit in the broker's 500 ms
-            # wait for new data on every trigger.
-            consumer = _consumer(bootstrap, options, bootstrap_timeout_ms=min(5000, left_ms), fetch_max_wait_ms=50)
+            # wait for new data on every trigger. No incremental fetch sessions (KIP-227): in one,
+            # the broker leaves unchanged partitions out of its Fetch responses, so their high
+            # watermark never came and every trigger waited out latest_offsets' 2 s deadline
+            # (measured: 2.0 s per latestOffset call on Apache Kafka, 0.01 s without sessions).
+            consumer = _consumer(bootstrap, options, bootstrap_timeout_ms=min(5000, left_ms), fetch_max_wait_ms=50, enable_incremental_fetch_sessions=False)
             parts = consumer.partitions_for_topic(topic)
             if parts:
                 return consumer, sorted(parts)
@@ -94,7 +97,7 @@ def latest_offsets(consumer: Any, topic: str, partitions: Sequence[int]) -> dict
     # Any Fetch response carries the high watermark; poll until every partition has reported one.
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
-        consumer.poll(timeout_ms=200, max_records=1)
+        consumer.poll(timeout_ms=20, max_records=1)  # short: poll waits its whole timeout when no record comes
     out = {}
     for tp in tps:
         hw = consumer.highwater(tp)
@@ -178,6 +181,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.fail_on_data_loss = self.options.get("failOnDataLoss", "true").lower() == "true"
         self._consumer: Any = None
         self._partitions: list[int] = []
+        self._last_latest: dict[int, int] | None = None
 
     def _client(self, timeout: float = CONNECT_TIMEOUT_S) -> Any:
         if self._consumer is None:
@@ -245,6 +249,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         from pyspark.sql.streaming.datasource import ReadMaxRows
 
         latest = self._latest()
+        self._last_latest = latest
         begin = {int(p): int(o) for p, o in start.items()}
         for p in latest:  # a partition added after the start begins at 0
             begin.setdefault(p, 0)
@@ -264,7 +269,10 @@ class KafkaStreamReader(DataSourceStreamReader):
         return {str(p): max(o, begin[p]) for p, o in latest.items()}
 
     def reportLatestOffset(self) -> dict | None:
-        return {str(p): o for p, o in self._latest().items()}
+        """For the progress report, right after latestOffset in the same trigger: its answer, not a
+        second round trip to the broker (0.2 s per trigger, measured)."""
+        latest = self._last_latest if self._last_latest is not None else self._latest()
+        return {str(p): o for p, o in latest.items()}
 
     def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
         out: list[InputPartition] = []

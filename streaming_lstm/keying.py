@@ -12,6 +12,9 @@ Contract, for a batch of N valid rows and P keys:
   takes the remainder.
 * Key k is trained in Spark task ``k mod T``, routed there by a value that Spark's hash
   partitioning sends to that task (``routes``, see stream_trainer.route_keys).
+* Under Spark Connect, which has no broadcast variables, each of the T tasks also receives exactly
+  one *model row* (``key`` = -1, ``_model`` = the global weights as ``.npz`` bytes): the weights
+  travel with the data (connect.ship_model). Data rows then have ``_model`` NULL.
 
 The pure functions here are what the Spark column expressions in :func:`keyed_rows` compute.
 """
@@ -25,6 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 LOCAL_BITS = 33  # monotonically_increasing_id() = (partition index << 33) + position in partition
+MODEL_KEY = -1  # the key of the model rows (data keys are 0..P-1)
 
 
 def partition_order(counts: Iterable[Mapping[str, Any]]) -> list[int]:
@@ -56,8 +60,9 @@ def key_of(index: int, shift: int, partitions: int) -> int:
     return (index + shift) % partitions
 
 
-def keyed_rows(valid: DataFrame, offsets: Mapping[int, int], shift: int, partitions: int, routes: Sequence[int]) -> DataFrame:
-    """``valid`` with ``_idx`` (global index) and ``key``, repartitioned so each key's task gets it.
+def keyed_rows(valid: DataFrame, offsets: Mapping[int, int], shift: int, partitions: int, routes: Sequence[int], model: bytes | None = None) -> DataFrame:
+    """``valid`` with ``_idx`` (global index) and ``key``, repartitioned so each key's task gets it;
+    with ``model``, plus one model row per task carrying it in ``_model`` (module docstring).
 
     ``valid`` must not have been reshuffled since the batch was read (its Spark partition ids and
     row positions are the ones ``offsets`` was computed from).
@@ -72,4 +77,14 @@ def keyed_rows(valid: DataFrame, offsets: Mapping[int, int], shift: int, partiti
     task = F.pmod(F.col("key"), F.lit(tasks)) + 1  # key k runs in task k mod T
     route = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), task)
     keyed = with_mid.withColumn("_idx", index).withColumn("key", key).withColumn("_route", route)
-    return keyed.repartition(tasks, F.col("_route")).drop("_route", "_mid")
+    if model is None:
+        return keyed.repartition(tasks, F.col("_route")).drop("_route", "_mid")
+    keyed = keyed.withColumn("_model", F.lit(None).cast("binary"))
+    slots = valid.sparkSession.range(tasks).select(
+        F.lit(MODEL_KEY).alias("key"),
+        F.lit(-1).cast("long").alias("_idx"),
+        F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.col("id").cast("int") + 1).alias("_route"),
+        F.lit(bytearray(model)).alias("_model"),
+    )
+    both = keyed.unionByName(slots, allowMissingColumns=True)
+    return both.repartition(tasks, F.col("_route")).drop("_route", "_mid")

@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from streaming_lstm import executor
+from streaming_lstm import connect, executor
 from streaming_lstm.rows import HEADER
 from streaming_lstm.spark_parse import feature_names, observed, parsed_batch
 from streaming_lstm.store import ModelStore, SavedModel
@@ -39,7 +39,11 @@ class StreamPredictor:
         self.store = ModelStore.resolve(model_path)
         self.out = out or sys.stdout
         self.saved: SavedModel | None = None
-        self.blob: Any = None
+        self.blob: bytes = b""
+        self.shipped: Any = None
+        from streaming_lstm.stream_trainer import route_keys
+
+        self.routes = route_keys(spark, connect.default_parallelism(spark))
         self.rows_scored = 0
         self.rows_rejected = 0
         self.rescored_batches = 0  # batches scored again because a version appeared meanwhile
@@ -56,16 +60,32 @@ class StreamPredictor:
         saved = self.store.load_latest()
         if saved is None or (self.saved is not None and saved.version <= self.saved.version):
             return False
-        if self.blob is not None:
-            self.blob.unpersist()
         self.saved = saved
-        self.blob = self.spark.sparkContext.broadcast(executor.encode_model(saved.weights, saved.norm))
+        self.blob = executor.encode_model(saved.weights, saved.norm)
+        connect.release(self.shipped)
+        self.shipped = connect.ship_model(self.spark, self.blob)  # a broadcast; None under Connect
         return True
 
     def _scorer(self) -> Any:
         saved = self.saved
         assert saved is not None
-        return functools.partial(executor.score_frames, model_blob=self.blob, config_dict=saved.config.to_dict(), threads=0)
+        return functools.partial(executor.score_frames, model_blob=self.shipped, config_dict=saved.config.to_dict(), threads=0)
+
+    def _with_model_rows(self, rows: DataFrame) -> DataFrame:
+        """``rows`` with ``_pos`` (partition, position: the input order). Classic mode scores them
+        where they are, with the broadcast model. Under Connect, which has no broadcast, one model
+        row per scoring task is added (executor.score_frames) and all are routed by ``_route``: each
+        input partition goes whole to one task, and ``_pos`` restores the order afterwards."""
+        if self.shipped is not None:
+            return rows.withColumn("_pos", F.monotonically_increasing_id())
+        routes = self.routes
+        pick = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.pmod(F.spark_partition_id(), F.lit(len(routes))) + 1)
+        data = rows.withColumn("_pos", F.monotonically_increasing_id()).withColumn("_route", pick).withColumn("_model", F.lit(None).cast("binary"))
+        slots = self.spark.range(len(routes)).select(
+            F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.col("id").cast("int") + 1).alias("_route"),
+            F.lit(bytearray(self.blob)).alias("_model"),
+        )
+        return data.unionByName(slots, allowMissingColumns=True).repartition(len(routes), F.col("_route")).drop("_route")
 
     def warm_up(self) -> float:
         """Import TF and trace the prediction function in every Python worker (seconds taken).
@@ -76,20 +96,22 @@ class StreamPredictor:
         started = time.perf_counter()
         saved = self.saved
         assert saved is not None
-        n = self.spark.sparkContext.defaultParallelism
         feats = feature_names(saved.config.data)
-        rows = self.spark.range(n * 2).select(F.lit("").alias("value"), *[F.lit(0.0).alias(f) for f in feats], F.lit(None).cast("string").alias("reason"))
-        self.spark.sparkContext.setJobDescription("streaming-lstm predict: warm up the Python workers")
-        rows.repartition(n).mapInPandas(self._scorer(), executor.SCORE_SCHEMA).count()
+        rows = self.spark.range(len(self.routes) * 2).select(
+            F.lit("").alias("value"), *[F.lit(0.0).alias(f) for f in feats], F.lit(None).cast("string").alias("reason")
+        )
+        connect.describe(self.spark, "streaming-lstm predict: warm up the Python workers")
+        self._with_model_rows(rows).mapInPandas(self._scorer(), executor.SCORE_SCHEMA).count()
         return time.perf_counter() - started
 
-    def start(self, source: DataFrame, checkpoint: str | Path, trigger: str = "1 second") -> StreamingQuery:
-        """Start the prediction query (parsed in the plan, row counts as observed metrics)."""
+    def start(self, source: DataFrame, checkpoint: str | Path, trigger: str = "1 second", handler: Any = None) -> StreamingQuery:
+        """Start the prediction query (parsed in the plan, row counts as observed metrics);
+        ``handler`` replaces :meth:`handle` (RemotePredictHandler under Spark Connect)."""
         saved = self.saved
         assert saved is not None
         return (
             observed(source, saved.config.data, require_label=False)
-            .writeStream.foreachBatch(self.handle)
+            .writeStream.foreachBatch(handler or self.handle)
             .option("checkpointLocation", str(checkpoint))
             .trigger(processingTime=trigger)
             .start()
@@ -98,9 +120,9 @@ class StreamPredictor:
     def _score(self, parsed: DataFrame, batch_id: int) -> Any:
         saved = self.saved
         assert saved is not None
-        self.spark.sparkContext.setJobDescription(f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
+        connect.describe(self.spark, f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
         # Arrow, not collect(): one round trip, no per-row pickling.
-        return parsed.mapInPandas(self._scorer(), executor.SCORE_SCHEMA).toArrow()
+        return self._with_model_rows(parsed).mapInPandas(self._scorer(), executor.SCORE_SCHEMA).toArrow().sort_by("_pos")
 
     def handle(self, df: DataFrame, batch_id: int) -> None:
         self._refresh()
@@ -145,27 +167,80 @@ class StreamPredictor:
         self.last_batch_id = batch_id
 
 
+class RemotePredictHandler:
+    """``predict --remote``: the foreachBatch function sent to the Spark Connect server. It builds
+    the :class:`StreamPredictor` there on its first batch, appending JSON lines to ``out`` (a path
+    on the server's machine), as the trainer's RemoteHandler does (remote_trainer.py)."""
+
+    def __init__(self, model: str, out: str) -> None:
+        self.model, self.out = model, out
+        self._predictor: StreamPredictor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model": self.model, "out": self.out}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model"], state["out"])  # type: ignore[misc]
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        if self._predictor is None:
+            self._predictor = StreamPredictor(df.sparkSession, self.model, open(self.out, "a"))  # noqa: SIM115 - lives as long as the run
+        self._predictor.handle(df, batch_id)
+
+
+def _count_lines(path: str, start: int) -> tuple[int, int]:
+    """Scored and rejected lines appended to ``path`` after byte ``start``."""
+    import os
+
+    if not os.path.exists(path):
+        return 0, 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        lines = [json.loads(x) for x in f.read().splitlines() if x.strip()]
+    rejected = sum(1 for r in lines if "error" in r)
+    return len(lines) - rejected, rejected
+
+
 def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
-    """``streaming-lstm predict --source ...``: score until idle, a signal, or a failed query."""
+    """``streaming-lstm predict --source ...``: score until idle, a signal, or a failed query.
+
+    Under Spark Connect (``--remote``) the scoring runs in the server (RemotePredictHandler) and
+    writes ``--out``, which is then required; idleness is read from the query's progress reports.
+    """
+    import os
+
     from streaming_lstm import runner
+    from streaming_lstm.config import ConfigError
     from streaming_lstm.sources import SourceSpec, open_source
-    from streaming_lstm.spark_session import get_session
 
     cfg = ModelStore.load_latest_or_raise(args.model).config
     if getattr(args, "kafka_reader", None):
         cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
-    spark = get_session(cfg.spark)
+    remote = connect.remote_from(getattr(args, "remote", None))
+    if remote is not None:
+        if not args.out:
+            raise ConfigError("predict --remote needs --out FILE: under Spark Connect the predictions are written by the server, to a file")
+        connect.require_local_path(str(args.checkpoint), "--checkpoint")
+    session = connect.open_session(cfg.spark, remote)
+    spark = session.spark
     source = open_source(spark, cfg, SourceSpec.from_args(args))
-    predictor = StreamPredictor(spark, args.model, out)
+    predictor = StreamPredictor(spark, os.path.abspath(args.model), out)
     print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
-    query = predictor.start(source, args.checkpoint, f"{trigger_ms} milliseconds")
+    out_start = os.path.getsize(args.out) if remote is not None and os.path.exists(args.out) else 0
+    handler = RemotePredictHandler(os.path.abspath(args.model), os.path.abspath(args.out)) if remote is not None else None
+    query = predictor.start(source, os.path.abspath(args.checkpoint), f"{trigger_ms} milliseconds", handler)
     event = threading.Event()
     runner.install_signal_handlers(event)
     started = time.monotonic()
-    seen = {"rows": 0, "at": started}
+    seen: dict[str, Any] = {"rows": 0, "at": started, "batch": -1}
 
     def tick() -> str | None:
-        rows = predictor.rows_scored + predictor.rows_rejected
+        if remote is None:
+            rows = predictor.rows_scored + predictor.rows_rejected
+        else:  # the rows each trigger read, from the progress reports
+            rows = sum(int(s.get("numInputRows") or 0) for p in query.recentProgress for s in p.get("sources", []))
+            if query.lastProgress is not None:
+                seen["batch"] = int(query.lastProgress["batchId"])
         if rows != seen["rows"]:
             seen.update(rows=rows, at=time.monotonic())
         if event.is_set():
@@ -175,13 +250,10 @@ def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
         return None
 
     runner.wait(query, tick)
-    runner.stop_after_commit(query, predictor.last_batch_id)
+    runner.stop_after_commit(query, predictor.last_batch_id if remote is None else seen["batch"])
     error = query.exception()
-    spark.stop()
+    session.stop()
     if error is not None:
         raise RuntimeError(f"the prediction query failed: {runner.query_error(error)}")
-    print(
-        f'streaming-lstm: scored {predictor.rows_scored} rows, {predictor.rows_rejected} rejected (an "error" line each), '
-        f"in {time.monotonic() - started:.1f} s",
-        file=sys.stderr,
-    )
+    scored, rejected = (predictor.rows_scored, predictor.rows_rejected) if remote is None else _count_lines(args.out, out_start)
+    print(f'streaming-lstm: scored {scored} rows, {rejected} rejected (an "error" line each), in {time.monotonic() - started:.1f} s', file=sys.stderr)

@@ -23,14 +23,17 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
+from streaming_lstm import connect
 from streaming_lstm.config import AppConfig, parse_duration
 from streaming_lstm.fs import join
 from streaming_lstm.kafka_reader import READERS, BrokerWatch, choose_reader, records_skipped
 from streaming_lstm.metrics import BatchMetrics, prequential_last
+from streaming_lstm.remote_trainer import RemoteTrainer, make_trainer
 from streaming_lstm.sources import SourceSpec, open_source
 from streaming_lstm.spark_parse import observed
-from streaming_lstm.spark_session import get_session
 from streaming_lstm.stream_trainer import StreamingTrainer
+
+Trainer = StreamingTrainer | RemoteTrainer  # in this process, or in a Spark Connect server
 
 log = logging.getLogger("streaming_lstm.runner")
 
@@ -47,7 +50,7 @@ class RunResult:
     records_skipped: int = 0  # Kafka records gone before they were read (failOnDataLoss=false)
 
 
-def start_query(trainer: StreamingTrainer, source: DataFrame) -> StreamingQuery:
+def start_query(trainer: Trainer, source: DataFrame) -> StreamingQuery:
     """Start the foreachBatch query; Spark's own checkpoint lives in ``CHECKPOINT/spark``.
 
     Rows are parsed in the streaming plan so that each batch's row counts are also the query's
@@ -142,18 +145,22 @@ def stop_after_commit(query: StreamingQuery, batch_id: int, timeout: float = 10.
 
 
 def run(
-    trainer: StreamingTrainer,
+    trainer: Trainer,
     source: DataFrame,
     *,
     max_batches: int | None = None,
     idle_timeout: float | None = None,
     stop_event: threading.Event | None = None,
     on_tick: Callable[[], str | None] | None = None,
+    on_first_trigger: Callable[[], None] | None = None,
     broker_watch: BrokerWatch | None = None,
 ) -> RunResult:
     """Run the query until a stop condition; return what was trained in this run.
 
     ``on_tick`` is called every ~0.2 s; a string it returns stops the run with that reason.
+    ``on_first_trigger`` is called once, when the query has reported its first trigger (the demo
+    starts its producer then, so that rows arrive batch by batch, also when the query takes long to
+    start, as under Spark Connect).
     ``broker_watch`` (Kafka through Spark's connector) says when the broker stops answering.
     """
     started = time.monotonic()
@@ -162,7 +169,13 @@ def run(
     trainer.last_rows_at = time.monotonic()
     progress = ProgressWatch()
 
+    first = [on_first_trigger]
+
     def tick() -> str | None:
+        if first[0] is not None and query.lastProgress is not None:
+            first[0]()
+            first[0] = None
+        trainer.follow(query)
         progress.scan(query)
         if broker_watch is not None:
             broker_watch.check()
@@ -181,7 +194,9 @@ def run(
         stopped_by = wait(query, tick)
     finally:
         trainer.request_stop()
+        trainer.follow(query)
         stop_after_commit(query, trainer.state.last_batch_id)
+        trainer.follow(query)
         progress.scan(query)
     error = query.exception()
     if error is not None and "StopRequested" not in str(error):
@@ -217,23 +232,26 @@ def summarize(result: RunResult, checkpoint: str) -> str:
 
 def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
     checkpoint = str(args.checkpoint)
-    spark = get_session(cfg.spark)
-    spec = SourceSpec.from_args(args)
-    source = open_source(spark, cfg, spec)
-    trainer = StreamingTrainer(spark, cfg, checkpoint)
-    print(
-        f"streaming-lstm: training from {args.source} into {checkpoint} with {cfg.stream.partitions} partitions, "
-        f"trigger {cfg.stream.trigger}; starting at model version {trainer.state.version} (batch {trainer.state.last_batch_id})",
-        flush=True,
-    )
-    print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
-    event = threading.Event()
-    install_signal_handlers(event)
-    watch = BrokerWatch(spec.bootstrap) if spec.kind == "kafka" and spec.bootstrap and choose_reader(spark, cfg) == READERS["spark"] else None
+    remote = connect.remote_from(getattr(args, "remote", None))
+    session = connect.open_session(cfg.spark, remote, server_log=os.path.join(checkpoint, "connect-server.log") if remote == "local" else None)
+    spark = session.spark
     try:
+        spec = SourceSpec.from_args(args)
+        source = open_source(spark, cfg, spec)
+        trainer = make_trainer(spark, cfg, checkpoint)
+        where = f" over Spark Connect at {session.url}" if session.kind == "connect" else ""
+        print(
+            f"streaming-lstm: training from {args.source} into {checkpoint}{where} with {cfg.stream.partitions} partitions, "
+            f"trigger {cfg.stream.trigger}; starting at model version {trainer.state.version} (batch {trainer.state.last_batch_id})",
+            flush=True,
+        )
+        print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
+        event = threading.Event()
+        install_signal_handlers(event)
+        watch = BrokerWatch(spec.bootstrap) if spec.kind == "kafka" and spec.bootstrap and choose_reader(spark, cfg) == READERS["spark"] else None
         result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event, broker_watch=watch)
     finally:
         # A clean stop: without it the JVM's shutdown hooks race a cluster relaunching executors.
-        spark.stop()
+        session.stop()
     print(summarize(result, checkpoint), flush=True)
     return 0

@@ -22,7 +22,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from streaming_lstm.config import AppConfig, ConfigError
-from streaming_lstm.fs import filesystem
+from streaming_lstm.connect import is_remote
+from streaming_lstm.fs import filesystem, is_local
 from streaming_lstm.kafka_settings import bootstrap_servers, parse_options
 
 
@@ -104,7 +105,9 @@ def socket_source(spark: SparkSession, host: str, port: int) -> DataFrame:
 def file_source(spark: SparkSession, path: str | os.PathLike[str], cfg: AppConfig) -> DataFrame:
     """New files in a directory: a local path or any Hadoop URI (``hdfs://``, ``s3a://`` ...)."""
     loc = os.fspath(path)
-    if not filesystem(loc).is_dir(loc):
+    # Under Spark Connect a Hadoop URI is the server's to read (this client has no JVM to ask).
+    checkable = is_local(loc) or not is_remote(spark)
+    if checkable and not filesystem(loc).is_dir(loc):
         raise FileNotFoundError(f"--path {loc}: not a directory (the file source watches a directory for new files)")
     return spark.readStream.option("maxFilesPerTrigger", cfg.stream.max_files_per_trigger).text(loc)
 

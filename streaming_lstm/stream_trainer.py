@@ -10,8 +10,9 @@ For each micro-batch ``(df, batch_id)``:
 3. Valid rows get a dense global index (their Spark partition's offset plus their position in it)
    and the key ``(index + shift) mod P``: P balanced partitions whose sizes differ by at most one,
    with a shift seeded by the batch id. Each key is routed to its own shuffle partition.
-4. ``mapInPandas`` (Arrow) trains one task per key from the broadcast global weights
-   (executor.py), test-then-train, and returns one row per key.
+4. ``mapInPandas`` (Arrow) trains one task per key from the broadcast global weights (under Spark
+   Connect, which has no broadcast, from one extra model row per task; connect.ship_model),
+   test-then-train, and returns one row per key.
 5. The driver hands the results to :class:`~streaming_lstm.state.TrainerState`, which rejects bad
    updates, averages the rest, and persists the new version before the handler returns, i.e.
    before Spark commits the batch.
@@ -25,11 +26,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streaming_lstm import executor, faults, schedule, tb_log
+from streaming_lstm import connect, executor, faults, schedule, tb_log
 from streaming_lstm.config import AppConfig
 from streaming_lstm.drift import Adwin
 from streaming_lstm.fs import join
@@ -86,6 +88,32 @@ def route_keys(spark: SparkSession, partitions: int) -> list[int]:
     return [found[j] for j in range(partitions)]
 
 
+def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int]:
+    """Spark tasks per batch, the route value of each (:func:`route_keys`) and TF threads per task.
+
+    Keys are the logical partitions; Spark tasks can each train several keys in turn. One task per
+    core (by default) saves the ~0.15 s fixed cost of a Python task per extra key: measured at
+    P = 15 on 2 cores, a warm batch went from 2.7 s to under 1 s.
+    """
+    cores = connect.default_parallelism(spark)
+    tasks = min(cfg.stream.partitions, cfg.stream.tasks or cores)
+    return tasks, route_keys(spark, tasks), cfg.train.tf_threads or max(1, cores // tasks)
+
+
+def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, routes: list[int], threads: int) -> float:
+    """Start the Python workers and trace the model in each before the first batch (seconds).
+
+    Spark reuses Python workers, so the ~4 s TF import and ~1 s tracing are paid here once
+    instead of inside the first micro-batch.
+    """
+    started = time.perf_counter()
+    connect.describe(spark, "streaming-lstm: warm up the Python workers")
+    slots = spark.range(tasks).withColumn("_route", F.element_at(F.array(*[F.lit(r) for r in routes]), F.col("id").cast("int") + 1))
+    fn = functools.partial(executor.warm_frames, config_dict=cfg.to_dict(), threads=threads)
+    slots.repartition(tasks, F.col("_route")).mapInPandas(fn, executor.WARM_SCHEMA).collect()
+    return time.perf_counter() - started
+
+
 class StreamingTrainer:
     """Holds the state and the per-run Spark objects; :meth:`handle` is the foreachBatch function."""
 
@@ -98,13 +126,7 @@ class StreamingTrainer:
         self.metrics = MetricsLog(join(self.checkpoint, METRICS_FILE))
         self.lstm = LSTMConfig.from_app(cfg)
         self.partitions = cfg.stream.partitions
-        cores = spark.sparkContext.defaultParallelism
-        # Keys are the logical partitions; Spark tasks can each train several keys in turn. One
-        # task per core (by default) saves the ~0.15 s fixed cost of a Python task per extra key:
-        # measured at P = 15 on 2 cores, a warm batch went from 2.7 s to under 1 s.
-        self.tasks = min(self.partitions, cfg.stream.tasks or cores)
-        self.routes = route_keys(spark, self.tasks)
-        self.threads = cfg.train.tf_threads or max(1, cores // self.tasks)
+        self.tasks, self.routes, self.threads = plan_tasks(spark, cfg)
         self.echo = echo
         self._lock = threading.Lock()
         self._stopping = False
@@ -134,17 +156,11 @@ class StreamingTrainer:
             self._stopping = True
 
     def warm_up(self) -> float:
-        """Start the Python workers and trace the model in each before the first batch (seconds).
+        """Start the Python workers and trace the model in each (seconds); see :func:`warm_workers`."""
+        return warm_workers(self.spark, self.cfg, self.tasks, self.routes, self.threads)
 
-        Spark reuses Python workers, so the ~4 s TF import and ~1 s tracing are paid here once
-        instead of inside the first micro-batch.
-        """
-        started = time.perf_counter()
-        self.spark.sparkContext.setJobDescription("streaming-lstm: warm up the Python workers")
-        slots = self.spark.range(self.tasks).withColumn("_route", F.element_at(F.array(*[F.lit(r) for r in self.routes]), F.col("id").cast("int") + 1))
-        fn = functools.partial(executor.warm_frames, config_dict=self.cfg.to_dict(), threads=self.threads)
-        slots.repartition(self.tasks, F.col("_route")).mapInPandas(fn, executor.WARM_SCHEMA).collect()
-        return time.perf_counter() - started
+    def follow(self, query: Any) -> None:
+        """Nothing to follow: this trainer runs in this process (remote_trainer.py has the other kind)."""
 
     # -- the handler --------------------------------------------------------------------------
     def handle(self, df: DataFrame, batch_id: int) -> None:
@@ -163,7 +179,7 @@ class StreamingTrainer:
             log.info("batch %d already applied (model version %d): skipped", batch_id, self.state.version)
             return
         started = time.perf_counter()
-        self.spark.sparkContext.setJobGroup(f"batch-{batch_id}", f"streaming-lstm batch {batch_id}: parse and count", interruptOnCancel=False)
+        connect.describe(self.spark, f"streaming-lstm batch {batch_id}: parse and count")
         parsed = parsed_batch(df, self.cfg.data).persist()
         try:
             counts = self._count(parsed)
@@ -197,7 +213,7 @@ class StreamingTrainer:
     def _write_dead_letters(self, parsed: DataFrame, batch_id: int, counts: BatchCounts) -> None:
         """Step 2b: rejected rows to ``CHECKPOINT/deadletter/batch_id=N/`` (overwritten on replay)."""
         if counts.rows_dead:
-            self.spark.sparkContext.setJobDescription(f"streaming-lstm batch {batch_id}: dead letters")
+            connect.describe(self.spark, f"streaming-lstm batch {batch_id}: dead letters")
             dead_letters(parsed, batch_id).write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
 
     def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float, epochs: int) -> BatchMetrics:
@@ -273,23 +289,24 @@ class StreamingTrainer:
         metrics["drift_detections"] = self.drift.detections if self.drift else 0
 
     def _train(self, parsed: DataFrame, batch_id: int, counts: BatchCounts, epochs: int) -> list[PartitionResult]:
-        """Steps 3-4: key the valid rows (keying.py), train one task per key group from the broadcast
-        global weights (executor.py), and decode the results sorted by key: the driver's float sums
+        """Steps 3-4: key the valid rows (keying.py), train one task per key group from the global
+        weights (a broadcast, or model rows under Connect; executor.py), and decode the results sorted by key: the driver's float sums
         then run in one fixed order, so a replayed batch reproduces the same weights."""
-        sc = self.spark.sparkContext
-        sc.setJobDescription(f"streaming-lstm batch {batch_id}: score and train ({self.partitions} partitions)")
+        connect.describe(self.spark, f"streaming-lstm batch {batch_id}: score and train ({self.partitions} partitions)")
         offsets = partition_offsets(counts.order, counts.valid_by_pid)
         shift = key_shift(self.cfg.model.seed, batch_id, self.partitions)
         valid = parsed.filter(F.col("reason").isNull()).select(*self.cfg.data.feature_columns(), "label")
-        keyed = keyed_rows(valid, offsets, shift, self.partitions, self.routes)
         blob = executor.encode_model(self.state.training_weights(), self.state.norm)
-        bc = sc.broadcast(blob)
+        shipped = connect.ship_model(self.spark, blob)  # a broadcast, or None: model rows (Connect)
+        keyed = keyed_rows(valid, offsets, shift, self.partitions, self.routes, None if shipped is not None else blob)
+        fn = functools.partial(
+            executor.train_frames, model_blob=shipped, config_dict=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads, epochs=epochs
+        )
+        faults.hit_later("mid_train", batch_id)
         try:
-            fn = functools.partial(executor.train_frames, model_blob=bc, config_dict=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads, epochs=epochs)
-            faults.hit_later("mid_train", batch_id)
-            # Arrow, not collect(): the results carry every partition's weights as bytes (1.8 MB each
-            # for the seed's 128,256 model), and pickled rows over py4j cost far more.
+            # Arrow, not collect(): the results carry every partition's weights as bytes (1.8 MB
+            # each for the seed's 128,256 model), and pickled rows over py4j cost far more.
             table = keyed.mapInPandas(fn, RESULT_SCHEMA).toArrow()
-            return sorted((PartitionResult.from_row(r, self.lstm) for r in table.to_pylist()), key=lambda r: r.key)
         finally:
-            bc.unpersist()
+            connect.release(shipped)
+        return sorted((PartitionResult.from_row(r, self.lstm) for r in table.to_pylist()), key=lambda r: r.key)

@@ -75,6 +75,17 @@ def hdfs(spark: object) -> Iterator[object]:
         yield dfs
 
 
+@pytest.fixture(scope="session")
+def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Spark Connect server (its own driver JVM and Python workers, local[2], loopback) for
+    the whole run, started as ``demo --remote local`` starts one; clients reach it at the URL."""
+    from streaming_lstm import connect_server
+
+    server = connect_server.start("local[2]", log_path=str(tmp_path_factory.mktemp("connect") / "server.log"))
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture(params=["spark-connector", "python-source"])
 def reader(request: pytest.FixtureRequest) -> str:
     """Each Kafka test runs once with Spark's connector and once with the Python data source."""

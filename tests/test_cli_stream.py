@@ -116,9 +116,13 @@ def test_sigterm_finishes_the_batch_saves_and_exits_zero(iris_lines: list[str], 
     assert len({m["batch_id"] for m in metrics}) == len(metrics)
 
 
-def test_predict_scores_a_live_socket_stream_and_picks_up_a_new_version(iris_lines: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["classic", pytest.param("connect", marks=pytest.mark.connect)])
+def test_predict_scores_a_live_socket_stream_and_picks_up_a_new_version(
+    iris_lines: list[str], tmp_path: Path, mode: str, request: pytest.FixtureRequest
+) -> None:
     """`streaming-lstm predict --source socket` as its own process: rows in, JSON lines out, and a
-    version written while it runs scores the rows that arrive after it."""
+    version written while it runs scores the rows that arrive after it. Under Spark Connect
+    (`--remote`, a thin client of conftest's server) the same, the server writing --out."""
     import shutil
     import socket
     import threading
@@ -151,6 +155,8 @@ def test_predict_scores_a_live_socket_stream_and_picks_up_a_new_version(iris_lin
     out = tmp_path / "scored.jsonl"
     cmd = [sys.executable, "-m", "streaming_lstm.cli", "predict", "--model", str(model), "--source", "socket", "--port", str(port)]
     cmd += ["--out", str(out), "--checkpoint", str(tmp_path / "pck"), "--trigger", "500 milliseconds", "--idle-timeout", "5"]
+    if mode == "connect":
+        cmd += ["--remote", request.getfixturevalue("connect_url")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
 

@@ -48,16 +48,11 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
 
     def args(ck: Path) -> list[str]:
         return ["--source", "kafka", "--bootstrap", broker.bootstrap, "--topic", topic, "--checkpoint", str(ck),
-                "--trigger", "0s", "--max-offsets-per-trigger", "60", "--partitions", "2", "--idle-timeout", "10",
+                "--trigger", "0s", "--max-offsets-per-trigger", "60", "--partitions", "2", "--idle-timeout", "6",
                 "--kafka-reader", READER_SETTING[reader]]  # fmt: skip
 
     ck = tmp_path / "killed"
     kills = ["mid_train@1", "before_save@2", "mid_save@4", "after_save@6", "mid_train@8"]
-    if reader == "python-source":
-        # Every kill point on Spark's connector; on the Python source (the fallback reader, whose
-        # restarts cost ~50 s each on Apache Kafka here) the two that leave the most on disk: a
-        # torn save, and a save that Spark never committed (its offsets are replayed).
-        kills = ["mid_save@4", "after_save@6"]
     for fault in kills:
         r = run_train(args(ck), fault)
         assert r.returncode == -9, f"{fault}: expected SIGKILL, got {r.returncode}\n{r.stderr[-2000:]}"
@@ -77,7 +72,7 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     reference = tmp_path / "reference"
     cfg = config_from_args(build_parser().parse_args(["train", *args(reference), "--conf", str(ROOT / "conf" / "iris.toml")]))
     trainer = StreamingTrainer(spark, cfg, reference, echo=False)
-    run(trainer, read_kafka(spark, cfg, broker.bootstrap, topic, {}), idle_timeout=10)
+    run(trainer, read_kafka(spark, cfg, broker.bootstrap, topic, {}), idle_timeout=6)
 
     killed_m, ref_m = metrics(ck), metrics(reference)
     # Spark's connector shares maxOffsetsPerTrigger out over partitions with its own rounding, so the

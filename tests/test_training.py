@@ -59,10 +59,12 @@ def test_short_last_batch_and_other_sizes_do_not_retrace() -> None:
     assert model.train_steps.experimental_get_tracing_count() == before
 
 
-def test_a_partition_task_with_no_frames_returns_no_rows() -> None:
-    """A batch smaller than its keys leaves a task's partition empty: PySpark then calls the
-    mapInPandas function with no frames at all (seen in CI on the Kafka demo)."""
+def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:
+    """A batch smaller than its keys leaves some tasks only their model row (keying.keyed_rows);
+    no frames at all (an unplanned task) gives no rows either; two model rows are refused."""
     from pathlib import Path
+
+    import pandas as pd
 
     from streaming_lstm import executor
     from streaming_lstm.config import load_config
@@ -71,5 +73,13 @@ def test_a_partition_task_with_no_frames_returns_no_rows() -> None:
     cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "iris.toml")
     spec = training.TrainSpec.from_app(cfg, streaming=True)
     blob = executor.encode_model(init_weights(spec.model), NormStats.empty(spec.model.num_features))
-    out = executor.train_frames(iter([]), model_blob=blob, config_dict=cfg.to_dict(), batch_id=0, threads=1, epochs=1)
-    assert list(out) == []
+    feats = cfg.data.feature_columns()
+    model_row = pd.DataFrame({"key": [-1], "_idx": [-1], **{f: [np.nan] for f in feats}, "label": [-1], "_model": [blob]})
+    kwargs = {"config_dict": cfg.to_dict(), "batch_id": 0, "threads": 1, "epochs": 1}
+    assert list(executor.train_frames(iter([]), **kwargs)) == []
+    assert list(executor.train_frames(iter([model_row]), **kwargs)) == []
+    data_row = pd.DataFrame({"key": [0], "_idx": [0], **{f: [1.0] for f in feats}, "label": [1], "_model": [None]})
+    (result,) = list(executor.train_frames(iter([model_row, data_row]), **kwargs))
+    assert int(result["rows"].iloc[0]) == 1 and int(result["key"].iloc[0]) == 0
+    with pytest.raises(RuntimeError, match="2 model rows"):
+        list(executor.train_frames(iter([model_row, model_row, data_row]), **kwargs))

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "parse": "Spark's per-batch parse and validation time against features per row (4, 64, 600)",
     "river": "prequential accuracy vs River's online learners (ARF, AMF, SRP, ...) on River's data sets and drift streams",
     "kernel": "the training kernel against an earlier commit's (--against REV), side by side per shape",
+    "scale": "one 3 000-row batch at P = 2, 16, 64 keys: batch time and the driver's peak memory",
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
 }
 

@@ -131,15 +131,19 @@ def test_demo_over_a_local_connect_server_trains_every_row(tmp_path: Path) -> No
     assert summary["batches"] >= 2
 
 
-def test_remote_is_refused_with_a_clear_message_for_a_bad_url_and_a_hadoop_checkpoint(tmp_path: Path) -> None:
+def test_remote_comes_from_the_flag_then_spark_remote_and_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     from streaming_lstm.config import ConfigError
     from streaming_lstm.connect import remote_from, require_local_path
 
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    assert remote_from(None) is None  # classic Spark
+    monkeypatch.setenv("SPARK_REMOTE", "sc://env-host:15002")
+    assert remote_from(None) == "sc://env-host:15002"
+    assert remote_from("local") == "local"  # the flag wins
     with pytest.raises(ConfigError, match="'http://x:1'"):
         remote_from("http://x:1")
     with pytest.raises(ConfigError, match="hdfs://nn:8020/ck"):
         require_local_path("hdfs://nn:8020/ck", "--checkpoint")
-    assert remote_from(None) == os.environ.get("SPARK_REMOTE")
 
 
 @pytest.mark.kafka

@@ -22,8 +22,9 @@ from streaming_lstm import faults, results
 from streaming_lstm.config import AppConfig, from_dict
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.seeds import task_seed
+from streaming_lstm.state import check_update
 from streaming_lstm.store import pack_model, unpack_model
-from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, weights_to_bytes
+from streaming_lstm.weights import LSTMConfig, arrays_from_bytes, flatten, weights_to_bytes
 
 RESULT_SCHEMA = results.RESULT_SCHEMA
 
@@ -106,7 +107,14 @@ def train_frames(
         return  # a batch with fewer rows than keys leaves some tasks only their model row
     weights, norm = decode_model(blob, spec.model)
     feats = cfg.data.feature_columns()
-    for key in sorted(int(k) for k in frame["key"].unique()):
+    # Mean aggregation: fold this task's keys into one row-weighted sum (results.Fold), checked here.
+    fold = cfg.stream.aggregation == "mean"
+    limit = cfg.stream.max_update_norm
+    start = flatten(weights) if fold and limit > 0 else None
+    folded: np.ndarray | None = None
+    folded_rows = folded_keys = 0
+    keys = sorted(int(k) for k in frame["key"].unique())
+    for key in keys:
         part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
         x = part[feats].to_numpy(np.float64)
         y = part["label"].to_numpy(np.int32)
@@ -122,8 +130,18 @@ def train_frames(
             seed=task_seed(cfg.model.seed, batch_id, key),
             threads=threads,
         )
+        if fold:
+            why = check_update(key, result.rows, result.weights, start, limit)
+            if why is None:
+                contribution = flatten(result.weights) * result.rows
+                folded = contribution if folded is None else folded + contribution
+                folded_rows, folded_keys = folded_rows + result.rows, folded_keys + 1
+            result = dataclasses.replace(result, weights={}, rejected=why)
         done = dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid())
         yield pd.DataFrame({name: [value] for name, value in done.to_row().items()})
+    if folded is not None:
+        row = results.Fold(keys[0], folded_rows, folded_keys, folded).to_row(os.getpid())
+        yield pd.DataFrame({name: [value] for name, value in row.items()})
 
 
 WARM_SCHEMA = "worker_pid int, seconds double"

@@ -5,6 +5,13 @@ A :class:`PartitionResult` travels as one row of :data:`RESULT_SCHEMA` through A
 (``mapInPandas`` in the Python worker, ``toArrow()`` in the driver): :meth:`PartitionResult.to_row`
 packs it, :meth:`PartitionResult.from_row` checks and unpacks it. Weights and statistics are
 ``.npz`` bytes, read with ``allow_pickle=False``.
+
+With mean aggregation a task *folds* its keys (:class:`Fold`): it checks each key's weights
+(state.check_update), sends each key's figures without its weights, and one extra row with
+``sum_k n_k * w_k`` over its accepted keys, whose ``key`` is negative: ``-1 - (the task's
+smallest key)``, which orders the folds the same way on every replay. So the driver receives one weight
+vector per task, not per key (P x 1.8 MB at the seed's model). Robust aggregations need every
+vector and keep one per key.
 """
 
 from __future__ import annotations
@@ -13,10 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streaming_lstm.normalizer import NormStats
-from streaming_lstm.weights import LSTMConfig, Weights, arrays_from_bytes, check_weights, weights_to_bytes
+import numpy as np
 
-RESULT_SCHEMA = "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int"
+from streaming_lstm.normalizer import NormStats
+from streaming_lstm.weights import LSTMConfig, Weights, arrays_from_bytes, check_weights, schema, weights_to_bytes
+
+RESULT_SCHEMA = (
+    "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int, rejected string"
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,12 @@ class PartitionResult:
     norm: NormStats  # statistics of this partition's rows only (the driver merges them)
     seconds: float
     worker_pid: int = 0
+    rejected: str | None = None  # why the task refused this key's weights (folded mode)
+
+    @property
+    def folded(self) -> bool:
+        """Its weights went into its task's :class:`Fold` (or were rejected), not to the driver."""
+        return not self.weights
 
     def to_row(self) -> dict[str, Any]:
         """One row of :data:`RESULT_SCHEMA` (column -> value)."""
@@ -57,10 +74,11 @@ class PartitionResult:
             "correct": self.prequential.correct,
             "loss_sum": self.prequential.loss_sum,
             "train_loss": self.train_loss,
-            "weights": weights_to_bytes(self.weights),
+            "weights": weights_to_bytes(self.weights) if self.weights else b"",
             "norm": weights_to_bytes(self.norm.to_arrays()),
             "seconds": self.seconds,
             "worker_pid": self.worker_pid,
+            "rejected": self.rejected,
         }
 
     @classmethod
@@ -72,8 +90,49 @@ class PartitionResult:
             rows=rows,
             prequential=Score(rows, int(row["correct"]), float(row["loss_sum"])),
             train_loss=float(row["train_loss"]),
-            weights=check_weights(arrays_from_bytes(row["weights"]), lstm),
+            weights=check_weights(arrays_from_bytes(row["weights"]), lstm) if row["weights"] else {},
             norm=NormStats.from_arrays(arrays_from_bytes(row["norm"]), lstm.num_features),
             seconds=float(row["seconds"]),
             worker_pid=int(row["worker_pid"]),
+            rejected=row.get("rejected"),
         )
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One task's accepted keys folded: their rows and ``sum_k n_k * flatten(w_k)`` (float64)."""
+
+    first_key: int  # the task's smallest key: the fold's place in the driver's sum
+    rows: int
+    keys: int
+    weighted_sum: np.ndarray
+
+    def to_row(self, worker_pid: int = 0) -> dict[str, Any]:
+        return {
+            "key": -1 - self.first_key,
+            "rows": self.rows,
+            "correct": self.keys,  # the row's count column carries the number of keys folded
+            "loss_sum": 0.0,
+            "train_loss": 0.0,
+            "weights": weights_to_bytes({"weighted_sum": self.weighted_sum}),
+            "norm": b"",
+            "seconds": 0.0,
+            "worker_pid": worker_pid,
+            "rejected": None,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], lstm: LSTMConfig) -> Fold:
+        vector = np.asarray(arrays_from_bytes(row["weights"])["weighted_sum"], np.float64)
+        size = sum(int(np.prod(shape)) for _, shape in schema(lstm))
+        if vector.shape != (size,):
+            raise ValueError(f"a folded result has shape {vector.shape}, the model has {size} values")
+        return cls(-1 - int(row["key"]), int(row["rows"]), int(row["correct"]), vector)
+
+
+def decode(rows: list[Mapping[str, Any]], lstm: LSTMConfig) -> tuple[list[PartitionResult], list[Fold]]:
+    """A batch's result rows: the keys' results sorted by key, and the tasks' folds in a fixed order
+    (by their first key), so the driver's float sums run in the same order on a replay."""
+    keys = sorted((PartitionResult.from_row(r, lstm) for r in rows if int(r["key"]) >= 0), key=lambda r: r.key)
+    folds = sorted((Fold.from_row(r, lstm) for r in rows if int(r["key"]) < 0), key=lambda f: f.first_key)
+    return keys, folds

@@ -21,6 +21,7 @@ model that includes it is on disk. Together: every batch id is applied exactly o
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import numpy as np
 
 from streaming_lstm.config import AppConfig, decay_for_half_life, effective_decay
 from streaming_lstm.normalizer import NormStats
+from streaming_lstm.results import Fold
 from streaming_lstm.server_opt import ServerOptimizer
 from streaming_lstm.store import ModelStore
 from streaming_lstm.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
@@ -45,6 +47,21 @@ class Update:
     weights: Weights
     norm: NormStats
     key: int = 0
+
+
+def check_update(key: int, rows: int, weights: Weights, start: np.ndarray | None, max_update_norm: float) -> str | None:
+    """Why a partition's weights are refused, or None: non-finite, or (with ``max_update_norm`` > 0
+    and the ``start`` it trained from) a change larger than that. Run by the driver on each key's
+    weights, or by the task itself when it folds its keys (results.Fold)."""
+    if rows <= 0:
+        return None
+    if not all_finite(weights):
+        return f"partition {key}: non-finite weights"
+    if max_update_norm > 0 and start is not None:
+        change = float(np.linalg.norm(flatten(weights) - start))
+        if change > max_update_norm:
+            return f"partition {key}: weight change {change:.3g} exceeds stream.max_update_norm {max_update_norm:g}"
+    return None
 
 
 def running_average(prev: np.ndarray, prev_n: float, batch_sum: np.ndarray, batch_n: float, decay: float) -> tuple[np.ndarray, float]:
@@ -145,22 +162,21 @@ class TrainerState:
         """The weights the next batch's partitions start from (``stream.train_from``)."""
         return self.next_weights if self.cfg.stream.train_from == "batch" else self.weights
 
-    def _check(self, update: Update, start: np.ndarray | None) -> str | None:
-        """Why an update is rejected, or None."""
-        if update.rows <= 0:
-            return None
-        if not all_finite(update.weights):
-            return f"partition {update.key}: non-finite weights"
-        limit = self.cfg.stream.max_update_norm
-        if limit > 0 and start is not None:
-            change = float(np.linalg.norm(flatten(update.weights) - start))
-            if change > limit:
-                return f"partition {update.key}: weight change {change:.3g} exceeds stream.max_update_norm {limit:g}"
-        return None
-
-    def apply(self, batch_id: int, updates: Sequence[Update], metrics: Mapping[str, Any] | None = None) -> Applied | None:
+    def apply(
+        self,
+        batch_id: int,
+        updates: Sequence[Update],
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        folds: Sequence[Fold] = (),
+        folded_norms: Sequence[NormStats] = (),
+        rejected: Sequence[str] = (),
+    ) -> Applied | None:
         """Fold one batch's partition updates into the state and persist a new version.
 
+        ``updates`` are per-key weights, checked here; ``folds`` are tasks' row-weighted sums of
+        keys they checked themselves (mean aggregation only; results.Fold), with those keys'
+        statistics in ``folded_norms`` (key order) and their refusals in ``rejected``.
         Returns ``None`` (and changes nothing) for a batch id already applied.
         """
         if self.is_applied(batch_id):
@@ -169,27 +185,35 @@ class TrainerState:
         # model): skip the flatten when the check is off, as it is by default.
         start = flatten(self.training_weights()) if self.cfg.stream.max_update_norm > 0 or self.server is not None else None
         good: list[Update] = []
-        reasons: list[str] = []
+        reasons: list[str] = list(rejected)
+        for reason in rejected:
+            log.warning("batch %d: rejected update: %s", batch_id, reason)
         for u in updates:
-            why = self._check(u, start)
+            why = check_update(u.key, u.rows, u.weights, start, self.cfg.stream.max_update_norm)
             if why:
                 reasons.append(why)
                 log.warning("batch %d: rejected update: %s", batch_id, why)
             elif u.rows > 0:
                 good.append(u)
-        rows = sum(u.rows for u in good)
-        if good:
-            vectors = np.stack([flatten(u.weights) for u in good])
-            counts = np.array([u.rows for u in good], np.float64)
-            batch_vec = aggregate(vectors, counts, self.cfg.stream.aggregation, self.cfg.stream.trim_fraction)
+        if folds and (good or self.cfg.stream.aggregation != "mean"):
+            raise ValueError("folded results are for mean aggregation only, and not mixed with per-key weights")
+        folded_rows = sum(f.rows for f in folds)
+        rows = sum(u.rows for u in good) + folded_rows
+        if good or folded_rows:
+            if folded_rows:
+                batch_vec = functools.reduce(np.add, [f.weighted_sum for f in folds]) / folded_rows
+            else:
+                vectors = np.stack([flatten(u.weights) for u in good])
+                counts = np.array([u.rows for u in good], np.float64)
+                batch_vec = aggregate(vectors, counts, self.cfg.stream.aggregation, self.cfg.stream.trim_fraction)
             if self.server is not None:
                 assert start is not None
                 batch_vec = self.server.step(start, batch_vec)
             running, self.running_n = running_average(flatten(self.weights), self.running_n, batch_vec * rows, float(rows), self.decay)
             self.weights = unflatten(running, self.weights)
             self.next_weights = unflatten(batch_vec, self.weights) if self.decay > 0 else self.weights
-            for u in good:
-                self.norm = self.norm.merge(u.norm)
+            for norm in [*(u.norm for u in good), *folded_norms]:
+                self.norm = self.norm.merge(norm)
         else:
             self.running_n *= self.decay  # N_t = a * N_{t-1}: the weights stay, their mass decays
         self.rows_seen += rows
@@ -209,4 +233,4 @@ class TrainerState:
             nxt = self.next_weights if self.next_weights is not self.weights else None
             server = self.server.to_arrays() if self.server is not None else None
             self.store.save(self.version, self.cfg, self.weights, self.norm, meta, next_weights=nxt, keep=self.cfg.stream.keep_versions, server=server)
-        return Applied(batch_id, self.version, rows, len(good), len(reasons), reasons)
+        return Applied(batch_id, self.version, rows, len(good) + sum(f.keys for f in folds), len(reasons), reasons)

@@ -37,7 +37,7 @@ from streaming_lstm.drift import Adwin
 from streaming_lstm.fs import join
 from streaming_lstm.keying import keyed_rows, partition_offsets, partition_order
 from streaming_lstm.metrics import METRICS_FILE, BatchMetrics, MetricsLog, format_line
-from streaming_lstm.results import RESULT_SCHEMA, PartitionResult
+from streaming_lstm.results import RESULT_SCHEMA, Fold, PartitionResult, decode
 from streaming_lstm.rows import HEADER
 from streaming_lstm.seeds import key_shift
 from streaming_lstm.spark_parse import POSITION, dead_letters, parsed_batch
@@ -187,7 +187,7 @@ class StreamingTrainer:
             self._write_dead_letters(parsed, batch_id, counts)
             t_dead = time.perf_counter()
             epochs = schedule.local_epochs(self.cfg.train, self.state.rows_seen)  # from the state before this batch
-            results = self._train(parsed, batch_id, counts, epochs) if counts.rows_valid else []
+            results, folds = self._train(parsed, batch_id, counts, epochs) if counts.rows_valid else ([], [])
             t_train = time.perf_counter()
         finally:
             parsed.unpersist()
@@ -196,7 +196,7 @@ class StreamingTrainer:
         metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
         # "train" includes decoding the results (PartitionResult.from_row).
         metrics["step_seconds"] = {"read_parse_count": t_count - started, "dead_letters": t_dead - t_count, "train": t_train - t_dead}
-        self._apply(batch_id, results, metrics)
+        self._apply(batch_id, results, folds, metrics)
 
     def _count(self, parsed: DataFrame) -> BatchCounts:
         """Step 2a: one small aggregation: valid rows per Spark partition, rejected rows per reason."""
@@ -245,13 +245,15 @@ class StreamingTrainer:
             "time": time.time(),
         }
 
-    def _apply(self, batch_id: int, results: list[PartitionResult], metrics: BatchMetrics) -> None:
+    def _apply(self, batch_id: int, results: list[PartitionResult], folds: list[Fold], metrics: BatchMetrics) -> None:
         """Step 5b: drift, then the state averages and saves the new version; then log and report."""
         faults.hit("before_save", batch_id)
         self._watch_drift(metrics, metrics["rows_valid"], metrics["prequential_correct"], batch_id)
-        updates = [Update(r.rows, r.weights, r.norm, r.key) for r in results]
+        updates = [Update(r.rows, r.weights, r.norm, r.key) for r in results if not r.folded]
+        folded_norms = [r.norm for r in results if r.folded and r.rejected is None]  # key order
+        rejected = [r.rejected for r in results if r.rejected is not None]
         t_apply = time.perf_counter()
-        applied = self.state.apply(batch_id, updates, dict(metrics))
+        applied = self.state.apply(batch_id, updates, dict(metrics), folds=folds, folded_norms=folded_norms, rejected=rejected)
         assert applied is not None
         metrics["step_seconds"]["aggregate_and_save"] = time.perf_counter() - t_apply
         faults.hit("after_save", batch_id)
@@ -288,10 +290,11 @@ class StreamingTrainer:
         metrics["drift_raised"] = raised
         metrics["drift_detections"] = self.drift.detections if self.drift else 0
 
-    def _train(self, parsed: DataFrame, batch_id: int, counts: BatchCounts, epochs: int) -> list[PartitionResult]:
+    def _train(self, parsed: DataFrame, batch_id: int, counts: BatchCounts, epochs: int) -> tuple[list[PartitionResult], list[Fold]]:
         """Steps 3-4: key the valid rows (keying.py), train one task per key group from the global
-        weights (a broadcast, or model rows under Connect; executor.py), and decode the results sorted by key: the driver's float sums
-        then run in one fixed order, so a replayed batch reproduces the same weights."""
+        weights (a broadcast, or model rows under Connect; executor.py), and decode the results
+        sorted by key, the tasks' folds (mean aggregation, results.py) by their first key: the
+        driver's float sums then run in one fixed order, so a replay reproduces the same weights."""
         connect.describe(self.spark, f"streaming-lstm batch {batch_id}: score and train ({self.partitions} partitions)")
         offsets = partition_offsets(counts.order, counts.valid_by_pid)
         shift = key_shift(self.cfg.model.seed, batch_id, self.partitions)
@@ -309,4 +312,4 @@ class StreamingTrainer:
             table = keyed.mapInPandas(fn, RESULT_SCHEMA).toArrow()
         finally:
             connect.release(shipped)
-        return sorted((PartitionResult.from_row(r, self.lstm) for r in table.to_pylist()), key=lambda r: r.key)
+        return decode(table.to_pylist(), self.lstm)

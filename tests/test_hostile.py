@@ -134,7 +134,10 @@ def test_a_burst_of_random_labels_is_survived_and_accuracy_recovers(spark: Any, 
     assert ev.accuracy >= 0.9
 
 
-@pytest.mark.parametrize("aggregation", ["mean", "median", "trimmed_mean"])
+# Robust aggregations only: with "mean" the tasks fold their keys, so no key's weights reach the
+# driver to be tampered with here; the tasks' own check is test_state.py's
+# test_a_task_folds_its_keys_and_refuses_a_bad_one_itself.
+@pytest.mark.parametrize("aggregation", ["median", "trimmed_mean"])
 def test_an_exploding_partition_is_rejected_or_bounded(
     spark: Any, iris_lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aggregation: str
 ) -> None:
@@ -144,20 +147,16 @@ def test_an_exploding_partition_is_rejected_or_bounded(
     from tests.test_streaming import streaming
 
     over: dict[str, Any] = {"stream.partitions": 5, "stream.aggregation": aggregation, "stream.trim_fraction": 0.2, "stream.decay": 0.0}
-    if aggregation == "mean":
-        over["stream.max_update_norm"] = 100.0
     with streaming(spark, config(**over), tmp_path / "ck") as (tr, feed):
         feed(iris_lines[::2])
         real = tr._train
 
-        def explode(*args: Any, **kwargs: Any) -> list[Any]:
-            results = sorted(real(*args, **kwargs), key=lambda r: r.key)
+        def explode(*args: Any, **kwargs: Any) -> tuple[list[Any], list[Any]]:
+            results, folds = real(*args, **kwargs)
             w = {k: v * 1e4 for k, v in results[0].weights.items()}  # finite, but far from everything else
-            return [dataclasses.replace(results[0], weights=w), *results[1:]]
+            return [dataclasses.replace(results[0], weights=w), *results[1:]], folds
 
         monkeypatch.setattr(tr, "_train", explode)
         feed(iris_lines[1::2])
     size = float(np.abs(flatten(tr.state.weights)).max())
-    assert np.isfinite(size) and size < 100, size
-    if aggregation == "mean":
-        assert tr.history[-1]["rejected_updates"] == 1
+    assert np.isfinite(size) and size < 100, size  # bounded: the outlier does not move the aggregate

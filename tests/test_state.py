@@ -142,3 +142,75 @@ def test_train_from_running_or_batch() -> None:
 def test_unflatten_keeps_names() -> None:
     w = init_weights(LSTMConfig(4, 1, (3,), 3))
     assert list(unflatten(flatten(w), w)) == list(w)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=8), st.integers(1, 4), st.integers(0, 10_000))
+def test_folded_sums_equal_per_key_weights(counts: list[int], tasks: int, seed: int) -> None:
+    """Tasks that fold their keys (key k in task k mod T) give the state of per-key updates."""
+    from streaming_lstm.results import Fold
+
+    per_key, folded = TrainerState(cfg_with(decay=0.7), store=None), TrainerState(cfg_with(decay=0.7), store=None)
+    ups = [update(per_key, n, seed + k, key=k) for k, n in enumerate(counts)]
+    per_key.apply(0, ups)
+    folds = []
+    for t in range(min(tasks, len(ups))):
+        mine = [u for u in ups if u.key % tasks == t]
+        total = sum((u.rows * flatten(u.weights) for u in mine), np.zeros_like(flatten(ups[0].weights)))
+        folds.append(Fold(mine[0].key, sum(u.rows for u in mine), len(mine), total))
+    applied = folded.apply(0, [], folds=folds, folded_norms=[u.norm for u in ups])
+    assert applied is not None and applied.partitions_used == len(ups) and applied.rows_trained == sum(counts)
+    np.testing.assert_allclose(flatten(folded.weights), flatten(per_key.weights), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(folded.norm.mean, per_key.norm.mean, rtol=1e-12)
+    assert folded.running_n == pytest.approx(per_key.running_n)
+
+
+def test_folds_are_for_mean_aggregation_only() -> None:
+    from streaming_lstm.results import Fold
+
+    state = TrainerState(cfg_with(aggregation="median"), store=None)
+    with pytest.raises(ValueError, match="mean aggregation only"):
+        state.apply(0, [], folds=[Fold(0, 3, 1, flatten(state.weights) * 3)])
+
+
+def test_a_task_folds_its_keys_and_refuses_a_bad_one_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """executor.train_frames with mean aggregation: one figures row per key without weights, one
+    fold row; a key whose weights are not finite, or moved too far, is refused by the task and named."""
+    import dataclasses
+
+    import pandas as pd
+
+    from streaming_lstm import executor, training
+    from streaming_lstm.results import decode
+
+    cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.max_update_norm": 100.0, "train.warmup_epochs": 0})
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
+    start = init_weights(spec.model, seed=1)
+    blob = executor.encode_model(start, NormStats.empty(4))
+    real = training.train_partition
+
+    def sabotaged(key: int, *args: object, **kwargs: object) -> object:
+        result = real(key, *args, **kwargs)  # type: ignore[arg-type]
+        if key == 1:
+            return dataclasses.replace(result, weights={k: v * np.nan for k, v in result.weights.items()})
+        if key == 2:
+            return dataclasses.replace(result, weights={k: v * 1e4 for k, v in result.weights.items()})
+        return result
+
+    monkeypatch.setattr(training, "train_partition", sabotaged)
+    rng = np.random.default_rng(0)
+    feats = cfg.data.feature_columns()
+    frame = pd.DataFrame(
+        {"key": np.repeat([0, 1, 2, 3], 5), "_idx": np.arange(20), **{f: rng.normal(5, 1, 20) for f in feats}, "label": rng.integers(0, 3, 20)}
+    )
+    rows = pd.concat(executor.train_frames(iter([frame]), config_dict=cfg.to_dict(), batch_id=0, threads=1, epochs=1, model_blob=blob))
+    keys, folds = decode(rows.to_dict("records"), spec.model)
+    assert [r.key for r in keys] == [0, 1, 2, 3] and all(r.folded for r in keys)
+    assert "non-finite" in str(keys[1].rejected) and "max_update_norm" in str(keys[2].rejected)
+    assert keys[0].rejected is None and keys[3].rejected is None
+    (fold,) = folds
+    assert (fold.first_key, fold.rows, fold.keys) == (0, 10, 2)
+    state = TrainerState(cfg, store=None)
+    applied = state.apply(0, [], folds=folds, folded_norms=[keys[0].norm, keys[3].norm], rejected=[str(keys[1].rejected), str(keys[2].rejected)])
+    assert applied is not None and applied.partitions_rejected == 2 and applied.rows_trained == 10
+    assert np.isfinite(flatten(state.weights)).all() and float(np.abs(flatten(state.weights)).max()) < 100

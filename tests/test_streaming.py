@@ -137,18 +137,21 @@ def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_l
 
 
 def test_nan_partition_update_is_rejected_and_model_stays_finite(spark: Any, iris_lines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = config(**{"stream.partitions": 2})
+    # A robust aggregation, so that every key's weights reach the driver, where this test can poison
+    # one; with mean aggregation the tasks fold their keys and check them themselves
+    # (test_state.py::test_a_task_folds_its_keys_and_refuses_a_bad_one_itself).
+    cfg = config(**{"stream.partitions": 2, "stream.aggregation": "trimmed_mean", "stream.trim_fraction": 0.0})
     with streaming(spark, cfg, tmp_path / "ck") as (tr, feed):
         feed(iris_lines[:60])
         real = tr._train
 
-        def poisoned(*args: Any, **kwargs: Any) -> list[Any]:
+        def poisoned(*args: Any, **kwargs: Any) -> tuple[list[Any], list[Any]]:
             import dataclasses
 
-            results = real(*args, **kwargs)
+            results, folds = real(*args, **kwargs)
             w = dict(results[0].weights)
             w["head/bias"] = w["head/bias"] * np.nan
-            return [dataclasses.replace(results[0], weights=w), *results[1:]]
+            return [dataclasses.replace(results[0], weights=w), *results[1:]], folds
 
         monkeypatch.setattr(tr, "_train", poisoned)
         feed(iris_lines[60:120])

@@ -43,13 +43,13 @@ def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], 
         "--checkpoint",
         str(ck),
         "--idle-timeout",
-        "8",
+        "5",
         "--trigger",
         "1s",
     ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "idle for 8 s" in r.stdout
+    assert "idle for 5 s" in r.stdout
     metrics = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]
     assert sum(m["rows_valid"] for m in metrics) == 600
     assert sum(m["rows_dead"] for m in metrics) == 0
@@ -69,7 +69,7 @@ def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], 
     assert json.loads(e.stdout)["accuracy"] >= 0.95
 
     # A restart over the same directory trains nothing twice.
-    r2 = subprocess.run([*cmd[:-4], "--idle-timeout", "5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r2 = subprocess.run([*cmd[:-4], "--idle-timeout", "4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     metrics2 = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]
     assert sum(m["rows_valid"] for m in metrics2) == 600

@@ -54,10 +54,10 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     ck = tmp_path / "killed"
     kills = ["mid_train@1", "before_save@2", "mid_save@4", "after_save@6", "mid_train@8"]
     if reader == "python-source":
-        # Suite time (each restart costs ~30 s of start-up): on the second reader, one kill of each
-        # kind that leaves something different behind: an uncommitted batch mid-training, a torn
-        # save, a save that Spark never committed (its offsets replayed and skipped).
-        kills = ["mid_train@1", "mid_save@4", "after_save@6"]
+        # Suite time (each restart costs ~30 s of start-up): on the second reader the two kills that
+        # leave the most on disk: a torn save, and a save that Spark never committed (its offsets
+        # replayed and skipped).
+        kills = ["mid_save@4", "after_save@6"]
     for fault in kills:
         r = run_train(args(ck), fault)
         assert r.returncode == -9, f"{fault}: expected SIGKILL, got {r.returncode}\n{r.stderr[-2000:]}"

@@ -79,7 +79,9 @@ def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:
     assert list(executor.train_frames(iter([]), **kwargs)) == []
     assert list(executor.train_frames(iter([model_row]), **kwargs)) == []
     data_row = pd.DataFrame({"key": [0], "_idx": [0], **{f: [1.0] for f in feats}, "label": [1], "_model": [None]})
-    (result,) = list(executor.train_frames(iter([model_row, data_row]), **kwargs))
-    assert int(result["rows"].iloc[0]) == 1 and int(result["key"].iloc[0]) == 0
+    # Mean aggregation (the default): the key's figures, then its task's fold (results.Fold).
+    key_row, fold_row = list(executor.train_frames(iter([model_row, data_row]), **kwargs))
+    assert int(key_row["rows"].iloc[0]) == 1 and int(key_row["key"].iloc[0]) == 0 and key_row["weights"].iloc[0] == b""
+    assert int(fold_row["key"].iloc[0]) == -1 and int(fold_row["rows"].iloc[0]) == 1
     with pytest.raises(RuntimeError, match="2 model rows"):
         list(executor.train_frames(iter([model_row, model_row, data_row]), **kwargs))

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 LOCAL_BITS = 33  # monotonically_increasing_id() = (partition index << 33) + position in partition
@@ -79,12 +79,14 @@ def keyed_rows(valid: DataFrame, offsets: Mapping[int, int], shift: int, partiti
     keyed = with_mid.withColumn("_idx", index).withColumn("key", key).withColumn("_route", route)
     if model is None:
         return keyed.repartition(tasks, F.col("_route")).drop("_route", "_mid")
-    keyed = keyed.withColumn("_model", F.lit(None).cast("binary"))
-    slots = valid.sparkSession.range(tasks).select(
-        F.lit(MODEL_KEY).alias("key"),
-        F.lit(-1).cast("long").alias("_idx"),
-        F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.col("id").cast("int") + 1).alias("_route"),
-        F.lit(bytearray(model)).alias("_model"),
-    )
-    both = keyed.unionByName(slots, allowMissingColumns=True)
+    slots = model_rows(valid.sparkSession, routes, model).select(F.lit(MODEL_KEY).alias("key"), F.lit(-1).cast("long").alias("_idx"), "_route", "_model")
+    both = keyed.withColumn("_model", F.lit(None).cast("binary")).unionByName(slots, allowMissingColumns=True)
     return both.repartition(tasks, F.col("_route")).drop("_route", "_mid")
+
+
+def model_rows(spark: SparkSession, routes: Sequence[int], model: bytes) -> DataFrame:
+    """One row per task, ``_route`` (its route value) and ``_model`` (the model's bytes): what a
+    union before ``repartition(T, _route)`` delivers to every task where there is no broadcast
+    (training above, and predictor.py under Spark Connect)."""
+    route = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.col("id").cast("int") + 1)
+    return spark.range(len(routes)).select(route.alias("_route"), F.lit(bytearray(model)).alias("_model"))

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import connect, executor
+from streaming_lstm.keying import model_rows
 from streaming_lstm.rows import HEADER
 from streaming_lstm.spark_parse import feature_names, observed, parsed_batch
 from streaming_lstm.store import ModelStore, SavedModel
@@ -81,11 +82,7 @@ class StreamPredictor:
         routes = self.routes
         pick = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.pmod(F.spark_partition_id(), F.lit(len(routes))) + 1)
         data = rows.withColumn("_pos", F.monotonically_increasing_id()).withColumn("_route", pick).withColumn("_model", F.lit(None).cast("binary"))
-        slots = self.spark.range(len(routes)).select(
-            F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.col("id").cast("int") + 1).alias("_route"),
-            F.lit(bytearray(self.blob)).alias("_model"),
-        )
-        return data.unionByName(slots, allowMissingColumns=True).repartition(len(routes), F.col("_route")).drop("_route")
+        return data.unionByName(model_rows(self.spark, routes, self.blob), allowMissingColumns=True).repartition(len(routes), F.col("_route")).drop("_route")
 
     def warm_up(self) -> float:
         """Import TF and trace the prediction function in every Python worker (seconds taken).

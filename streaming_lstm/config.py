@@ -22,6 +22,8 @@ TRAIN_FROM = ("batch", "running")
 AGGREGATIONS = ("mean", "trimmed_mean", "median")
 SERVER_OPTIMIZERS = ("none", "momentum", "adam", "yogi")  # server_opt.py
 FORMATS = ("csv", "json")
+MODES = ("rows", "events")
+TASKS = ("classify", "forecast")
 KAFKA_READERS = ("auto", "spark", "python")
 
 
@@ -36,6 +38,14 @@ class DataConfig:
     ``columns`` are the fields of one CSV line in order (or the keys of one JSON object);
     ``features`` the numeric inputs, in the order the model reads them; ``label`` the class column;
     ``classes`` the label values as they appear in the data, their position being the class id.
+
+    ``mode = "events"`` (events.py, window_state.py): each row is one event of one ``entity`` at
+    event ``time`` (seconds as a number, or an ISO-8601 timestamp); the model reads windows of
+    ``model.timesteps`` consecutive events of an entity, every ``stride`` events. ``task`` is
+    ``"classify"`` (the window's label is its last event's) or ``"forecast"``: the next ``horizon``
+    values of the ``targets`` columns. ``allowed_lateness`` is the watermark delay (later events
+    are dead letters, ``late event``); ``entity_ttl`` the event time after which an entity's state
+    is dropped when no event came (``"0s"``: never).
     """
 
     columns: tuple[str, ...] = ()
@@ -47,10 +57,36 @@ class DataConfig:
     # Features whose absolute value is larger than this are rejected as out of range: a 1e308
     # would overflow the normaliser's sum of squares and poison every later batch.
     max_abs_value: float = 1e9
+    mode: str = "rows"
+    task: str = "classify"
+    entity: str = ""
+    time: str = ""
+    targets: tuple[str, ...] = ()
+    horizon: int = 1
+    stride: int = 1
+    allowed_lateness: str = "1h"
+    entity_ttl: str = "1d"
 
     def feature_columns(self) -> list[str]:
         """The parsed feature columns ``f0, f1, ...`` (positional: data column names may be anything)."""
         return [f"f{i}" for i in range(len(self.features))]
+
+    def target_columns(self) -> list[str]:
+        """The window's forecast targets ``y0 ..`` (horizon-major: step 1's targets, then step 2's)."""
+        return [f"y{i}" for i in range(len(self.targets) * self.horizon)] if self.task == "forecast" else []
+
+    def naive_columns(self) -> list[str]:
+        """The naive last-value forecast of each target column (``n0 ..``, like :meth:`target_columns`)."""
+        return [f"n{i}" for i in range(len(self.targets) * self.horizon)] if self.task == "forecast" else []
+
+    def event_values(self) -> list[str]:
+        """Event mode: the data columns an event carries into its window, in order: the features,
+        then the forecast targets or (classification) the label, as its class id."""
+        return [*self.features, *(self.targets if self.task == "forecast" else (self.label,))]
+
+    def outputs(self) -> int:
+        """The network's outputs: one per class, or one per forecast value."""
+        return len(self.targets) * self.horizon if self.task == "forecast" else len(self.classes)
 
     def class_labels(self) -> list[str]:
         """How classes are shown: ``class_names`` if given, else the label values."""
@@ -139,6 +175,11 @@ class AppConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
+
+    def input_columns(self) -> list[str]:
+        """The model's input columns ``f0 .. f{T*F-1}``: a row's features, or an event window
+        flattened time-major (event mode: ``timesteps`` events x the feature columns)."""
+        return [f"f{i}" for i in range(self.model.timesteps * self.model.features_per_step)]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists); :func:`from_dict` reads it back."""
@@ -264,8 +305,8 @@ def from_dict(raw: Mapping[str, Any]) -> AppConfig:
 def parse_duration(text: str, key: str = "duration") -> float:
     """``"2s"``, ``"500ms"``, ``"1m"``, Spark's ``"1 second"`` / ``"500 milliseconds"``, or a bare
     number of seconds -> seconds."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "sec": 1.0}
-    for name, factor in (("millisecond", 0.001), ("second", 1.0), ("minute", 60.0), ("hour", 3600.0)):
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "sec": 1.0, "d": 86400.0}
+    for name, factor in (("millisecond", 0.001), ("second", 1.0), ("minute", 60.0), ("hour", 3600.0), ("day", 86400.0)):
         units[name] = units[name + "s"] = factor
     t = text.strip().lower()
     for unit in sorted(units, key=len, reverse=True):
@@ -304,25 +345,49 @@ def validate(cfg: AppConfig) -> None:
             raise ConfigError(f"{key}: {why}, got {value!r}")
 
     need(bool(d.features), "data.features", list(d.features), "at least one feature column is required")
-    need(bool(d.label), "data.label", d.label, "a label column is required")
-    need(len(d.classes) >= 2, "data.classes", list(d.classes), "at least two classes are required")
-    need(len(set(d.classes)) == len(d.classes), "data.classes", list(d.classes), "class values must be unique")
-    need(not d.class_names or len(d.class_names) == len(d.classes), "data.class_names", list(d.class_names), f"must name all {len(d.classes)} classes")
+    need(d.mode in MODES, "data.mode", d.mode, f"must be one of {', '.join(MODES)}")
+    need(d.task in TASKS, "data.task", d.task, f"must be one of {', '.join(TASKS)}")
+    need(d.task == "classify" or d.mode == "events", "data.task", d.task, 'forecasting needs data.mode = "events" (windows of an entity\'s events)')
+    classify = d.task == "classify"
+    if classify:
+        need(bool(d.label), "data.label", d.label, "a label column is required")
+        need(len(d.classes) >= 2, "data.classes", list(d.classes), "at least two classes are required")
+        need(len(set(d.classes)) == len(d.classes), "data.classes", list(d.classes), "class values must be unique")
+        need(not d.class_names or len(d.class_names) == len(d.classes), "data.class_names", list(d.class_names), f"must name all {len(d.classes)} classes")
+    else:
+        need(bool(d.targets), "data.targets", list(d.targets), "forecasting needs at least one target column")
+        need(d.horizon >= 1, "data.horizon", d.horizon, "must be >= 1")
     need(d.format in FORMATS, "data.format", d.format, f"must be one of {', '.join(FORMATS)}")
     need(d.max_abs_value > 0, "data.max_abs_value", d.max_abs_value, "must be positive")
-    columns = d.columns or (*d.features, d.label)
+    columns = data_columns(d)
     need(len(set(columns)) == len(columns), "data.columns", list(columns), "column names must be unique")
-    for name in (*d.features, d.label):
+    events = d.mode == "events"
+    if events:
+        need(bool(d.entity), "data.entity", d.entity, "event mode needs the entity column")
+        need(bool(d.time), "data.time", d.time, "event mode needs the event-time column")
+        need(d.stride >= 1, "data.stride", d.stride, "must be >= 1")
+        parse_duration(d.allowed_lateness, "data.allowed_lateness")
+        parse_duration(d.entity_ttl, "data.entity_ttl")
+    for name in (*d.features, *([d.label] if classify else d.targets), *((d.entity, d.time) if events else ())):
         need(name in columns, "data.columns", list(columns), f"must contain '{name}'")
-    need(d.label not in d.features, "data.label", d.label, "the label cannot also be a feature")
+    if classify:
+        need(d.label not in d.features, "data.label", d.label, "the label cannot also be a feature")
     for key in ("timesteps", "features_per_step"):
         need(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "must be positive")
-    need(
-        m.timesteps * m.features_per_step == len(d.features),
-        "model.timesteps",
-        m.timesteps,
-        f"timesteps x features_per_step ({m.timesteps} x {m.features_per_step}) must equal the {len(d.features)} feature columns",
-    )
+    if events:
+        need(
+            m.features_per_step == len(d.features),
+            "model.features_per_step",
+            m.features_per_step,
+            f"in event mode each timestep is one event: must equal the {len(d.features)} feature columns",
+        )
+    else:
+        need(
+            m.timesteps * m.features_per_step == len(d.features),
+            "model.timesteps",
+            m.timesteps,
+            f"timesteps x features_per_step ({m.timesteps} x {m.features_per_step}) must equal the {len(d.features)} feature columns",
+        )
     need(bool(m.hidden) and all(h > 0 for h in m.hidden), "model.hidden", list(m.hidden), "sizes must be positive")
     need(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
     need(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be positive")
@@ -363,8 +428,12 @@ def validate(cfg: AppConfig) -> None:
 
 
 def data_columns(d: DataConfig) -> tuple[str, ...]:
-    """The fields of one row in order; defaults to features then label."""
-    return d.columns or (*d.features, d.label)
+    """The fields of one row in order; defaults to (entity, time,) features, then label or targets."""
+    if d.columns:
+        return d.columns
+    head = (d.entity, d.time) if d.mode == "events" else ()
+    tail = (d.label,) if d.task == "classify" else tuple(t for t in d.targets if t not in d.features)
+    return (*head, *d.features, *tail)
 
 
 __all__ = [

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from streaming_lstm import connect, runner, sources
-from streaming_lstm.config import AppConfig
-from streaming_lstm.metrics import prequential_last
+from streaming_lstm.config import AppConfig, parse_duration
+from streaming_lstm.event_replay import Event, EventStats, event_schedule, read_events, replay_events
+from streaming_lstm.metrics import forecast_last, prequential_last
 from streaming_lstm.remote_trainer import make_trainer
 from streaming_lstm.replay import KafkaSink, ReplayStats, SocketSink, read_rows, replay
 
 TOPIC = "demo"
+EVENTS_CONF, EVENTS_DATA = "conf/solar.toml", "data/solar-hourly.csv"
 
 
 def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -33,10 +35,15 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = Path(args.checkpoint or f"runs/demo-{dt.datetime.now():%Y%m%d-%H%M%S}")
     if (checkpoint / "spark").exists():
         raise ValueError(f"--checkpoint {checkpoint} already holds a run; the demo's broker starts empty, so use a new directory")
-    rows = read_rows(args.data)
+    events = bool(getattr(args, "events", False))
+    if events != (cfg.data.mode == "events"):
+        raise ValueError(f'--events {"needs" if events else "is needed for"} a config with data.mode = "events" (got {cfg.data.mode!r})')
+    rows = [] if events else read_rows(args.data)
+    plan = event_plan(cfg, args) if events else []
     say = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
     stop_producer = threading.Event()
     stats = ReplayStats()
+    event_stats = EventStats()
     broker: Any = None
     reader: str | None = None
     try:
@@ -59,18 +66,22 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
             where = f"a local socket on 127.0.0.1:{sink.port}"
         trainer = make_trainer(spark, cfg, checkpoint, echo=not args.json)
         say(f"demo: Python workers ready in {trainer.warm_up():.1f} s")
-        say(f"demo: replaying {args.rows} rows of {args.data} at {args.rate:g} rows/s into {where}")
+        say(f"demo: replaying {len(plan) if events else args.rows} {'events' if events else 'rows'} of {args.data} at {args.rate:g} rows/s into {where}")
         say(f"demo: training with {cfg.stream.partitions} partitions, trigger {cfg.stream.trigger}; checkpoint {checkpoint}")
 
         def produce() -> None:
             try:
+                if events:
+                    replay_events(plan, sink, rate=args.rate, stop=stop_producer, stats=event_stats)
+                    stats.rows_sent = event_stats.events_sent
+                    return
                 replay(
                     rows,
                     sink,
                     rate=args.rate,
                     seed=args.replay_seed,
                     loops=0,
-                    limit=args.rows,
+                    limit=args.rows or 900,
                     corrupt_rate=args.corrupt_rate,
                     stop=stop_producer,
                     stats=stats,
@@ -97,6 +108,15 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
             broker.stop()
         if "session" in locals():
             session.stop()
+    if events:
+        return {
+            "spark": session.kind,
+            "source": args.source,
+            "kafka_reader": reader,
+            **event_summary(result, event_stats),
+            "elapsed_s": time.monotonic() - started,
+            "checkpoint": str(checkpoint),
+        }
     _, ev = evaluate(checkpoint, args.data)
     return {
         "spark": session.kind,
@@ -121,7 +141,53 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def event_plan(cfg: AppConfig, args: argparse.Namespace) -> list[tuple[Event, bool]]:
+    """The demo's event schedule: the dataset in event-time order, jittered and with late events as asked."""
+    late_by = 2 * parse_duration(cfg.data.allowed_lateness)
+    plan = event_schedule(
+        read_events(args.data, cfg.data), seed=args.replay_seed, jitter=parse_duration(args.jitter, "--jitter"), late_rate=args.late_rate, late_by=late_by
+    )
+    return plan[: args.rows] if args.rows else plan
+
+
+def event_summary(result: runner.RunResult, sent: EventStats) -> dict[str, Any]:
+    """Every event produced is accepted into windows or dead-lettered; the forecasts' figures over
+    the whole run and over the last fifth of the windows."""
+    h = result.history
+    windows = sum(int(m["rows_valid"]) for m in h)
+    last = forecast_last(h, windows // 5)
+    return {
+        "events_produced": sent.events_sent,
+        "late_produced": sent.late_sent,
+        "events_accepted": sum(int(m.get("events_accepted", 0)) for m in h),
+        "events_dead": result.rows_dead,
+        "dead_reasons": {k: sum(int(m.get("dead_reasons", {}).get(k, 0)) for m in h) for k in sorted({r for m in h for r in m.get("dead_reasons", {})})},
+        "windows_trained": windows,
+        "prequential_mae": last["prequential_mae"],
+        "prequential_rmse": last["prequential_rmse"],
+        "naive_mae": last["naive_mae"],
+        "skill": last["skill"],
+        "skill_windows": "last fifth",
+        "skill_all": forecast_last(h, windows + 1)["skill"],
+        "batches": result.batches,
+        "model_version": result.version,
+        "stopped_by": result.stopped_by,
+    }
+
+
 def format_summary(s: dict[str, Any]) -> str:
+    if "events_produced" in s:
+        return "\n".join(
+            [
+                "",
+                f"demo finished ({s['stopped_by']}) in {s['elapsed_s']:.1f} s",
+                f"  events produced      {s['events_produced']} ({s['late_produced']} late on purpose)",
+                f"  events accepted      {s['events_accepted']}; dead-lettered {s['events_dead']} {s['dead_reasons'] or ''}",
+                f"  windows trained      {s['windows_trained']} in {s['batches']} batches",
+                f"  last fifth           MAE {s['prequential_mae']:.4g} (naive {s['naive_mae']:.4g}), skill {s['skill']:+.3f}",
+                f"  whole run            skill {s['skill_all']:+.3f}; model version {s['model_version']}; checkpoint {s['checkpoint']}",
+            ]
+        )
     return "\n".join(
         [
             "",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 @dataclass
 class Bucket:
     rows: int
-    errors: int
+    errors: float
 
 
 class Adwin:
@@ -45,7 +45,7 @@ class Adwin:
         n = self.rows
         return sum(b.errors for b in self.window) / n if n else math.nan
 
-    def update(self, rows: int, errors: int) -> bool:
+    def update(self, rows: int, errors: float) -> bool:
         if rows <= 0:
             return False
         self.window.append(Bucket(rows, errors))
@@ -66,7 +66,7 @@ class Adwin:
         """
         total_n = self.rows
         total_e = sum(b.errors for b in self.window)
-        n0 = e0 = 0
+        n0, e0 = 0, 0.0
         for i, b in enumerate(list(self.window)[:-1]):
             n0 += b.rows
             e0 += b.errors

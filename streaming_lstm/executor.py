@@ -106,7 +106,7 @@ def train_frames(
     if frame.empty:
         return  # a batch with fewer rows than keys leaves some tasks only their model row
     weights, norm = decode_model(blob, spec.model)
-    feats = cfg.data.feature_columns()
+    feats = cfg.input_columns()
     # Mean aggregation: fold this task's keys into one row-weighted sum (results.Fold), checked here.
     fold = cfg.stream.aggregation == "mean"
     limit = cfg.stream.max_update_norm
@@ -117,7 +117,8 @@ def train_frames(
     for key in keys:
         part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
         x = part[feats].to_numpy(np.float64)
-        y = part["label"].to_numpy(np.int32)
+        targets = cfg.data.target_columns()  # forecast: raw targets and naive forecasts, (N, C) each
+        y = part[targets].to_numpy(np.float64) if targets else part["label"].to_numpy(np.int32)
         result = training.train_partition(
             key,
             weights,
@@ -129,6 +130,7 @@ def train_frames(
             batch_size=cfg.train.batch_size,
             seed=task_seed(cfg.model.seed, batch_id, key),
             threads=threads,
+            naive=part[cfg.data.naive_columns()].to_numpy(np.float64) if targets else None,
         )
         if fold:
             why = check_update(key, result.rows, result.weights, start, limit)
@@ -160,26 +162,34 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], 
     n = spec.model.num_features
     from streaming_lstm.weights import init_weights
 
-    training.fit(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, epochs=1, batch_size=2, seed=0, threads=threads)
-    training.score(init_weights(spec.model), np.zeros((2, n), np.float32), np.zeros(2, np.int32), spec, threads)
+    if spec.model.forecast:
+        y = np.zeros((2, spec.model.num_classes), np.float32)
+        training.fit(init_weights(spec.model), np.zeros((2, n), np.float32), y, spec, epochs=1, batch_size=2, seed=0, threads=threads)
+        training.outputs(init_weights(spec.model), np.zeros((2, n), np.float32), spec, threads)
+    else:
+        y = np.zeros(2, np.int32)
+        training.fit(init_weights(spec.model), np.zeros((2, n), np.float32), y, spec, epochs=1, batch_size=2, seed=0, threads=threads)
+        training.score(init_weights(spec.model), np.zeros((2, n), np.float32), y, spec, threads)
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
 
 
-SCORE_SCHEMA = "value string, probabilities array<double>, predicted int, error string, _pos long"
+SCORE_SCHEMA = "value string, outputs array<double>, predicted int, error string, _pos long, entity string, end_time double"
 
 
 def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int, model_blob: Any = None) -> Iterator[pd.DataFrame]:
-    """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason, _pos`` in, one row out
-    per data row, with its ``_pos``. The model is the broadcast ``model_blob``, or else the one row
-    with ``_model`` set (Spark Connect; connect.ship_model).
+    """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason, _pos`` (event mode:
+    windows, with ``entity`` and ``end_time``) in, one row out per input row, with its ``_pos``.
+    The model is the broadcast ``model_blob``, or else the one row with ``_model`` set (Spark
+    Connect; connect.ship_model).
 
-    A valid row (``reason`` NULL) gets its class probabilities and ``predicted`` class id; a
-    rejected one passes through with ``error`` = its reason, so one Spark job handles both.
+    A valid row (``reason`` NULL) gets its ``outputs``: class probabilities and the ``predicted``
+    class id, or (forecast) the forecasts in the targets' units and ``predicted`` -1; a rejected
+    one passes through with ``error`` = its reason, so one Spark job handles both.
     """
     training = _training()
     cfg = _config(config_dict)
     spec = training.TrainSpec.from_app(cfg)
-    feats = cfg.data.feature_columns()
+    feats = cfg.input_columns()
     model: tuple[dict[str, np.ndarray], NormStats] | None = None
     if model_blob is not None:
         model = decode_model(model_blob.value if hasattr(model_blob, "value") else model_blob, spec.model)
@@ -192,13 +202,29 @@ def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any],
         if frame.empty:
             return
         ok = frame["reason"].isna().to_numpy()
-        probs = training.predict(weights, norm.transform(frame.loc[ok, feats].to_numpy(np.float64)), spec, threads).astype(np.float64)
+        x = frame.loc[ok, feats].to_numpy(np.float64)
+        if spec.model.forecast:
+            outputs = training.forecast(weights, norm, x, spec, threads)
+        else:
+            outputs = training.predict(weights, norm.transform(x), spec, threads).astype(np.float64)
         column: list[Any] = [None] * len(frame)
         predicted = np.full(len(frame), -1, np.int32)
-        for j, row in zip(np.flatnonzero(ok), probs, strict=True):
+        for j, row in zip(np.flatnonzero(ok), outputs, strict=True):
             column[j] = row
-        predicted[ok] = probs.argmax(axis=1)
-        yield pd.DataFrame({"value": frame["value"], "probabilities": column, "predicted": predicted, "error": frame["reason"], "_pos": frame["_pos"]})
+        if not spec.model.forecast:
+            predicted[ok] = outputs.argmax(axis=1)
+        none = pd.Series([None] * len(frame), dtype=object)
+        yield pd.DataFrame(
+            {
+                "value": frame["value"],
+                "outputs": column,
+                "predicted": predicted,
+                "error": frame["reason"],
+                "_pos": frame["_pos"],
+                "entity": frame["entity"] if "entity" in frame.columns else none,
+                "end_time": frame["end_time"] if "end_time" in frame.columns else none.astype("float64"),
+            }
+        )
 
     for frame in frames:
         is_model = frame["_model"].notna().to_numpy() if "_model" in frame.columns else np.zeros(len(frame), bool)

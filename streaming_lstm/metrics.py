@@ -43,6 +43,17 @@ class BatchMetrics(TypedDict, total=False):
     drift_detections: int
     rows_seen: int  # rows trained so far, this batch included
     rejected_updates: int
+    # Event mode (window_state.py): rows_valid counts windows; rows_in counts events
+    events_accepted: int  # events that went into their entity's windows (dead ones: rows_dead)
+    # Forecasts: sums over every forecast value, in the targets' units, and their means
+    prequential_abs_sum: float
+    prequential_sq_sum: float
+    naive_abs_sum: float
+    forecast_values: int  # windows x forecast values per window
+    prequential_mae: float
+    prequential_rmse: float
+    naive_mae: float
+    skill: float  # 1 - MAE / naive MAE: > 0 beats the last-value forecast
 
 
 METRICS_FILE = "metrics.jsonl"
@@ -100,12 +111,52 @@ def prequential_last(history: list[BatchMetrics] | list[dict[str, Any]], rows: i
     return correct / seen if seen else math.nan
 
 
+def forecast_fields(values: int, abs_sum: float, sq_sum: float, naive_sum: float) -> dict[str, Any]:
+    """A batch's (or a span's) forecast figures from the error sums over ``values`` forecast values."""
+    nan = math.nan
+    mae, naive = (abs_sum / values, naive_sum / values) if values else (nan, nan)
+    return {
+        "prequential_abs_sum": abs_sum,
+        "prequential_sq_sum": sq_sum,
+        "naive_abs_sum": naive_sum,
+        "forecast_values": values,
+        "prequential_mae": mae,
+        "prequential_rmse": math.sqrt(sq_sum / values) if values else nan,
+        "naive_mae": naive,
+        "skill": 1.0 - mae / naive if values and naive > 0 else nan,
+    }
+
+
+def forecast_last(history: list[BatchMetrics] | list[dict[str, Any]], windows: int) -> dict[str, Any]:
+    """:func:`forecast_fields` over (about) the last ``windows`` windows: whole batches from the end."""
+    values = seen = 0
+    abs_sum = sq_sum = naive_sum = 0.0
+    for m in reversed(history):
+        if seen >= windows:
+            break
+        if not m.get("forecast_values"):
+            continue
+        values += int(m["forecast_values"])
+        abs_sum += float(m["prequential_abs_sum"])
+        sq_sum += float(m["prequential_sq_sum"])
+        naive_sum += float(m["naive_abs_sum"])
+        seen += int(m["rows_valid"])
+    return forecast_fields(values, abs_sum, sq_sum, naive_sum)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and not math.isnan(value) else "  -  "
+
+
 def format_line(m: BatchMetrics | dict[str, Any]) -> str:
-    """The one console line per batch."""
-    acc = m.get("prequential_accuracy")
-    acc_s = f"{acc:.3f}" if isinstance(acc, float) and not math.isnan(acc) else "  -  "
+    """The one console line per batch (forecasts: MAE, the naive forecast's MAE and the skill)."""
+    if "prequential_mae" in m:
+        quality = f"preq mae {_num(m['prequential_mae'], '.4g')} naive {_num(m['naive_mae'], '.4g')} skill {_num(m['skill'], '+.3f')}"
+    else:
+        quality = f"preq acc {_num(m.get('prequential_accuracy'), '.3f')} loss {m['prequential_loss']:.4f}"
+    events = f" events {m['events_accepted']:>5}" if "events_accepted" in m else ""
     return (
-        f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}"
-        f" | preq acc {acc_s} loss {m['prequential_loss']:.4f} | train loss {m['train_loss']:.4f}"
+        f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6}{events} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}"
+        f" | {quality} | train loss {m['train_loss']:.4f}"
         f" | {m['rows_per_s']:>8.0f} rows/s | {m['latency_s']:.2f} s | v{m['version']}" + ("  DRIFT" if m.get("drift") else "")
     )

@@ -9,6 +9,13 @@ plus one batch. Output: one JSON line per row, ``{"batch_id", "value", "class", 
 prediction, in its place among the rows of its Spark partition (rows keep their order within a
 partition; a source may deal them across partitions, as the socket source does round-robin). One
 Spark job per micro-batch.
+
+Event mode (a model trained with ``data.mode = "events"``): events are formed into windows of the
+last ``timesteps`` events per entity in the query's state (window_state.py, as in training, with
+no target events), and each window as it completes gets one line ``{"batch_id", "entity", "time"
+(its last event's, seconds since the epoch), "forecast"`` (the next ``horizon`` values of each
+target, horizon-major) ``or "class"/"probabilities", "model_version", "scored_at"}``; dead events
+(late, out of order, malformed) get an ``"error"`` line.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import connect, executor
+from streaming_lstm.events import observed_events
 from streaming_lstm.keying import model_rows
-from streaming_lstm.rows import HEADER
-from streaming_lstm.spark_parse import feature_names, observed, parsed_batch
+from streaming_lstm.rows import ACCEPTED, HEADER
+from streaming_lstm.spark_parse import observed, parsed_batch
 from streaming_lstm.store import ModelStore, SavedModel
 
 
@@ -93,7 +101,7 @@ class StreamPredictor:
         started = time.perf_counter()
         saved = self.saved
         assert saved is not None
-        feats = feature_names(saved.config.data)
+        feats = saved.config.input_columns()
         rows = self.spark.range(len(self.routes) * 2).select(
             F.lit("").alias("value"), *[F.lit(0.0).alias(f) for f in feats], F.lit(None).cast("string").alias("reason")
         )
@@ -106,13 +114,14 @@ class StreamPredictor:
         ``handler`` replaces :meth:`handle` (RemotePredictHandler under Spark Connect)."""
         saved = self.saved
         assert saved is not None
-        return (
-            observed(source, saved.config.data, require_label=False)
-            .writeStream.foreachBatch(handler or self.handle)
-            .option("checkpointLocation", str(checkpoint))
-            .trigger(processingTime=trigger)
-            .start()
-        )
+        cfg = saved.config
+        if cfg.data.mode == "events":
+            from streaming_lstm.window_state import windowed
+
+            plan = windowed(observed_events(source, cfg.data, require_label=False), cfg, predict=True)
+        else:
+            plan = observed(source, cfg.data, require_label=False)
+        return plan.writeStream.foreachBatch(handler or self.handle).option("checkpointLocation", str(checkpoint)).trigger(processingTime=trigger).start()
 
     def _score(self, parsed: DataFrame, batch_id: int) -> Any:
         saved = self.saved
@@ -125,8 +134,9 @@ class StreamPredictor:
         self._refresh()
         saved = self.saved
         assert saved is not None
-        parsed = parsed_batch(df, saved.config.data, require_label=False).filter(F.col("reason").isNull() | (F.col("reason") != HEADER))
-        parsed = parsed.select("value", *feature_names(saved.config.data), "reason")  # header rows skipped, not scored
+        parsed = parsed_batch(df, saved.config.data, require_label=False).filter(F.col("reason").isNull() | ~F.col("reason").isin(HEADER, ACCEPTED))
+        window = ["entity", "end_time"] if saved.config.data.mode == "events" else []
+        parsed = parsed.select("value", *saved.config.input_columns(), "reason", *window)  # header and tally rows skipped, not scored
         table = self._score(parsed, batch_id)
         # A version written while this batch was scored would otherwise wait for the next trigger:
         # score the batch once more with it, so what goes out is the newest model's (once per
@@ -146,14 +156,12 @@ class StreamPredictor:
         for r in table.to_pylist():
             if r["error"] is None:
                 scored += 1
-                record = {
-                    "batch_id": batch_id,
-                    "value": r["value"],
-                    "class": names[r["predicted"]],
-                    "probabilities": [round(p, 6) for p in r["probabilities"]],
-                    "model_version": saved.version,
-                    "scored_at": now,
-                }
+                where = {"entity": r["entity"], "time": r["end_time"]} if r["entity"] is not None else {"value": r["value"]}
+                if saved.config.data.task == "forecast":
+                    what: dict[str, Any] = {"forecast": [round(v, 6) for v in r["outputs"]]}
+                else:
+                    what = {"class": names[r["predicted"]], "probabilities": [round(p, 6) for p in r["outputs"]]}
+                record = {"batch_id": batch_id, **where, **what, "model_version": saved.version, "scored_at": now}
             else:
                 record = {"batch_id": batch_id, "value": r["value"], "error": r["error"], "model_version": saved.version, "scored_at": now}
             lines.append(json.dumps(record))

@@ -122,7 +122,7 @@ class SocketSink:
                 continue
         return False
 
-    def send(self, row: str, key: int) -> None:
+    def send(self, row: str, key: int | str) -> None:
         data = (row + "\n").encode()
         while not self.stop.is_set():
             if self.conn is None and not self._connect():
@@ -167,7 +167,8 @@ class KafkaSink:
         self.topic = topic
         self.producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5, **config)
 
-    def send(self, row: str, key: int) -> None:
+    def send(self, row: str, key: int | str) -> None:
+        """Key: the row's sequence number, or (event mode) its entity: one entity, one partition."""
         self.producer.send(self.topic, key=str(key).encode(), value=row.encode())
 
     def close(self) -> None:
@@ -235,7 +236,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     p.add_argument("--corrupt-rate", type=float, default=0.0, help="share of rows replaced by malformed ones (default 0)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    ev = p.add_argument_group("event mode (event_replay.py): in event-time order, keyed by entity")
+    ev.add_argument("--events", action="store_true", help="replay events in event-time order, Kafka key = entity (needs --conf)")
+    ev.add_argument("--conf", metavar="TOML", help="the trainer's config: which columns are the entity and the time")
+    ev.add_argument("--speedup", type=float, default=0.0, help="pace at this many times real time instead of --rate (0 = use --rate)")
+    ev.add_argument("--jitter", default="0s", help="send each event up to this much event time late, out of order (e.g. 2h; default 0s)")
+    ev.add_argument("--late-rate", type=float, default=0.0, help="share of events held back past the lateness allowed (default 0)")
+    ev.add_argument("--late-by", help="how much event time a held-back event is late (default twice data.allowed_lateness)")
     return p
+
+
+def _replay_events(args: argparse.Namespace, sink: Any, stop: threading.Event, log: Callable[[str], None]) -> dict[str, Any]:
+    """``--events``: event_replay.py's schedule and pacing; the summary as a dict."""
+    from streaming_lstm.config import load_config, parse_duration
+    from streaming_lstm.event_replay import EventStats, event_schedule, read_events, replay_events
+
+    if not args.conf:
+        raise ValueError("--events needs --conf (the config names the entity and time columns)")
+    data = load_config(args.conf).data
+    if data.mode != "events":
+        raise ValueError(f"--conf {args.conf}: data.mode is {data.mode!r}; --events replays an event-mode dataset")
+    if not 0.0 <= args.late_rate <= 1.0:
+        raise ValueError(f"--late-rate must be in [0, 1], got {args.late_rate}")
+    late_by = parse_duration(args.late_by, "--late-by") if args.late_by else 2 * parse_duration(data.allowed_lateness)
+    plan = event_schedule(
+        read_events(args.data, data), seed=args.seed, jitter=parse_duration(args.jitter, "--jitter"), late_rate=args.late_rate, late_by=late_by
+    )
+    plan = plan[: args.limit] if args.limit else plan
+    stats = EventStats()
+    try:
+        replay_events(plan, sink, rate=0.0 if args.speedup > 0 else args.rate, speedup=args.speedup, stop=stop, stats=stats, log=log)
+    except KeyboardInterrupt:
+        stop.set()
+        log("interrupted")
+    return asdict(stats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stop = threading.Event()
     try:
-        rows = read_rows(args.data, header=not args.no_header)
+        rows = [] if args.events else read_rows(args.data, header=not args.no_header)
         if args.sink == "socket":
             sink: Any = SocketSink(args.host, args.port, stop, log)
             log(f"listening on {args.host}:{sink.port}; waiting for a client")
@@ -267,6 +301,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # kafka-python's errors: name them, no traceback
         print(f"replay: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    if args.events:
+        try:
+            summary = _replay_events(args, sink, stop, log)
+        except ValueError as exc:
+            print(f"replay: error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            sink.close()
+        print(
+            json.dumps(summary)
+            if args.json
+            else f"replay: sent {summary['events_sent']} events ({summary['late_sent']} late on purpose) in {summary['seconds']:.1f} s"
+        )
+        return 0
     stats = ReplayStats()
     try:
         replay(rows, sink, rate=args.rate, seed=args.seed, loops=args.loops, limit=args.limit, corrupt_rate=args.corrupt_rate, stop=stop, log=log, stats=stats)

@@ -26,17 +26,24 @@ from streaming_lstm.normalizer import NormStats
 from streaming_lstm.weights import LSTMConfig, Weights, arrays_from_bytes, check_weights, schema, weights_to_bytes
 
 RESULT_SCHEMA = (
-    "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int, rejected string"
+    "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int, rejected string, "
+    "abs_sum double, sq_sum double, naive_sum double"
 )
 
 
 @dataclass(frozen=True)
 class Score:
-    """Prequential or evaluation figures: rows, correct predictions and summed cross-entropy."""
+    """Prequential or evaluation figures: rows, correct predictions and summed cross-entropy; for
+    forecasts (correct 0, ``loss_sum`` the summed squared error in normalised units) also the sums
+    over every forecast value, in the targets' own units, of the model's absolute and squared errors
+    and of the naive last-value forecast's absolute error."""
 
     rows: int
     correct: int
     loss_sum: float
+    abs_sum: float = 0.0
+    sq_sum: float = 0.0
+    naive_sum: float = 0.0
 
     @property
     def accuracy(self) -> float:
@@ -79,6 +86,9 @@ class PartitionResult:
             "seconds": self.seconds,
             "worker_pid": self.worker_pid,
             "rejected": self.rejected,
+            "abs_sum": self.prequential.abs_sum,
+            "sq_sum": self.prequential.sq_sum,
+            "naive_sum": self.prequential.naive_sum,
         }
 
     @classmethod
@@ -88,10 +98,10 @@ class PartitionResult:
         return cls(
             key=int(row["key"]),
             rows=rows,
-            prequential=Score(rows, int(row["correct"]), float(row["loss_sum"])),
+            prequential=Score(rows, int(row["correct"]), float(row["loss_sum"]), *(float(row.get(k) or 0.0) for k in ("abs_sum", "sq_sum", "naive_sum"))),
             train_loss=float(row["train_loss"]),
             weights=check_weights(arrays_from_bytes(row["weights"]), lstm) if row["weights"] else {},
-            norm=NormStats.from_arrays(arrays_from_bytes(row["norm"]), lstm.num_features),
+            norm=NormStats.from_arrays(arrays_from_bytes(row["norm"]), lstm.num_stats),
             seconds=float(row["seconds"]),
             worker_pid=int(row["worker_pid"]),
             rejected=row.get("rejected"),
@@ -119,6 +129,9 @@ class Fold:
             "seconds": 0.0,
             "worker_pid": worker_pid,
             "rejected": None,
+            "abs_sum": 0.0,
+            "sq_sum": 0.0,
+            "naive_sum": 0.0,
         }
 
     @classmethod

@@ -42,6 +42,9 @@ from streaming_lstm.config import DataConfig, data_columns
 from streaming_lstm.fs import filesystem
 
 EMPTY, HEADER, UNKNOWN_LABEL = "empty row", "header row", "unknown label"
+# Event mode's tally rows (window_state.py): how many events an entity accepted in a batch; like
+# header rows, counted and never a dead letter.
+ACCEPTED = "events accepted"
 WHITESPACE = " \t\n\x0b\x0c\r"  # Java's \s: what both executors trim
 BOM = "\ufeff"
 RAW_LIMIT = 65536  # characters of a rejected row kept in a dead-letter record or an error line

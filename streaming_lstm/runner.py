@@ -25,6 +25,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm import connect
 from streaming_lstm.config import AppConfig, parse_duration
+from streaming_lstm.events import observed_events
 from streaming_lstm.fs import join
 from streaming_lstm.kafka_reader import READERS, BrokerWatch, choose_reader, records_skipped
 from streaming_lstm.metrics import BatchMetrics, prequential_last
@@ -32,6 +33,7 @@ from streaming_lstm.remote_trainer import RemoteTrainer, make_trainer
 from streaming_lstm.sources import SourceSpec, open_source
 from streaming_lstm.spark_parse import observed
 from streaming_lstm.stream_trainer import StreamingTrainer
+from streaming_lstm.window_state import windowed
 
 Trainer = StreamingTrainer | RemoteTrainer  # in this process, or in a Spark Connect server
 
@@ -54,12 +56,14 @@ def start_query(trainer: Trainer, source: DataFrame) -> StreamingQuery:
     """Start the foreachBatch query; Spark's own checkpoint lives in ``CHECKPOINT/spark``.
 
     Rows are parsed in the streaming plan so that each batch's row counts are also the query's
-    observed metrics (:func:`~streaming_lstm.spark_parse.observed`).
+    observed metrics (:func:`~streaming_lstm.spark_parse.observed`). In event mode the events are
+    parsed (events.py) and formed into windows per entity (window_state.py) in the plan too.
     """
     trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
+    d = trainer.cfg.data
+    plan = windowed(observed_events(source, d), trainer.cfg) if d.mode == "events" else observed(source, d)
     return (
-        observed(source, trainer.cfg.data)
-        .writeStream.foreachBatch(trainer.handle)
+        plan.writeStream.foreachBatch(trainer.handle)
         .option("checkpointLocation", join(trainer.checkpoint, "spark"))
         .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
         .queryName(f"streaming-lstm-{os.getpid()}-{id(trainer)}")
@@ -186,7 +190,9 @@ def run(
             return "signal"
         if max_batches is not None and trainer.batches_applied >= max_batches:
             return f"max batches ({max_batches})"
-        if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout:
+        # Idle: no rows for idle_timeout and no trigger running (the first batch of a stateful query
+        # plans and starts its workers before the handler sees it).
+        if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout and not trigger_active(query):
             return f"idle for {idle_timeout:g} s"
         return None
 
@@ -206,6 +212,13 @@ def run(
     return RunResult(
         trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, time.monotonic() - started, trainer.history, progress.records_skipped
     )
+
+
+def trigger_active(query: StreamingQuery) -> bool:
+    try:
+        return bool(query.status.get("isTriggerActive"))
+    except Exception:  # a query that just stopped has no status to give; it is not running a trigger
+        return False
 
 
 def install_signal_handlers(event: threading.Event) -> None:

@@ -97,8 +97,8 @@ def source_position(df: DataFrame) -> Column:
 
 def dead_letters(parsed: DataFrame, batch_id: int) -> DataFrame:
     """The rejected rows as dead-letter records: batch id, reason, raw value (truncated), its length.
-    Header rows are not dead letters (they are skipped and counted)."""
-    return parsed.filter(F.col("reason").isNotNull() & (F.col("reason") != rows.HEADER)).select(
+    Header rows and event mode's tally rows are not dead letters (they are counted)."""
+    return parsed.filter(F.col("reason").isNotNull() & ~F.col("reason").isin(rows.HEADER, rows.ACCEPTED)).select(
         F.lit(batch_id).alias("batch_id"),
         F.col("reason"),
         F.substring(F.col("value"), 1, RAW_LIMIT).alias("raw"),

@@ -120,7 +120,7 @@ class TrainerState:
         self.decay = self.base_decay  # shorter while a drift alarm is raised (set_drift_raised)
         self.weights: Weights = init_weights(self.lstm)
         self.next_weights: Weights = self.weights
-        self.norm = NormStats.empty(self.lstm.num_features)
+        self.norm = NormStats.empty(self.lstm.num_stats)
         self.running_n = 0.0
         self.rows_seen = 0
         self.last_batch_id = -1

@@ -66,7 +66,7 @@ def unpack_model(arrays: Mapping[str, np.ndarray], lstm: LSTMConfig) -> tuple[We
     """(weights, next weights or None, normaliser) from :func:`pack_model`'s arrays, checked."""
     weights = check_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, lstm)
     nxt = {k[5:]: v for k, v in arrays.items() if k.startswith("next/")}
-    return weights, check_weights(nxt, lstm) if nxt else None, NormStats.from_arrays(arrays, lstm.num_features)
+    return weights, check_weights(nxt, lstm) if nxt else None, NormStats.from_arrays(arrays, lstm.num_stats)
 
 
 class ModelStoreError(RuntimeError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import time
@@ -36,15 +37,16 @@ from streaming_lstm.config import AppConfig
 from streaming_lstm.drift import Adwin
 from streaming_lstm.fs import join
 from streaming_lstm.keying import keyed_rows, partition_offsets, partition_order
-from streaming_lstm.metrics import METRICS_FILE, BatchMetrics, MetricsLog, format_line
+from streaming_lstm.metrics import METRICS_FILE, BatchMetrics, MetricsLog, forecast_fields, format_line
 from streaming_lstm.results import RESULT_SCHEMA, Fold, PartitionResult, decode
-from streaming_lstm.rows import HEADER
+from streaming_lstm.rows import ACCEPTED, HEADER
 from streaming_lstm.seeds import key_shift
 from streaming_lstm.spark_parse import POSITION, dead_letters, parsed_batch
 from streaming_lstm.state import TrainerState, Update
 from streaming_lstm.store import ModelStore, ensure_private_dir
 from streaming_lstm.tb_log import TensorBoardLog
 from streaming_lstm.weights import LSTMConfig
+from streaming_lstm.window_state import in_window_order
 
 log = logging.getLogger("streaming_lstm.stream_trainer")
 
@@ -58,6 +60,7 @@ class BatchCounts:
     dead_by_reason: dict[str, int]
     order: list[int]
     headers_skipped: int = 0
+    events_accepted: int = 0  # event mode: events that went into their entity's windows
 
     @property
     def rows_valid(self) -> int:
@@ -177,9 +180,17 @@ class StreamingTrainer:
         """The five steps of the module docstring, each a method below."""
         if self.state.is_applied(batch_id):
             log.info("batch %d already applied (model version %d): skipped", batch_id, self.state.version)
+            self.last_rows_at = time.monotonic()  # a replayed batch is progress, not idleness
+            if self.cfg.data.mode == "events":
+                # The window operator's state for this batch must still be committed (Spark checks
+                # every state-store partition committed): run the plan, write nothing. The windows
+                # it forms are the ones the saved version already trained on.
+                df.write.format("noop").mode("overwrite").save()
             return
         started = time.perf_counter()
         connect.describe(self.spark, f"streaming-lstm batch {batch_id}: parse and count")
+        if self.cfg.data.mode == "events":
+            df = in_window_order(df)
         parsed = parsed_batch(df, self.cfg.data).persist()
         try:
             counts = self._count(parsed)
@@ -191,7 +202,7 @@ class StreamingTrainer:
             t_train = time.perf_counter()
         finally:
             parsed.unpersist()
-        if counts.rows_valid == 0 and counts.rows_dead == 0 and counts.headers_skipped == 0:
+        if counts.rows_valid == 0 and counts.rows_dead == 0 and counts.headers_skipped == 0 and counts.events_accepted == 0:
             return  # an empty batch changes nothing and needs no version
         metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
         # "train" includes decoding the results (PartitionResult.from_row).
@@ -201,14 +212,17 @@ class StreamingTrainer:
     def _count(self, parsed: DataFrame) -> BatchCounts:
         """Step 2a: one small aggregation: valid rows per Spark partition, rejected rows per reason."""
         by_pid = parsed.groupBy(F.spark_partition_id().alias("pid"), F.col("reason"))
-        rows = by_pid.agg(F.count(F.lit(1)).alias("count"), F.min(POSITION).alias("pos")).collect()
+        events = F.sum("events") if "events" in parsed.columns else F.lit(0)  # event mode's tally rows
+        rows = by_pid.agg(F.count(F.lit(1)).alias("count"), F.min(POSITION).alias("pos"), events.alias("events")).collect()
         dead: dict[str, int] = {}
         for r in rows:
             if r["reason"] is not None:
                 dead[r["reason"]] = dead.get(r["reason"], 0) + int(r["count"])
         headers = dead.pop(HEADER, 0)
+        dead.pop(ACCEPTED, 0)
+        accepted = sum(int(r["events"] or 0) for r in rows if r["reason"] == ACCEPTED)
         valid = {int(r["pid"]): int(r["count"]) for r in rows if r["reason"] is None}
-        return BatchCounts(valid, dead, partition_order(r.asDict() for r in rows), headers)
+        return BatchCounts(valid, dead, partition_order(r.asDict() for r in rows), headers, accepted)
 
     def _write_dead_letters(self, parsed: DataFrame, batch_id: int, counts: BatchCounts) -> None:
         """Step 2b: rejected rows to ``CHECKPOINT/deadletter/batch_id=N/`` (overwritten on replay)."""
@@ -225,7 +239,7 @@ class StreamingTrainer:
         correct = sum(r.prequential.correct for r in results)
         loss_sum = sum(r.prequential.loss_sum for r in results)
         nan = float("nan")
-        return {
+        record: BatchMetrics = {
             "batch_id": batch_id,
             "version": self.state.version + 1,
             "rows_in": rows_valid + counts.rows_dead + counts.headers_skipped,
@@ -244,11 +258,18 @@ class StreamingTrainer:
             "latency_s": latency,
             "time": time.time(),
         }
+        if self.cfg.data.mode == "events":  # rows are windows; what came in were events
+            record["events_accepted"] = counts.events_accepted
+            record["rows_in"] = counts.events_accepted + counts.rows_dead + counts.headers_skipped
+        if self.lstm.forecast:
+            sums = [sum(getattr(r.prequential, k) for r in results) for k in ("abs_sum", "sq_sum", "naive_sum")]
+            record.update(forecast_fields(rows_valid * self.lstm.num_classes, *sums))  # type: ignore[typeddict-item]
+        return record
 
     def _apply(self, batch_id: int, results: list[PartitionResult], folds: list[Fold], metrics: BatchMetrics) -> None:
         """Step 5b: drift, then the state averages and saves the new version; then log and report."""
         faults.hit("before_save", batch_id)
-        self._watch_drift(metrics, metrics["rows_valid"], metrics["prequential_correct"], batch_id)
+        self._watch_drift(metrics, batch_id)
         updates = [Update(r.rows, r.weights, r.norm, r.key) for r in results if not r.folded]
         folded_norms = [r.norm for r in results if r.folded and r.rejected is None]  # key order
         rejected = [r.rejected for r in results if r.rejected is not None]
@@ -272,17 +293,21 @@ class StreamingTrainer:
         if self.echo:
             print(format_line(metrics), flush=True)
 
-    def _watch_drift(self, metrics: BatchMetrics, rows: int, correct: int, batch_id: int) -> None:
-        """ADWIN on the prequential error; while an alarm is raised, optionally forget faster."""
-        alarm = self.drift.update(rows, rows - correct) if self.drift is not None else False
+    def _watch_drift(self, metrics: BatchMetrics, batch_id: int) -> None:
+        """ADWIN on the prequential error; while an alarm is raised, optionally forget faster.
+        Forecasts: the error is the batch's MAE relative to the naive forecast's, capped at 1 (a
+        rate in [0, 1], as ADWIN's bound needs), counted once per window."""
+        rows = metrics["rows_valid"]
+        if "prequential_mae" in metrics:
+            ratio = metrics["prequential_mae"] / metrics["naive_mae"] if metrics["naive_mae"] > 0 else 0.0
+            errors = rows * min(1.0, ratio) if math.isfinite(ratio) else rows
+        else:
+            errors = rows - metrics["prequential_correct"]
+        alarm = self.drift.update(rows, errors) if self.drift is not None else False  # type: ignore[arg-type]
         if alarm:
             self.drift_left = self.cfg.stream.drift_batches
-            log.warning(
-                "batch %d: drift detected (prequential error %.3f; window now %d rows)",
-                batch_id,
-                (rows - correct) / max(rows, 1),
-                self.drift.rows if self.drift else 0,
-            )
+            window = self.drift.rows if self.drift else 0
+            log.warning("batch %d: drift detected (prequential error %.3f; window now %d rows)", batch_id, errors / max(rows, 1), window)
         raised = self.drift_left > 0
         self.drift_left = max(0, self.drift_left - 1)
         self.state.set_drift_raised(raised)
@@ -298,7 +323,8 @@ class StreamingTrainer:
         connect.describe(self.spark, f"streaming-lstm batch {batch_id}: score and train ({self.partitions} partitions)")
         offsets = partition_offsets(counts.order, counts.valid_by_pid)
         shift = key_shift(self.cfg.model.seed, batch_id, self.partitions)
-        valid = parsed.filter(F.col("reason").isNull()).select(*self.cfg.data.feature_columns(), "label")
+        d = self.cfg.data
+        valid = parsed.filter(F.col("reason").isNull()).select(*self.cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns())
         blob = executor.encode_model(self.state.training_weights(), self.state.norm)
         shipped = connect.ship_model(self.spark, blob)  # a broadcast, or None: model rows (Connect)
         keyed = keyed_rows(valid, offsets, shift, self.partitions, self.routes, None if shipped is not None else blob)

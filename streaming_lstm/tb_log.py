@@ -25,6 +25,12 @@ SCALARS = {
     "rows/valid": "rows_valid",
     "rows/dead_lettered": "rows_dead",
     "drift/alarm": "drift",
+    # forecasts (event mode): errors in the targets' units, the naive forecast's, the skill
+    "prequential/mae": "prequential_mae",
+    "prequential/rmse": "prequential_rmse",
+    "prequential/naive_mae": "naive_mae",
+    "prequential/skill": "skill",
+    "rows/events_accepted": "events_accepted",
 }
 
 

@@ -93,16 +93,21 @@ class CompiledModel:
         self._l2_vars = [v for name, v in self.net.by_name.items() if not name.endswith("bias")]
         nfeat = spec.model.num_features
         x_sig = tf.TensorSpec((None, nfeat), tf.float32)
-        y_sig = tf.TensorSpec((None,), tf.int32)
+        # Class ids, or (forecast) the normalised targets, one column per forecast value.
+        y_sig = tf.TensorSpec((None, spec.model.num_classes), tf.float32) if spec.model.forecast else tf.TensorSpec((None,), tf.int32)
         i_sig = tf.TensorSpec((None,), tf.int32)
         self.train_steps = tf.function(self._train_steps, input_signature=[x_sig, y_sig, i_sig, i_sig])
         self.score_step = tf.function(self._score_step, input_signature=[x_sig, y_sig])
         self.predict_step = tf.function(self._predict_step, input_signature=[x_sig])
+        self.outputs_step = tf.function(self.net, input_signature=[x_sig])  # the head's raw outputs
 
     # -- traced bodies ------------------------------------------------------------------------
     def _loss(self, x, y):  # type: ignore[no-untyped-def]
-        logits = self.net(x)  # (B, C)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        out = self.net(x)  # (B, C): logits, or the normalised forecasts
+        if self.spec.model.forecast:
+            loss = tf.reduce_mean(tf.square(out - y))  # MSE over rows and forecast values
+        else:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
         if self.spec.l2 > 0:
             loss += self.spec.l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in self._l2_vars])
         return loss
@@ -199,11 +204,12 @@ def fit(
     n = len(x)
     if epochs <= 0 or n == 0:
         return model.net.get(), float("nan")
+    y_dtype = np.float32 if spec.model.forecast else np.int32
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)  # (E*N,)
     starts = np.arange(0, n, batch_size)  # one epoch's mini-batch starts; the last may be short
     bounds = np.concatenate([e * n + starts for e in range(epochs)] + [[epochs * n]]).astype(np.int32)
-    losses = model.train_steps(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int32), order, bounds).numpy()
+    losses = model.train_steps(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, y_dtype), order, bounds).numpy()
     sizes = np.diff(bounds)[-len(starts) :]
     last = float(np.dot(losses[-len(starts) :].astype(np.float64), sizes) / n)  # the last epoch's mean
     return model.net.get(), last
@@ -229,6 +235,43 @@ def predict(weights: Mapping[str, np.ndarray], x: np.ndarray, spec: TrainSpec, t
     return np.concatenate(parts) if parts else np.zeros((0, spec.model.num_classes), np.float32)
 
 
+def outputs(weights: Mapping[str, np.ndarray], x: np.ndarray, spec: TrainSpec, threads: int = 0) -> np.ndarray:
+    """The head's raw outputs (N, C) for normalised rows (forecasts in normalised target units)."""
+    model = compiled(spec, threads)
+    model.net.assign(check_weights(weights, spec.model))
+    parts = [model.outputs_step(np.asarray(x[s : s + SCORE_CHUNK], np.float32)).numpy() for s in range(0, len(x), SCORE_CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros((0, spec.model.num_classes), np.float32)
+
+
+def forecast(weights: Mapping[str, np.ndarray], norm: NormStats, x_raw: np.ndarray, spec: TrainSpec, threads: int = 0) -> np.ndarray:
+    """Forecasts (N, C) in the targets' own units for raw windows ``x_raw`` (N, T*F); ``norm``
+    holds the features' statistics, then the targets' (LSTMConfig.num_stats)."""
+    nf = spec.model.num_features
+    shift, div = norm.scale()
+    xn = ((np.asarray(x_raw, np.float64) - shift[:nf]) / div[:nf]).astype(np.float32)
+    return outputs(weights, xn, spec, threads).astype(np.float64) * div[nf:] + shift[nf:]
+
+
+def score_forecast(
+    weights: Mapping[str, np.ndarray], norm: NormStats, x_raw: np.ndarray, y: np.ndarray, naive: np.ndarray, spec: TrainSpec, threads: int = 0
+) -> Score:
+    """Prequential forecast figures: errors in the targets' units, the naive forecast's, and the
+    squared error in normalised units (what the training loss measures)."""
+    y = np.asarray(y, np.float64)
+    pred = forecast(weights, norm, x_raw, spec, threads)
+    _, div = norm.scale()
+    nf = spec.model.num_features
+    err_n = (pred - y) / div[nf:]  # (N, C) in normalised units
+    return Score(
+        len(y),
+        0,
+        float((err_n**2).mean(axis=1).sum()) if len(y) else 0.0,
+        float(np.abs(pred - y).sum()),
+        float(((pred - y) ** 2).sum()),
+        float(np.abs(np.asarray(naive, np.float64) - y).sum()),
+    )
+
+
 def train_partition(
     key: int,
     weights: Mapping[str, np.ndarray],
@@ -241,18 +284,30 @@ def train_partition(
     batch_size: int,
     seed: int,
     threads: int = 0,
+    naive: np.ndarray | None = None,
 ) -> PartitionResult:
     """One streaming partition: test, then train (prequential, as in River).
 
-    1. Score every row with the incoming global weights and normaliser (the prequential figures).
-    2. Merge this partition's feature statistics into the global ones and normalise with that.
+    1. Score every row with the incoming global weights and normaliser (the prequential figures;
+       forecasts also against ``naive``, the last-value forecast of each target, (N, C)).
+    2. Merge this partition's statistics (features, and forecast targets) into the global ones and
+       normalise with that.
     3. Train ``epochs`` local epochs from the global weights.
 
     The result carries this partition's own statistics; the driver merges all partitions' into the
-    global normaliser, so no row is counted twice.
+    global normaliser, so no row is counted twice. ``y`` is (N,) class ids or (N, C) raw targets.
     """
     started = time.perf_counter()
-    prequential = score(weights, norm.transform(x_raw), y, spec, threads)
-    local = NormStats.of(x_raw)
-    new_weights, train_loss = fit(weights, norm.merge(local).transform(x_raw), y, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+    if spec.model.forecast:
+        assert naive is not None, "a forecast partition needs the naive forecasts"
+        prequential = score_forecast(weights, norm, x_raw, y, naive, spec, threads)
+        columns = np.concatenate([np.asarray(x_raw, np.float64), np.asarray(y, np.float64)], axis=1)  # (N, T*F + C)
+        local = NormStats.of(columns)
+        both = norm.merge(local).transform(columns)
+        x_n, y_n = both[:, : spec.model.num_features], both[:, spec.model.num_features :]
+    else:
+        prequential = score(weights, norm.transform(x_raw), y, spec, threads)
+        local = NormStats.of(x_raw)
+        x_n, y_n = norm.merge(local).transform(x_raw), y
+    new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
     return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started)

@@ -30,21 +30,32 @@ class LSTMConfig:
     timesteps: int
     features_per_step: int
     hidden: tuple[int, ...]
-    num_classes: int
+    num_classes: int  # the head's outputs: classes, or forecast values (task "forecast")
     seed: int = 42
+    task: str = "classify"
 
     @classmethod
     def from_app(cls, cfg: AppConfig) -> LSTMConfig:
-        """The network shape of an application config (its model section and class count)."""
-        return cls.from_model(cfg.model, len(cfg.data.classes))
+        """The network shape of an application config (its model section, task and outputs)."""
+        return cls.from_model(cfg.model, cfg.data.outputs(), cfg.data.task)
 
     @classmethod
-    def from_model(cls, m: ModelConfig, num_classes: int) -> LSTMConfig:
-        return cls(m.timesteps, m.features_per_step, tuple(m.hidden), num_classes, m.seed)
+    def from_model(cls, m: ModelConfig, num_classes: int, task: str = "classify") -> LSTMConfig:
+        return cls(m.timesteps, m.features_per_step, tuple(m.hidden), num_classes, m.seed, task)
 
     @property
     def num_features(self) -> int:
         return self.timesteps * self.features_per_step
+
+    @property
+    def forecast(self) -> bool:
+        return self.task == "forecast"
+
+    @property
+    def num_stats(self) -> int:
+        """Columns the normaliser keeps statistics of: the features, then (forecast) the targets,
+        which are normalised by their own running statistics too."""
+        return self.num_features + (self.num_classes if self.forecast else 0)
 
 
 def schema(cfg: LSTMConfig) -> Schema:

@@ -97,7 +97,8 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
             if producer.is_alive() or producer.ident is None:
                 return None
             handled = sum(int(m["rows_in"]) for m in trainer.history)
-            return "every produced row was trained or dead-lettered" if handled >= stats.rows_sent else None
+            what = "event was accepted into windows" if events else "row was trained"
+            return f"every produced {what} or dead-lettered" if handled >= stats.rows_sent else None
 
         result = runner.run(trainer, source, stop_event=threading.Event(), on_tick=done, idle_timeout=args.timeout, on_first_trigger=producer.start)
     finally:

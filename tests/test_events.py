@@ -82,8 +82,8 @@ def test_windows_span_batches_once_each_with_entities_interleaved(spark: Any, tm
     cfg = event_config()
     lines = to_csv_lines(sine_events(entities=3, events=20, seed=1), header=False)
     with windows_of(spark, cfg, tmp_path / "ck") as (rows, feed, _):
-        for cut in range(0, len(lines), 7):  # batches that split every entity's windows
-            feed(lines[cut : cut + 7])
+        for cut in range(0, len(lines), 10):  # batches that split every entity's windows
+            feed(lines[cut : cut + 10])
     windows = [r for r in rows if r["reason"] is None]
     expected = expected_windows(lines, L=5)
     assert len(windows) == sum(len(w) for w in expected.values()) == 3 * 16

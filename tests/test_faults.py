@@ -52,11 +52,12 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
                 "--kafka-reader", READER_SETTING[reader]]  # fmt: skip
 
     ck = tmp_path / "killed"
-    kills = ["mid_train@1", "before_save@2", "mid_save@4", "after_save@6", "mid_train@8"]
+    # Suite time (each restart costs ~30 s of start-up): a kill before anything of the batch is
+    # saved, a torn save, and a save that Spark never committed (its offsets replayed and skipped);
+    # on the second reader the two that leave the most on disk. (before_save and a second mid_train
+    # were dropped in the seventh session: they repeat mid_train@1's case, nothing saved yet.)
+    kills = ["mid_train@1", "mid_save@4", "after_save@6"]
     if reader == "python-source":
-        # Suite time (each restart costs ~30 s of start-up): on the second reader the two kills that
-        # leave the most on disk: a torn save, and a save that Spark never committed (its offsets
-        # replayed and skipped).
         kills = ["mid_save@4", "after_save@6"]
     for fault in kills:
         r = run_train(args(ck), fault)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from streaming_lstm import training
-from streaming_lstm.config import AppConfig
+from streaming_lstm.config import AppConfig, ConfigError
 from streaming_lstm.data import Dataset, check_header, check_rows, load_csv, reasons_summary, stratified_split
 from streaming_lstm.normalizer import NormStats
 from streaming_lstm.rows import RAW_LIMIT
@@ -79,6 +79,12 @@ def evaluate_arrays(weights: Weights, norm: NormStats, data: Dataset, cfg: AppCo
 def read_checked(path: str | Path, cfg: AppConfig, *, strict: bool, what: str, require_label: bool = True) -> tuple[Dataset, list[str]]:
     """A file's rows through rows.py's rules, refused early when they cannot fit ``what`` (a header
     naming other columns, no usable row; any rejected row with ``strict``); warnings to show."""
+    if cfg.data.mode == "events":
+        # One process has no stream state to form an entity's windows in; the stream does that.
+        raise ConfigError(
+            f'data.mode = "events": fit, evaluate and predict --data read rows; an event-mode model learns from a stream '
+            f"(streaming-lstm train or demo --events) and scores one (predict --source ...); report --data {path} charts its forecasts"
+        )
     check_header(path, cfg.data, what)
     data = load_csv(path, cfg.data, require_label=require_label)
     return data, check_rows(data, path, cfg.data, strict=strict, what=what)

@@ -119,3 +119,11 @@ def test_a_forecast_partition_scores_before_training_against_the_naive_forecast(
     assert first.prequential.abs_sum == pytest.approx(float(np.abs(pred - y).sum()), rel=1e-5)
     after = training.score_forecast(first.weights, first.norm, x, y, naive, spec)
     assert after.abs_sum < 0.5 * after.naive_sum, (after.abs_sum, after.naive_sum)  # it learnt the sines' next step
+
+
+def test_one_process_commands_refuse_an_event_config_and_say_what_to_use(capsys: pytest.CaptureFixture[str]) -> None:
+    from streaming_lstm.cli import main
+
+    assert main(["fit", "--conf", str(SOLAR), "--data", str(ROOT / "data" / "solar-hourly.csv"), "--out", "/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err
+    assert 'data.mode = "events"' in err and "demo --events" in err

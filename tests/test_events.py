@@ -53,7 +53,8 @@ def windows_of(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[l
         out.extend({**r.asDict(), "batch_id": batch_id} for r in df.collect())
 
     plan = windowed(observed_events(source.df(), cfg.data), cfg)
-    query = plan.writeStream.foreachBatch(collect).option("checkpointLocation", str(checkpoint)).start()
+    with state_partitions(spark, 2):
+        query = plan.writeStream.foreachBatch(collect).option("checkpointLocation", str(checkpoint)).start()
 
     def feed(lines: list[str]) -> None:
         source.add(lines)
@@ -63,6 +64,18 @@ def windows_of(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[l
         yield out, feed, query
     finally:
         query.stop()
+
+
+@contextmanager
+def state_partitions(spark: Any, n: int) -> Iterator[None]:
+    """The shared session's shuffle partitions while a stateful query starts (its state keeps them;
+    each is a Python task per batch), as conf/solar.toml sets them; restored for the other tests."""
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(n))
+    try:
+        yield
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
 
 
 def expected_windows(lines: list[str], L: int, stride: int = 1) -> dict[str, list[list[float]]]:
@@ -105,7 +118,8 @@ def trainer_on(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[A
 
     source = MemorySource(spark)
     trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
-    query = start_query(trainer, source.df())
+    with state_partitions(spark, 2):
+        query = start_query(trainer, source.df())
 
     def feed(lines: list[str]) -> None:
         source.add(lines)
@@ -149,7 +163,8 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
     out = io.StringIO()
     predictor = StreamPredictor(spark, tmp_path / "ck" / "model", out)
     source = MemorySource(spark)
-    query = predictor.start(source.df(), tmp_path / "predict-ck", "0 seconds")
+    with state_partitions(spark, 2):
+        query = predictor.start(source.df(), tmp_path / "predict-ck", "0 seconds")
     fresh = [*to_csv_lines(sine_events(entities=2, events=12, seed=9), header=False), "e0,notatime,1"]
     try:
         source.add(fresh[:13])

@@ -40,6 +40,9 @@ hidden = [8]
 [train]
 local_epochs = 2
 warmup_rows = 0
+
+[spark]
+conf = { "spark.sql.shuffle.partitions" = "2" }
 """
 
 

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from streaming_lstm import rows
 from streaming_lstm.config import DataConfig, data_columns
-from streaming_lstm.spark_parse import OBSERVATION, POSITION, source_position
+from streaming_lstm.spark_parse import POSITION, source_position, with_counts
 
 # A comma outside double quotes (an even number of quotes follows it to the end of the line).
 _OUTSIDE_QUOTES = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
@@ -121,11 +121,4 @@ def observed_events(source: DataFrame, data: DataConfig, *, require_label: bool 
     """:func:`parse_events` with the same observed metrics as row mode (spark_parse.observed):
     ``rows_in``, ``rows_valid``, ``rows_dead``, ``headers_skipped`` count *events* as parsed,
     before windows are formed (late events are counted later, by the trainer)."""
-    reason = F.col("reason")
-    return parse_events(source, data, require_label=require_label).observe(
-        OBSERVATION,
-        F.count(F.lit(1)).alias("rows_in"),
-        F.count_if(reason.isNull()).alias("rows_valid"),
-        F.count_if(reason.isNotNull() & (reason != rows.HEADER)).alias("rows_dead"),
-        F.count_if(reason == rows.HEADER).alias("headers_skipped"),
-    )
+    return with_counts(parse_events(source, data, require_label=require_label))

@@ -28,7 +28,7 @@ from streaming_lstm.config import AppConfig, parse_duration
 from streaming_lstm.events import observed_events
 from streaming_lstm.fs import join
 from streaming_lstm.kafka_reader import READERS, BrokerWatch, choose_reader, records_skipped
-from streaming_lstm.metrics import BatchMetrics, prequential_last
+from streaming_lstm.metrics import BatchMetrics, forecast_last, prequential_last
 from streaming_lstm.remote_trainer import RemoteTrainer, make_trainer
 from streaming_lstm.sources import SourceSpec, open_source
 from streaming_lstm.spark_parse import observed
@@ -233,12 +233,16 @@ def install_signal_handlers(event: threading.Event) -> None:
 
 
 def summarize(result: RunResult, checkpoint: str) -> str:
-    acc = prequential_last(result.history, 150)
     skipped = f", {result.records_skipped} Kafka records skipped (gone before they were read)" if result.records_skipped else ""
+    if result.history and "prequential_mae" in result.history[-1]:  # forecasts over event windows
+        f = forecast_last(result.history, max(1, result.rows_trained // 5))
+        quality = f"over the last fifth of the windows MAE {f['prequential_mae']:.4g}, naive {f['naive_mae']:.4g}, skill {f['skill']:+.3f}"
+        what = "windows"
+    else:
+        quality, what = f"prequential accuracy over the last 150 rows {prequential_last(result.history, 150):.3f}", "rows"
     return (
         f"stopped ({result.stopped_by}) after {result.batches} batches in {result.seconds:.1f} s: "
-        f"{result.rows_trained} rows trained, {result.rows_dead} dead-lettered{skipped}, model version {result.version}; "
-        f"prequential accuracy over the last 150 rows {acc:.3f}\n"
+        f"{result.rows_trained} {what} trained, {result.rows_dead} dead-lettered{skipped}, model version {result.version}; {quality}\n"
         f"model: {join(checkpoint, 'model')}   metrics: {join(checkpoint, 'metrics.jsonl')}   dead letters: {join(checkpoint, 'deadletter')}"
     )
 

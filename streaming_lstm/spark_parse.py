@@ -116,8 +116,13 @@ def observed(source: DataFrame, data: DataConfig, *, require_label: bool = True)
     ``StreamingQueryListener``. Handlers that receive a frame with a ``reason`` column use it as
     parsed instead of parsing it again.
     """
+    return with_counts(parse(source, data, require_label=require_label))
+
+
+def with_counts(parsed: DataFrame) -> DataFrame:
+    """``parsed`` (a ``reason`` column) with its counts as the observed metrics :func:`observed` names."""
     reason = F.col("reason")
-    return parse(source, data, require_label=require_label).observe(
+    return parsed.observe(
         OBSERVATION,
         F.count(F.lit(1)).alias("rows_in"),
         F.count_if(reason.isNull()).alias("rows_valid"),

@@ -264,6 +264,7 @@ class StreamingTrainer:
         if self.lstm.forecast:
             sums = [sum(getattr(r.prequential, k) for r in results) for k in ("abs_sum", "sq_sum", "naive_sum")]
             record.update(forecast_fields(rows_valid * self.lstm.num_classes, *sums))  # type: ignore[typeddict-item]
+            record["prequential_accuracy"] = nan  # no classes: the forecast figures above say how it does
         return record
 
     def _apply(self, batch_id: int, results: list[PartitionResult], folds: list[Fold], metrics: BatchMetrics) -> None:

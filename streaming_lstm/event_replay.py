@@ -47,8 +47,9 @@ class EventStats:
 
 
 def event_time(text: str) -> float:
-    """A time field as events.py reads it: a number of seconds, or an ISO-8601 timestamp (UTC if
-    it has no offset)."""
+    """A time field as events.py reads it: a number of seconds, or an ISO-8601 timestamp. Without an
+    offset this reads UTC, Spark its session time zone (``spark.sql.session.timeZone``): the two
+    agree where that is UTC; the order only matters for pacing and disorder here."""
     try:
         return float(text)
     except ValueError:

@@ -153,7 +153,9 @@ def test_driver_killed_with_input_and_checkpoint_on_hdfs_and_a_server_optimizer_
 
     killed = join(base, "killed")
     env = hadoop_env(hdfs)
-    for fault in ["mid_save@2", "after_save@3"]:  # a torn save and an uncommitted one, on HDFS
+    # A torn save on HDFS (its rename semantics are the store's to get right). Suite time: the kill
+    # after a save Spark never committed is tested on Kafka (test_faults.py, test_events_e2e.py).
+    for fault in ["mid_save@2"]:
         r = run_train(args(killed), fault, env=env)
         assert r.returncode == -9, f"{fault}: expected SIGKILL, got {r.returncode}\n{r.stderr[-2000:]}"
     final = run_train(args(killed), env=env)

@@ -55,9 +55,12 @@ def _fields(row: Column, data: DataConfig) -> tuple[Column, Column | None]:
     if data.format == "json":
         return F.array(*[_trim(F.get_json_object(row, f"$.{c}")) for c in columns]), None
     schema = ", ".join(f"`c{i}` STRING" for i in range(len(columns)))
-    parsed = F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"'})
+    count = F.size(F.split(F.regexp_replace(row, _QUOTED, ""), ",", -1))
+    # Only a line with the right field count reaches the CSV parser: univocity fails the whole task
+    # on a line of more than 20 480 fields (MALFORMED_CSV_RECORD, even when PERMISSIVE).
+    parsed = F.when(count == len(columns), F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"'}))
     fields = F.array(*[_trim(parsed[f"c{i}"]) for i in range(len(columns))])
-    return fields, F.size(F.split(F.regexp_replace(row, _QUOTED, ""), ",", -1))
+    return fields, count
 
 
 def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from streaming_lstm import rows
 from streaming_lstm.config import DataConfig, data_columns
-from streaming_lstm.spark_parse import POSITION, source_position, with_counts
+from streaming_lstm.spark_parse import POSITION, first_true, named, number_rules, source_position, trim_ws, with_counts
 
 # Quoted sections ("..." with "" inside as two adjacent sections): what is left has the commas that
 # separate fields. Linear in the line's length, unlike a lookahead for "an even number of quotes
@@ -41,25 +41,17 @@ def missing_entity_reason(name: str) -> str:
     return f"missing entity '{name}'"
 
 
-def _trim(c: Column) -> Column:
-    return F.btrim(c, F.lit(rows.WHITESPACE))
-
-
-def _first(flags: Column) -> Column:
-    return F.array_position(flags, True).cast("int")
-
-
 def _fields(row: Column, data: DataConfig) -> tuple[Column, Column | None]:
     """Every configured column's text (an array, in ``data_columns`` order) and, for CSV, the field count."""
     columns = data_columns(data)
     if data.format == "json":
-        return F.array(*[_trim(F.get_json_object(row, f"$.{c}")) for c in columns]), None
+        return F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), None
     schema = ", ".join(f"`c{i}` STRING" for i in range(len(columns)))
     count = F.size(F.split(F.regexp_replace(row, _QUOTED, ""), ",", -1))
     # Only a line with the right field count reaches the CSV parser: univocity fails the whole task
     # on a line of more than 20 480 fields (MALFORMED_CSV_RECORD, even when PERMISSIVE).
     parsed = F.when(count == len(columns), F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"'}))
-    fields = F.array(*[_trim(parsed[f"c{i}"]) for i in range(len(columns))])
+    fields = F.array(*[trim_ws(parsed[f"c{i}"]) for i in range(len(columns))])
     return fields, count
 
 
@@ -92,31 +84,17 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
     stage = stage.select("*", nums.alias("_nums"), field(data.entity).alias("entity"), when.alias("t"), *[v.alias(f"v{i}") for i, v in enumerate(values)])
 
     nums = F.col("_nums")
-
-    def named(template: str, position: Column, among: Column) -> Column:
-        before, after = template.split("\0")
-        return F.concat(F.lit(before), F.element_at(among, position), F.lit(after))
-
     all_columns = F.array(*[F.lit(c) for c in columns])
     reason = F.when(F.col("_blank"), F.lit(rows.EMPTY)).when(fields == all_columns, F.lit(rows.HEADER))
     if data.format == "csv":
         reason = reason.when(F.col("_count") != len(columns), F.concat(F.lit(rows.field_count_reason(len(columns), 0)[:-1]), F.col("_count").cast("string")))
     else:
-        missing = _first(F.transform(fields, lambda x: x.isNull()))
+        missing = first_true(F.transform(fields, lambda x: x.isNull()))
         reason = reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))
-    reason = (
-        reason.when(F.col("entity").isNull() | (F.col("entity") == ""), F.lit(missing_entity_reason(data.entity)))
-        .when(F.col("t").isNull(), F.lit(invalid_time_reason(data.time)))
-        .when(_first(F.transform(nums, lambda x: x.isNull())) > 0, named(rows.non_numeric_reason("\0"), _first(F.transform(nums, lambda x: x.isNull())), names))
-        .when(
-            _first(F.transform(nums, lambda x: F.isnan(x) | (F.abs(x) == float("inf")))) > 0,
-            named(rows.non_finite_reason("\0"), _first(F.transform(nums, lambda x: F.isnan(x) | (F.abs(x) == float("inf")))), names),
-        )
-        .when(
-            _first(F.transform(nums, lambda x: F.abs(x) > data.max_abs_value)) > 0,
-            named(rows.out_of_range_reason("\0", data.max_abs_value), _first(F.transform(nums, lambda x: F.abs(x) > data.max_abs_value)), names),
-        )
+    reason = reason.when(F.col("entity").isNull() | (F.col("entity") == ""), F.lit(missing_entity_reason(data.entity))).when(
+        F.col("t").isNull(), F.lit(invalid_time_reason(data.time))
     )
+    reason = number_rules(reason, nums, names, data.max_abs_value)
     if data.task == "classify":
         reason = reason.when(F.col(f"v{len(numeric)}").isNull(), F.lit(rows.UNKNOWN_LABEL))
     width = len(values)

@@ -162,14 +162,13 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], 
     n = spec.model.num_features
     from streaming_lstm.weights import init_weights
 
+    x, w = np.zeros((2, n), np.float32), init_weights(spec.model)
+    y = np.zeros((2, spec.model.num_classes), np.float32) if spec.model.forecast else np.zeros(2, np.int32)
+    training.fit(w, x, y, spec, epochs=1, batch_size=2, seed=0, threads=threads)
     if spec.model.forecast:
-        y = np.zeros((2, spec.model.num_classes), np.float32)
-        training.fit(init_weights(spec.model), np.zeros((2, n), np.float32), y, spec, epochs=1, batch_size=2, seed=0, threads=threads)
-        training.outputs(init_weights(spec.model), np.zeros((2, n), np.float32), spec, threads)
+        training.outputs(w, x, spec, threads)  # what scoring a forecast traces
     else:
-        y = np.zeros(2, np.int32)
-        training.fit(init_weights(spec.model), np.zeros((2, n), np.float32), y, spec, epochs=1, batch_size=2, seed=0, threads=threads)
-        training.score(init_weights(spec.model), np.zeros((2, n), np.float32), y, spec, threads)
+        training.score(w, x, y, spec, threads)
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
 
 

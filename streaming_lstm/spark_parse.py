@@ -21,14 +21,33 @@ def feature_names(data: DataConfig) -> list[str]:
     return data.feature_columns()
 
 
-def _trim(c: Column) -> Column:
+def trim_ws(c: Column) -> Column:
     # The white space of rows.WHITESPACE, from both ends (Spark's plain trim strips spaces only).
     return F.btrim(c, F.lit(rows.WHITESPACE))
 
 
-def _first(flags: Column) -> Column:
+def first_true(flags: Column) -> Column:
     """1-based position of the first true in a boolean array (0 if none)."""
     return F.array_position(flags, True).cast("int")
+
+
+def named(template: str, position: Column, among: Column) -> Column:
+    """A reason template with ``\\0`` (a NUL) where the name at ``position`` (1-based) of ``among`` goes."""
+    before, after = template.split("\0")
+    return F.concat(F.lit(before), F.element_at(among, position), F.lit(after))
+
+
+def number_rules(reason: Column, nums: Column, names: Column, limit: float) -> Column:
+    """rows.py's number rules over an array of parsed doubles (NULL: did not parse), named by
+    ``names``, appended to ``reason``: non-numeric, non-finite, out of range, in that order."""
+    non_numeric = first_true(F.transform(nums, lambda x: x.isNull()))
+    non_finite = first_true(F.transform(nums, lambda x: F.isnan(x) | (F.abs(x) == float("inf"))))
+    out_of_range = first_true(F.transform(nums, lambda x: F.abs(x) > limit))
+    return (
+        reason.when(non_numeric > 0, named(rows.non_numeric_reason("\0"), non_numeric, names))
+        .when(non_finite > 0, named(rows.non_finite_reason("\0"), non_finite, names))
+        .when(out_of_range > 0, named(rows.out_of_range_reason("\0", limit), out_of_range, names))
+    )
 
 
 def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
@@ -41,9 +60,9 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
     columns = data_columns(data)
     row = F.regexp_replace(F.col("value"), "^\ufeff", "")
     if data.format == "csv":
-        fields = F.transform(F.split(row, ",", -1), _trim)
+        fields = F.transform(F.split(row, ",", -1), trim_ws)
     else:
-        fields = F.array(*[_trim(F.get_json_object(row, f"$.{c}")) for c in columns])
+        fields = F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns])
     blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
     stage = df.select(F.col("value"), blank.alias("_blank"), fields.alias("_fields"), source_position(df).alias(POSITION))
 
@@ -55,27 +74,15 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
     stage = stage.select("*", F.transform(raw, lambda x: x.try_cast("double")).alias("_nums"), label.cast("int").alias("label"))
 
     nums, names, all_columns = F.col("_nums"), F.array(*[F.lit(n) for n in data.features]), F.array(*[F.lit(c) for c in columns])
-    non_numeric = _first(F.transform(nums, lambda x: x.isNull()))
-    non_finite = _first(F.transform(nums, lambda x: F.isnan(x) | (F.abs(x) == float("inf"))))
-    out_of_range = _first(F.transform(nums, lambda x: F.abs(x) > data.max_abs_value))
-
-    def named(template: str, position: Column, among: Column = names) -> Column:
-        before, after = template.split("\0")
-        return F.concat(F.lit(before), F.element_at(among, position), F.lit(after))
-
     reason = F.when(F.col("_blank"), F.lit(rows.EMPTY))
     if data.format == "csv":
         count = F.size(fields)
         reason = reason.when(fields == all_columns, F.lit(rows.HEADER))
         reason = reason.when(count != len(columns), F.concat(F.lit(rows.field_count_reason(len(columns), 0)[:-1]), count.cast("string")))
     else:
-        missing = _first(F.transform(fields, lambda x: x.isNull()))
+        missing = first_true(F.transform(fields, lambda x: x.isNull()))
         reason = reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))
-    reason = (
-        reason.when(non_numeric > 0, named(rows.non_numeric_reason("\0"), non_numeric))
-        .when(non_finite > 0, named(rows.non_finite_reason("\0"), non_finite))
-        .when(out_of_range > 0, named(rows.out_of_range_reason("\0", data.max_abs_value), out_of_range))
-    )
+    reason = number_rules(reason, nums, names, data.max_abs_value)
     if require_label:
         reason = reason.when(F.col("label").isNull(), F.lit(rows.UNKNOWN_LABEL))
     return stage.select("value", *[nums[i].alias(n) for i, n in enumerate(feature_names(data))], "label", reason.alias("reason"), POSITION)

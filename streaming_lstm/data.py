@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from streaming_lstm.config import DataConfig, data_columns
-from streaming_lstm.rows import HEADER, WHITESPACE, Verdict, local_row, parse_double, read_lines
+from streaming_lstm.rows import HEADER, WHITESPACE, Verdict, csv_fields, local_row, parse_double, read_lines
 
 
 @dataclass
@@ -68,7 +68,7 @@ def reasons_summary(rejected: Counter[str], most: int = 3) -> str:
 def check_header(path: str | Path, data: DataConfig, what: str) -> None:
     """A first line whose fields are all non-numeric names columns: they must be the configured ones."""
     for line in read_lines(path):
-        fields = [f.strip(WHITESPACE) for f in line.split(",")] if data.format == "csv" else []
+        fields = [f.strip(WHITESPACE) for f in csv_fields(line) or []] if data.format == "csv" else []
         if fields and local_row(line, data).reason != HEADER and all(parse_double(f) is None for f in fields):
             expected = list(data_columns(data))
             raise DataError(

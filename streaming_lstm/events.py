@@ -6,10 +6,10 @@ features in order, then the forecast targets' columns, or for classification the
 ``reason``: NULL for a valid event, else why it is a dead letter (rows.py's wording, plus the
 entity and time rules below). The window operator (window_state.py) reads this frame.
 
-* **CSV is read per RFC 4180 by Spark's own CSV parser** (``from_csv``): fields may be quoted, a
-  quoted field may hold commas and doubled quotes (``"Sand Point, AK"``), and a quoted number is
-  a number. The field count is taken at the commas outside quotes (linear time, also on a hostile
-  1 MB line). JSON is read as in row mode.
+* **CSV is read per RFC 4180 by Spark's own CSV parser** (``from_csv``), as in row mode
+  (spark_parse.csv_fields): fields may be quoted, a quoted field may hold commas and doubled quotes
+  (``"Sand Point, AK"``), a quoted number is a number, malformed quoting is ``malformed quoting``.
+  JSON is read as in row mode.
 * **Time**: a number is seconds since the epoch; anything else is parsed by Spark as a timestamp
   (ISO-8601, with or without an offset; no offset means the session time zone). Neither:
   ``invalid time 'c'``. An empty entity: ``missing entity 'c'``.
@@ -24,12 +24,8 @@ from pyspark.sql import functions as F
 
 from streaming_lstm import rows
 from streaming_lstm.config import DataConfig, data_columns
-from streaming_lstm.spark_parse import POSITION, first_true, named, number_rules, source_position, trim_ws, with_counts
+from streaming_lstm.spark_parse import POSITION, csv_fields, field_count_reason, first_true, named, number_rules, source_position, trim_ws, with_counts
 
-# Quoted sections ("..." with "" inside as two adjacent sections): what is left has the commas that
-# separate fields. Linear in the line's length, unlike a lookahead for "an even number of quotes
-# follows", which rescans the rest of the line at every comma (a 600 000-comma line never ends).
-_QUOTED = r'"[^"]*"'
 MAX_EPOCH_SECONDS = 1e11  # about the year 5138: larger numbers are not event times
 
 
@@ -41,18 +37,13 @@ def missing_entity_reason(name: str) -> str:
     return f"missing entity '{name}'"
 
 
-def _fields(row: Column, data: DataConfig) -> tuple[Column, Column | None]:
-    """Every configured column's text (an array, in ``data_columns`` order) and, for CSV, the field count."""
+def _fields(row: Column, data: DataConfig) -> tuple[Column, Column, Column]:
+    """Every configured column's text (an array, in ``data_columns`` order), the CSV field count and
+    whether its quoting is malformed (spark_parse.csv_fields)."""
     columns = data_columns(data)
     if data.format == "json":
-        return F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), None
-    schema = ", ".join(f"`c{i}` STRING" for i in range(len(columns)))
-    count = F.size(F.split(F.regexp_replace(row, _QUOTED, ""), ",", -1))
-    # Only a line with the right field count reaches the CSV parser: univocity fails the whole task
-    # on a line of more than 20 480 fields (MALFORMED_CSV_RECORD, even when PERMISSIVE).
-    parsed = F.when(count == len(columns), F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"'}))
-    fields = F.array(*[trim_ws(parsed[f"c{i}"]) for i in range(len(columns))])
-    return fields, count
+        return F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), F.lit(None), F.lit(False)
+    return csv_fields(row, len(columns))
 
 
 def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
@@ -61,10 +52,11 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
     columns = data_columns(data)
     index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
     row = F.regexp_replace(F.col("value"), "^\ufeff", "")
-    fields, count = _fields(row, data)
+    fields, count, malformed = _fields(row, data)
     blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
-    count_col = (count if count is not None else F.lit(None)).alias("_count")
-    stage = df.select("value", blank.alias("_blank"), fields.alias("_fields"), count_col, source_position(df).alias(POSITION))
+    stage = df.select(
+        "value", blank.alias("_blank"), fields.alias("_fields"), count.alias("_count"), malformed.alias("_malformed"), source_position(df).alias(POSITION)
+    )
     fields = F.col("_fields")
 
     def field(name: str) -> Column:
@@ -85,9 +77,9 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
 
     nums = F.col("_nums")
     all_columns = F.array(*[F.lit(c) for c in columns])
-    reason = F.when(F.col("_blank"), F.lit(rows.EMPTY)).when(fields == all_columns, F.lit(rows.HEADER))
+    reason = F.when(F.col("_blank"), F.lit(rows.EMPTY)).when(F.col("_malformed"), F.lit(rows.MALFORMED_QUOTING)).when(fields == all_columns, F.lit(rows.HEADER))
     if data.format == "csv":
-        reason = reason.when(F.col("_count") != len(columns), F.concat(F.lit(rows.field_count_reason(len(columns), 0)[:-1]), F.col("_count").cast("string")))
+        reason = reason.when(F.col("_count") != len(columns), field_count_reason(F.col("_count"), len(columns)))
     else:
         missing = first_true(F.transform(fields, lambda x: x.isNull()))
         reason = reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))

@@ -7,8 +7,11 @@ The rules, checked in this order; the first that fails is the row's reason (word
 ``empty row``         nothing but white space (``[ \\t\\n\\x0b\\f\\r]``)
 ``header row``        the fields are exactly the configured column names: skipped and counted as
                       ``headers_skipped``, never a dead letter
-``expected C fields,  CSV: the line split at every comma has another number of fields (no quoting:
-got N``               a quoted comma splits too, as it always has; RFC 4180 comes with event mode)
+``malformed quoting``  CSV: a quote that RFC 4180 does not allow: an odd number of quotes, or a
+                      quoted section that is not a whole field (``"a"b``, `` "a"``, ``a"b"``)
+``expected C fields,  CSV: the line has another number of fields (RFC 4180: a quoted field may
+got N``               hold commas and doubled quotes, ``"Sand Point, AK"``; a quoted number is a
+                      number)
 ``missing field 'c'`` JSON: a configured key is absent
 ``non-numeric         the first feature that does not parse as a double (Spark's ``try_cast``:
 feature 'f'``         Java's number syntax, plus ``inf``/``infinity``/``nan`` in any case)
@@ -18,6 +21,12 @@ feature 'f'``
 range (|x| > M)``
 ``unknown label``     the label field is not one of ``data.classes`` (training and evaluation)
 ====================  ==========================================================================
+
+CSV fields are read per RFC 4180: by Spark's own CSV parser (``from_csv``) in the Spark executor,
+by :func:`csv_fields` in the local one; a line without quotes is split at its commas by both.
+Quoting must be strict (``malformed quoting`` above) because lenient parsers disagree on the rest:
+univocity keeps ``"a"b`` as written and silently drops a field of ``a, "b,c", d``, Python's reader
+gives ``ab`` and four fields.
 
 Before the rules: a UTF-8 byte-order mark at the start of a row is dropped, and every field is
 trimmed of the white space above. Bytes that are not UTF-8 were replaced (U+FFFD) when the line was
@@ -42,6 +51,7 @@ from streaming_lstm.config import DataConfig, data_columns
 from streaming_lstm.fs import filesystem
 
 EMPTY, HEADER, UNKNOWN_LABEL = "empty row", "header row", "unknown label"
+MALFORMED_QUOTING = "malformed quoting"
 # Event mode's tally rows (window_state.py): how many events an entity accepted in a batch; like
 # header rows, counted and never a dead letter.
 ACCEPTED = "events accepted"
@@ -114,7 +124,10 @@ def local_row(line: str | None, data: DataConfig, *, require_label: bool = True)
         return Verdict(EMPTY)
     value = line[1:] if line.startswith(BOM) else line
     if data.format == "csv":
-        fields: list[str | None] = [f.strip(WHITESPACE) for f in value.split(",")]
+        split = csv_fields(value)
+        if split is None:
+            return Verdict(MALFORMED_QUOTING)
+        fields: list[str | None] = [f.strip(WHITESPACE) for f in split]
         if fields == list(columns):
             return Verdict(HEADER)
         if len(fields) != len(columns):
@@ -144,6 +157,32 @@ def local_row(line: str | None, data: DataConfig, *, require_label: bool = True)
     if require_label and label is None:
         return Verdict(UNKNOWN_LABEL)
     return Verdict(None, tuple(float(x) for x in numbers if x is not None), label)
+
+
+# A quoted section: "..." (a doubled quote inside is two adjacent sections). Linear in the line.
+QUOTED_SECTION = r'"[^"]*"'
+# With each quoted section replaced by one quote, a quote next to anything but a comma or another
+# section is a section that is not a whole field.
+SECTION_INSIDE_FIELD = r'[^,"]"|"[^,"]'
+
+
+def csv_fields(line: str) -> list[str] | None:
+    """A CSV line's fields per RFC 4180 (strict quoting), or None when its quoting is malformed."""
+    if '"' not in line:
+        return line.split(",")
+    if line.count('"') % 2 or re.search(SECTION_INSIDE_FIELD, re.sub(QUOTED_SECTION, '"', line)):
+        return None
+    fields, after_section = [""], False
+    for i, part in enumerate(re.split(f"({QUOTED_SECTION})", line)):
+        if i % 2:  # a quoted section; right after another one, they meant a doubled quote
+            fields[-1] += ('"' if after_section else "") + part[1:-1]
+            after_section = True
+        else:
+            first, *rest = part.split(",")
+            fields[-1] += first
+            fields.extend(rest)
+            after_section = after_section and part == ""
+    return fields
 
 
 def _json_field(obj: object, name: str) -> str | None:

@@ -37,6 +37,33 @@ def named(template: str, position: Column, among: Column) -> Column:
     return F.concat(F.lit(before), F.element_at(among, position), F.lit(after))
 
 
+def csv_fields(row: Column, n: int) -> tuple[Column, Column, Column]:
+    """A CSV line (a string column) read per RFC 4180 as rows.csv_fields reads it: the ``n`` fields
+    trimmed (an array; NULL when the quoting is malformed or the count is not ``n``), the field
+    count, and whether the quoting is malformed.
+
+    A line without quotes is split at its commas. Only a well-quoted line with ``n`` fields reaches
+    Spark's own CSV parser: univocity fails the whole task on a line of more than 20 480 fields
+    (MALFORMED_CSV_RECORD, even when PERMISSIVE), and reads malformed quoting leniently (rows.py).
+    Its struct becomes an array through JSON, so the expression stays the same size for 600 fields
+    as for 5 (one field accessor per column would grow the generated code past 64 KB).
+    """
+    quotes = F.length(row) - F.length(F.translate(row, '"', ""))
+    malformed = (quotes % 2 == 1) | F.regexp_replace(row, rows.QUOTED_SECTION, '"').rlike(rows.SECTION_INSIDE_FIELD)
+    count = F.size(F.split(F.when(quotes == 0, row).otherwise(F.regexp_replace(row, rows.QUOTED_SECTION, "")), ",", -1))
+    schema = ", ".join(f"`c{i}` STRING" for i in range(n))
+    # charToEscapeQuoteEscaping: univocity's default (NUL) drops NUL characters inside quoted fields.
+    struct = F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"', "charToEscapeQuoteEscaping": '"'})
+    quoted = F.map_values(F.from_json(F.to_json(struct, {"ignoreNullFields": "false"}), "map<string,string>"))
+    fields = F.when(quotes == 0, F.split(row, ",", -1)).when(~malformed & (count == n), quoted)
+    return F.transform(fields, trim_ws), count, F.when(quotes == 0, F.lit(False)).otherwise(malformed)
+
+
+def field_count_reason(count: Column, n: int) -> Column:
+    """rows.field_count_reason with the count from a column."""
+    return F.concat(F.lit(rows.field_count_reason(n, 0)[:-1]), count.cast("string"))
+
+
 def number_rules(reason: Column, nums: Column, names: Column, limit: float) -> Column:
     """rows.py's number rules over an array of parsed doubles (NULL: did not parse), named by
     ``names``, appended to ``reason``: non-numeric, non-finite, out of range, in that order."""
@@ -54,17 +81,24 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
     """Add ``f*``, ``label`` and ``reason`` columns (rows.py's rules, in Spark SQL); keeps ``value``.
 
     With ``require_label=False`` (prediction) the label column may be empty or unknown. A header row
-    gets the reason ``header row`` (callers skip and count it; it is not a dead letter). Three
-    projections: the fields (split once), the numbers, the reason.
+    gets the reason ``header row`` (callers skip and count it; it is not a dead letter). CSV per RFC 4180
+    (:func:`csv_fields`). Three projections: the fields (split once), the numbers, the reason.
     """
     columns = data_columns(data)
     row = F.regexp_replace(F.col("value"), "^\ufeff", "")
     if data.format == "csv":
-        fields = F.transform(F.split(row, ",", -1), trim_ws)
+        fields, count, malformed = csv_fields(row, len(columns))
     else:
-        fields = F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns])
+        fields, count, malformed = F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), F.lit(None), F.lit(False)
     blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
-    stage = df.select(F.col("value"), blank.alias("_blank"), fields.alias("_fields"), source_position(df).alias(POSITION))
+    stage = df.select(
+        F.col("value"),
+        blank.alias("_blank"),
+        fields.alias("_fields"),
+        count.alias("_count"),
+        malformed.alias("_malformed"),
+        source_position(df).alias(POSITION),
+    )
 
     index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
     fields = F.col("_fields")
@@ -76,9 +110,8 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
     nums, names, all_columns = F.col("_nums"), F.array(*[F.lit(n) for n in data.features]), F.array(*[F.lit(c) for c in columns])
     reason = F.when(F.col("_blank"), F.lit(rows.EMPTY))
     if data.format == "csv":
-        count = F.size(fields)
-        reason = reason.when(fields == all_columns, F.lit(rows.HEADER))
-        reason = reason.when(count != len(columns), F.concat(F.lit(rows.field_count_reason(len(columns), 0)[:-1]), count.cast("string")))
+        reason = reason.when(F.col("_malformed"), F.lit(rows.MALFORMED_QUOTING)).when(fields == all_columns, F.lit(rows.HEADER))
+        reason = reason.when(F.col("_count") != len(columns), field_count_reason(F.col("_count"), len(columns)))
     else:
         missing = first_true(F.transform(fields, lambda x: x.isNull()))
         reason = reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))

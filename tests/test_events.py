@@ -259,6 +259,8 @@ def test_events_are_read_per_rfc_4180_and_bad_ones_are_named(spark: Any) -> None
         '"a,b",1990-03-01T00:00:00Z,10,20,30',
         "Miami,1990-03-01T00:00:00Z,NaN,20",
         "1," * 300_000 + "0",  # a hostile line: counted in linear time
+        'Miami,1990-03-01T00:00:00Z,"10"x,20',  # a quoted section inside a field
+        'Miami,1990-03-01T00:00:00Z,"10,20',  # an unbalanced quote
     ]
     got = parse_events(spark.createDataFrame([(x,) for x in lines], "value string"), cfg.data).collect()
     assert [r["reason"] for r in got] == [
@@ -273,6 +275,8 @@ def test_events_are_read_per_rfc_4180_and_bad_ones_are_named(spark: Any) -> None
         "expected 4 fields, got 5",
         "non-finite feature 'ghi'",
         "expected 4 fields, got 300001",
+        "malformed quoting",
+        "malformed quoting",
     ]
     assert (got[1]["entity"], got[1]["t"], got[1]["v0"], got[1]["v1"], got[1]["v2"]) == ("Sand Point, AK", 636249600.0, 233.0, 5.3, 233.0)
     assert (got[2]["entity"], got[2]["t"]) == ('Say "hi"', 636249600.0)  # 01:00+01:00 is 00:00Z

@@ -26,7 +26,7 @@ def corpus(rng: random.Random, valid: list[str]) -> bytes:
     lines: list[bytes] = [b"\xef\xbb\xbf" + valid[0].encode()]  # a UTF-8 BOM on the first line
     for _ in range(1500):
         base = rng.choice(valid).split(",")
-        kind = rng.randrange(14)
+        kind = rng.randrange(16)
         if kind == 0:
             lines.append(",".join((base * 2)[: rng.choice([1, 2, 3, 4, 6, 7, 9])]).encode())
         elif kind == 1:
@@ -54,6 +54,20 @@ def corpus(rng: random.Random, valid: list[str]) -> bytes:
             lines.append(b"\xef\xbb\xbf" + ",".join(base).encode())  # a BOM mid-file
         elif kind == 11:
             lines.append(",".join(base).encode() + b",")  # a trailing comma
+        elif kind == 12:  # malformed quoting: unbalanced, a section inside a field, space before a quote
+            broken = rng.choice([f'"{base[0]},{base[1]}', f'{base[0]}"x"', f' "{base[0]}"', f'"{base[0]}" ', f'"{base[0]}"x', f'{base[0]}""'])
+            lines.append(",".join([broken, *base[1:]]).encode())
+        elif kind == 13:  # well quoted: every field, a doubled quote, a quoted header, an empty quoted field
+            lines.append(
+                rng.choice(
+                    [
+                        ",".join(f'"{x}"' for x in base),
+                        f'{",".join(base[:4])},"{base[4]}"""',
+                        ",".join(f'"{x}"' for x in header.decode().split(",")),
+                        f'"",{",".join(base[1:])}',
+                    ]
+                ).encode()
+            )
         else:
             lines.append(",".join(base).encode())
     lines.append(b"7" * 1_000_000)  # a 1 MB line
@@ -84,7 +98,17 @@ def test_spark_and_local_executors_agree_on_every_line_of_a_hostile_corpus(spark
             disagreements.append((i, line[:80], local.reason, s["reason"]))
     assert not disagreements, disagreements[:10]
     # The corpus exercised every rule.
-    for prefix in ("None", "empty row", "header row", "expected 5 fields", "non-numeric feature", "non-finite feature", "out of range", "unknown label"):
+    for prefix in (
+        "None",
+        "empty row",
+        "header row",
+        "malformed quoting",
+        "expected 5 fields",
+        "non-numeric feature",
+        "non-finite feature",
+        "out of range",
+        "unknown label",
+    ):
         assert any(r.startswith(prefix) or prefix in r for r in reasons), (prefix, reasons)
 
 
@@ -115,6 +139,8 @@ def test_wide_rows_stream_without_code_generation_errors(tmp_path: Path) -> None
     broken = rows[7].split(",")
     broken[123] = "oops"
     rows[7] = ",".join(broken)
+    rows[9] = ",".join(f'"{x}"' for x in rows[9].split(","))  # RFC 4180 quoting through Spark's CSV parser, 601 fields
+    rows[11] = rows[11].replace(",", ',"', 1)  # an unbalanced quote
     (incoming / "a.csv").write_text("\n".join([",".join([*features, "y"]), *rows]) + "\n")
     conf = tmp_path / "wide.toml"
     conf.write_text(
@@ -127,5 +153,35 @@ def test_wide_rows_stream_without_code_generation_errors(tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Code grows beyond 64 KB" not in r.stderr and "Failed to compile" not in r.stderr, r.stderr[-3000:]
     metrics = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]
-    assert [(m["rows_valid"], m["rows_dead"], m["headers_skipped"]) for m in metrics] == [(59, 1, 1)]
-    assert metrics[0]["dead_reasons"] == {"non-numeric feature 'v123'": 1}
+    assert [(m["rows_valid"], m["rows_dead"], m["headers_skipped"]) for m in metrics] == [(58, 2, 1)]
+    assert metrics[0]["dead_reasons"] == {"non-numeric feature 'v123'": 1, "malformed quoting": 1}
+
+
+@pytest.mark.spark
+def test_rfc_4180_fields_agree_with_sparks_csv_parser_on_quote_heavy_fuzz(spark: Any) -> None:
+    """rows.csv_fields (the one-process commands) and spark_parse.csv_fields (Spark's from_csv) read
+    every short line built from quotes, commas, white space, NUL and line breaks alike."""
+    from pyspark.sql import functions as F
+
+    from streaming_lstm.rows import WHITESPACE, csv_fields
+    from streaming_lstm.spark_parse import csv_fields as spark_csv_fields
+
+    rng = random.Random(5)
+    alphabet = ["\n", "\r", "\r\n", '"', '"', ",", ",", "a", "1", " ", "\t", '""', "\x00", "\\", "'", "é"]
+    lines = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(6000)})
+    fields, count, malformed = spark_csv_fields(F.col("value"), 3)
+    got = spark.createDataFrame([(x,) for x in lines], "value string").select(fields.alias("f"), count.alias("n"), malformed.alias("m")).collect()
+    kinds = {"malformed": 0, "other count": 0, "three fields": 0}
+    for line, s in zip(lines, got, strict=True):
+        local = csv_fields(line)
+        assert (local is None) == s["m"], (line, local, s)
+        if local is None:
+            kinds["malformed"] += 1
+            continue
+        assert len(local) == s["n"], (line, local, s)
+        if len(local) == 3:
+            kinds["three fields"] += 1
+            assert [x.strip(WHITESPACE) for x in local] == [x or "" for x in s["f"]], (line, local, s)  # Spark reads "" as NULL
+        else:
+            kinds["other count"] += 1
+    assert min(kinds.values()) > 100, kinds  # every kind of line was exercised

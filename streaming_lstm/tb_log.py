@@ -44,6 +44,22 @@ def unsupported(logdir: str) -> str | None:
     return f"TensorFlow's event writer cannot write to {scheme}:// (it writes local paths and gs://); TensorBoard events are off for {logdir}"
 
 
+def summary_bytes(metrics: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> bytes:
+    """One batch's scalars and weight histograms as one serialized ``Summary``, built in numpy.
+
+    Why not ``tf.summary.scalar``/``histogram``: they run eager TensorFlow ops per value (the
+    histograms' bucketing most of all), measured at 0.175 s of a 50-row batch's ~1.1 s in the
+    driver; this is the same protocol buffer TensorBoard reads, written by one op.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.histogram.summary_v2 import histogram_pb
+    from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+
+    parts = [scalar_pb(tag, float(metrics[key])) for tag, key in SCALARS.items() if metrics.get(key) is not None and np.isfinite(float(metrics[key]))]
+    parts += [histogram_pb(f"weights/{name}", np.asarray(w, dtype=np.float64)) for name, w in weights.items()]
+    return Summary(value=[v for p in parts for v in p.value]).SerializeToString()
+
+
 class TensorBoardLog:
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
         self.logdir = os.fspath(logdir)
@@ -60,12 +76,7 @@ class TensorBoardLog:
             filesystem(self.logdir).mkdirs(self.logdir)
             self._writer = tf.summary.create_file_writer(self.logdir)
         with self._writer.as_default(step=step):
-            for tag, key in SCALARS.items():
-                value = metrics.get(key)
-                if value is not None and np.isfinite(float(value)):
-                    tf.summary.scalar(tag, float(value))
-            for name, w in weights.items():
-                tf.summary.histogram(f"weights/{name}", w)
+            tf.summary.experimental.write_raw_pb(summary_bytes(metrics, weights), step=step)
         self._writer.flush()
 
     def close(self) -> None:

@@ -58,21 +58,12 @@ def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], 
     # A normal stop waits for Spark to commit the last batch: nothing to replay, no interrupted write.
     assert committed(ck) == planned(ck) and planned(ck)
     assert "InterruptedException" not in r.stderr
-    e = subprocess.run(
-        [sys.executable, "-m", "streaming_lstm.cli", "evaluate", "--model", str(ck), "--data", "data/iris.csv", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert e.returncode == 0, e.stderr
-    assert json.loads(e.stdout)["accuracy"] >= 0.95
+    # Suite time: evaluated in this process (the evaluate command has its own tests), and no restart
+    # here (test_sigterm_finishes_the_batch_saves_and_exits_zero restarts over a stopped run).
+    from streaming_lstm.standalone import evaluate
 
-    # A restart over the same directory trains nothing twice.
-    r2 = subprocess.run([*cmd[:-4], "--idle-timeout", "4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    metrics2 = [json.loads(x) for x in (ck / "metrics.jsonl").read_text().splitlines()]
-    assert sum(m["rows_valid"] for m in metrics2) == 600
+    _, ev = evaluate(ck, ROOT / "data" / "iris.csv")
+    assert ev.accuracy >= 0.95
 
 
 def test_sigterm_finishes_the_batch_saves_and_exits_zero(iris_lines: list[str], tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ def test_balanced_partitions_exactly_once_and_it_learns(spark: Any, iris_lines: 
             feed(rows[start : start + 50])
         history = trainer.history
     assert [m["batch_id"] for m in history] == list(range(12))
+    assert not any(m["count_job"] for m in history), "clean batches need no counting job (batch_counts.py)"
     for m in history:
         sizes = m["partition_rows"]
         assert len(sizes) == 3 and max(sizes) - min(sizes) <= 1, sizes
@@ -115,6 +116,8 @@ def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_l
     h = trainer.history
     # The header line is skipped and counted, not a dead letter (rows.py).
     assert [(m["rows_in"], m["rows_valid"], m["rows_dead"], m["headers_skipped"]) for m in h] == [(39, 30, 8, 1), (30, 30, 0, 0)]
+    # A clean batch is counted by the training job itself; one with rejected rows by its own job.
+    assert [m["count_job"] for m in h] == [True, False]
     # The same counts are the query's observed metrics, batch by batch (Spark's progress reports).
     observed = [p["observedMetrics"]["streaming_lstm"] for p in progress]
     assert [(p["batchId"], o["rows_in"], o["rows_valid"], o["rows_dead"], o["headers_skipped"]) for p, o in zip(progress, observed, strict=True)] == [
@@ -211,3 +214,24 @@ def test_socket_source_end_to_end(spark: Any, iris_lines: list[str], tmp_path: P
         server.close()
     assert trainer.state.rows_seen == 150
     assert sum(m["rows_valid"] for m in trainer.history) == 150
+
+
+def test_observed_counts_are_used_only_when_provably_exact(spark: Any) -> None:
+    """batch_counts.settle: an observation that counted more valid rows than were trained (Spark
+    merges every attempt of a re-executed stage) or saw any other row falls back to an exact count."""
+    from pyspark.sql import functions as F
+
+    from streaming_lstm import batch_counts
+    from streaming_lstm.rows import HEADER
+
+    parsed = spark.createDataFrame([(None,), (None,), (None,), ("bad",), (HEADER,)], "reason string")
+    clean = parsed.filter(F.col("reason").isNull())
+
+    def settled(frame: Any, trained: int) -> batch_counts.BatchCounts:
+        observed, obs = batch_counts.observe(frame)
+        observed.collect()  # the training job's read
+        return batch_counts.settle(obs, trained, frame)
+
+    assert settled(clean, 3) == batch_counts.BatchCounts(3, {})  # exact: the observation alone
+    assert settled(clean, 2) == batch_counts.BatchCounts(3, {}, exact_job=True)  # e.g. a stage counted twice
+    assert settled(parsed, 3) == batch_counts.BatchCounts(3, {"bad": 1}, 1, exact_job=True)

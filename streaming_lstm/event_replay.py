@@ -18,9 +18,7 @@ Nothing here is dataset-specific: columns come from the config.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import random
 import threading
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming_lstm.config import DataConfig, data_columns
+from streaming_lstm.rows import MALFORMED_QUOTING, csv_fields
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,9 @@ def read_events(path: str | Path, data: DataConfig) -> list[Event]:
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
             continue
-        fields = next(csv.reader(io.StringIO(line)))
+        fields = csv_fields(line)  # RFC 4180, exactly as the trainer reads it (rows.py)
+        if fields is None:
+            raise ValueError(f"{path}:{n}: {MALFORMED_QUOTING} (RFC 4180: a quoted field must be the whole field, quotes inside doubled)")
         if [f.strip() for f in fields] == columns:
             continue
         if len(fields) != len(columns):

@@ -67,6 +67,9 @@ def test_event_replay_sends_in_event_time_order_keyed_by_entity(tmp_path: Path) 
     stats = replay_events(event_schedule(events), Sink())
     assert stats.events_sent == 3 and [k for k, _ in sent] == ["A, y", "B, x", "C"]
     assert sent[0][1] == '"A, y",1990-03-01T01:00:00+01:00,3,4'  # the line as it was
+    data.write_text('site,time,ghi,temp_air\nC,636260400,5,6\n"B" x,1990-03-01T02:00:00Z,1,2\n')
+    with pytest.raises(ValueError, match=r"ev.csv:3: malformed quoting"):
+        read_events(data, load_config(SOLAR).data)
 
 
 def test_jitter_is_bounded_and_late_events_are_counted() -> None:

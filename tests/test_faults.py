@@ -43,7 +43,7 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     broker = kafka
     topic = f"kill-{uuid.uuid4().hex[:10]}"
     sink = KafkaSink(broker.bootstrap, topic, 3, {})
-    replay(iris_lines, sink, rate=0, loops=2, seed=5)  # 300 rows, produced before the runs
+    replay(iris_lines[:90], sink, rate=0, loops=2, seed=5)  # 180 rows, produced before the runs
     sink.close()
 
     def args(ck: Path) -> list[str]:
@@ -57,8 +57,9 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     # save Spark never committed is test_events_e2e.py's kill. The Python source: a save Spark never
     # committed (its offsets replayed exactly, the batch skipped). A torn save is the store's
     # business: test_hdfs.py kills mid-save. (Seventh session: 5 kills on the connector and 2 on the
-    # Python source before; the suite had grown past 36 minutes with event mode.)
-    kills = ["mid_train@1"] if reader == "spark-connector" else ["after_save@3"]
+    # Python source before; the suite had grown past 36 minutes with event mode. Eighth session: 180
+    # rows, 3 batches: 31.5 minutes.)
+    kills = ["mid_train@1"] if reader == "spark-connector" else ["after_save@1"]
     for fault in kills:
         r = run_train(args(ck), fault)
         assert r.returncode == -9, f"{fault}: expected SIGKILL, got {r.returncode}\n{r.stderr[-2000:]}"
@@ -83,10 +84,10 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     killed_m, ref_m = metrics(ck), metrics(reference)
     # Spark's connector shares maxOffsetsPerTrigger out over partitions with its own rounding, so the
     # batch count is the reader's; the uninterrupted run over the same topic plans the same batches.
-    assert len(ref_m) >= 5
+    assert len(ref_m) >= 3
     assert [m["batch_id"] for m in killed_m] == list(range(len(ref_m))), "every batch id applied exactly once, in order"
     assert [m["rows_in"] for m in killed_m] == [m["rows_in"] for m in ref_m], "the same batches as the uninterrupted run"
-    assert sum(m["rows_valid"] for m in killed_m) == 300 == sum(m["rows_valid"] for m in ref_m)
+    assert sum(m["rows_valid"] for m in killed_m) == 180 == sum(m["rows_valid"] for m in ref_m)
     versions = [m["version"] for m in killed_m]
     assert versions == sorted(set(versions)), "model versions only increase"
     a = ModelStore(ck / "model").load_latest()

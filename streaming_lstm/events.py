@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from streaming_lstm import rows
 from streaming_lstm.config import DataConfig, data_columns
-from streaming_lstm.spark_parse import POSITION, csv_fields, field_count_reason, first_true, named, number_rules, source_position, trim_ws, with_counts
+from streaming_lstm.spark_parse import POSITION, field_count_reason, fields_of, first_true, named, number_rules, source_position, with_counts
 
 MAX_EPOCH_SECONDS = 1e11  # about the year 5138: larger numbers are not event times
 
@@ -37,22 +37,13 @@ def missing_entity_reason(name: str) -> str:
     return f"missing entity '{name}'"
 
 
-def _fields(row: Column, data: DataConfig) -> tuple[Column, Column, Column]:
-    """Every configured column's text (an array, in ``data_columns`` order), the CSV field count and
-    whether its quoting is malformed (spark_parse.csv_fields)."""
-    columns = data_columns(data)
-    if data.format == "json":
-        return F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), F.lit(None), F.lit(False)
-    return csv_fields(row, len(columns))
-
-
 def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
     """``value, entity, t, v0.., reason, _pos`` (module docstring); header rows get ``header row``.
     With ``require_label=False`` (prediction) an unknown or absent class label is -1, not a reason."""
     columns = data_columns(data)
     index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
     row = F.regexp_replace(F.col("value"), "^\ufeff", "")
-    fields, count, malformed = _fields(row, data)
+    fields, count, malformed = fields_of(row, data)
     blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
     stage = df.select(
         "value", blank.alias("_blank"), fields.alias("_fields"), count.alias("_count"), malformed.alias("_malformed"), source_position(df).alias(POSITION)

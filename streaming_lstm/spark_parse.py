@@ -49,14 +49,25 @@ def csv_fields(row: Column, n: int) -> tuple[Column, Column, Column]:
     as for 5 (one field accessor per column would grow the generated code past 64 KB).
     """
     quotes = F.length(row) - F.length(F.translate(row, '"', ""))
-    malformed = (quotes % 2 == 1) | F.regexp_replace(row, rows.QUOTED_SECTION, '"').rlike(rows.SECTION_INSIDE_FIELD)
-    count = F.size(F.split(F.when(quotes == 0, row).otherwise(F.regexp_replace(row, rows.QUOTED_SECTION, "")), ",", -1))
+    # Each quoted section as one quote: the commas left are the separators (one regex per line).
+    marked = F.when(quotes == 0, row).otherwise(F.regexp_replace(row, rows.QUOTED_SECTION, '"'))
+    malformed = (quotes % 2 == 1) | marked.rlike(rows.SECTION_INSIDE_FIELD)
+    count = F.size(F.split(marked, ",", -1))
     schema = ", ".join(f"`c{i}` STRING" for i in range(n))
     # charToEscapeQuoteEscaping: univocity's default (NUL) drops NUL characters inside quoted fields.
     struct = F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"', "charToEscapeQuoteEscaping": '"'})
     quoted = F.map_values(F.from_json(F.to_json(struct, {"ignoreNullFields": "false"}), "map<string,string>"))
     fields = F.when(quotes == 0, F.split(row, ",", -1)).when(~malformed & (count == n), quoted)
     return F.transform(fields, trim_ws), count, F.when(quotes == 0, F.lit(False)).otherwise(malformed)
+
+
+def fields_of(row: Column, data: DataConfig) -> tuple[Column, Column, Column]:
+    """Every configured column's text (an array, in ``data_columns`` order), the CSV field count and
+    whether its quoting is malformed (:func:`csv_fields`); JSON: no count, never malformed."""
+    columns = data_columns(data)
+    if data.format == "csv":
+        return csv_fields(row, len(columns))
+    return F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), F.lit(None), F.lit(False)
 
 
 def field_count_reason(count: Column, n: int) -> Column:
@@ -86,10 +97,7 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
     """
     columns = data_columns(data)
     row = F.regexp_replace(F.col("value"), "^\ufeff", "")
-    if data.format == "csv":
-        fields, count, malformed = csv_fields(row, len(columns))
-    else:
-        fields, count, malformed = F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), F.lit(None), F.lit(False)
+    fields, count, malformed = fields_of(row, data)
     blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
     stage = df.select(
         F.col("value"),

@@ -162,9 +162,12 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], 
     n = spec.model.num_features
     from streaming_lstm.weights import init_weights
 
-    x, w = np.zeros((2, n), np.float32), init_weights(spec.model)
-    y = np.zeros((2, spec.model.num_classes), np.float32) if spec.model.forecast else np.zeros(2, np.int32)
-    training.fit(w, x, y, spec, epochs=1, batch_size=2, seed=0, threads=threads)
+    # A full mini-batch: the static size every partition of batch_size rows or more trains with
+    # (training.padded_size); smaller partitions trace their power of two on first use.
+    rows = cfg.train.batch_size
+    x, w = np.zeros((rows, n), np.float32), init_weights(spec.model)
+    y = np.zeros((rows, spec.model.num_classes), np.float32) if spec.model.forecast else np.zeros(rows, np.int32)
+    training.fit(w, x, y, spec, epochs=1, batch_size=rows, seed=0, threads=threads)
     if spec.model.forecast:
         training.outputs(w, x, spec, threads)  # what scoring a forecast traces
     else:

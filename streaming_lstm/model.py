@@ -39,18 +39,19 @@ class LSTMCell(tf.Module):
         self.recurrent_kernel = tf.Variable(tf.zeros((hidden, 4 * hidden)), name="recurrent_kernel")  # U (H, 4H)
         self.bias = tf.Variable(tf.zeros((4 * hidden,)), name="bias")  # b (4H,)
 
-    def __call__(self, xs: tf.Tensor) -> tf.Tensor:
-        """xs: (B, T, F) -> the h sequence (B, T, H)."""
+    def __call__(self, xs: tf.Tensor, *, sequence: bool = True) -> tf.Tensor:
+        """xs: (B, T, F) -> the h sequence (B, T, H), or (``sequence=False``) the last h (B, H)."""
         batch = tf.shape(xs)[0]
-        steps = xs.shape[1]
         H = self.hidden
-        # The input projection of all timesteps at once: one (B*T, F) x (F, 4H) matmul.
-        xw = tf.einsum("btf,fg->btg", xs, self.kernel) + self.bias  # (B, T, 4H)
+        # The input projection of all timesteps at once: one (B*T, F) x (F, 4H) matmul, then one
+        # unstack. Why not xw[:, t]: each slice's gradient is a zero-padded (B, T, 4H) tensor, T of
+        # them summed; the unstack's gradient is a single stack.
+        xw = tf.unstack(tf.einsum("btf,fg->btg", xs, self.kernel) + self.bias, axis=1)  # T x (B, 4H)
         h = tf.zeros((batch, H))  # (B, H)
         c = tf.zeros((batch, H))  # (B, H)
         hs = []
-        for t in range(steps):  # T is static: the loop unrolls when traced
-            z = xw[:, t, :] + tf.matmul(h, self.recurrent_kernel)  # (B, 4H)
+        for xw_t in xw:  # T is static: the loop unrolls when traced
+            z = xw_t + tf.matmul(h, self.recurrent_kernel)  # (B, 4H)
             # One split, not four slices: a slice's gradient is a zero-padded (B, 4H) tensor per
             # gate, the split's is a single concat (measured with `python -m bench kernel`).
             zf, zi, zg, zo = tf.split(z, 4, axis=1)  # 4 x (B, H), in the order f, i, g, o
@@ -61,7 +62,7 @@ class LSTMCell(tf.Module):
             c = f * c + i * g  # (B, H)
             h = o * tf.tanh(c)  # (B, H)
             hs.append(h)
-        return tf.stack(hs, axis=1)  # (B, T, H)
+        return tf.stack(hs, axis=1) if sequence else h  # (B, T, H) or (B, H)
 
 
 class LSTMStack(tf.Module):
@@ -90,9 +91,10 @@ class LSTMStack(tf.Module):
         """x: (B, T*F) normalised features -> logits (B, C)."""
         cfg = self.config
         seq = tf.reshape(x, (-1, cfg.timesteps, cfg.features_per_step))  # (B, T, F)
-        for cell in self.cells:
+        for cell in self.cells[:-1]:
             seq = cell(seq)  # (B, T, H_l)
-        return tf.matmul(seq[:, -1, :], self.head_kernel) + self.head_bias  # (B, C)
+        last = self.cells[-1](seq, sequence=False)  # (B, H_L): the head reads only the final h
+        return tf.matmul(last, self.head_kernel) + self.head_bias  # (B, C)
 
     def assign(self, weights: Mapping[str, np.ndarray]) -> None:
         for name, var in self.by_name.items():

@@ -49,14 +49,36 @@ def test_train_partition_scores_before_training() -> None:
     assert training.score(r.weights, NormStats.of(x).transform(x), y, spec).loss < expected.loss
 
 
-def test_short_last_batch_and_other_sizes_do_not_retrace() -> None:
+def test_short_last_batch_and_other_row_counts_do_not_retrace() -> None:
+    """One trace per static mini-batch size (training.padded_size): a short last mini-batch is
+    padded, any number of rows >= batch_size reuses the full size, fewer rows a power of two."""
     spec = training.TrainSpec(CFG, "adam", 0.01, 0.0, 0.0)
-    x, y = toy(23)
-    training.fit(init_weights(CFG), x, y, spec, epochs=1, batch_size=10, seed=0)
+    x, y = toy(95)
+    training.fit(init_weights(CFG), x[:23], y[:23], spec, epochs=1, batch_size=10, seed=0)
     model = training.compiled(spec)
-    before = model.train_steps.experimental_get_tracing_count()
-    training.fit(init_weights(CFG), x[:17], y[:17], spec, epochs=2, batch_size=4, seed=0)
-    assert model.train_steps.experimental_get_tracing_count() == before
+    full = model.train_steps(10)
+    before = full.experimental_get_tracing_count()
+    for n in (10, 17, 95):
+        training.fit(init_weights(CFG), x[:n], y[:n], spec, epochs=2, batch_size=10, seed=0)
+    assert full.experimental_get_tracing_count() == before == 1
+    assert [training.padded_size(n, 10) for n in (1, 2, 3, 5, 8, 9, 10, 11, 1000)] == [1, 2, 4, 8, 8, 10, 10, 10, 10]
+    _, loss = training.fit(init_weights(CFG), x[:3], y[:3], spec, epochs=1, batch_size=10, seed=0)
+    assert set(model._train_fns) == {10, 4} and np.isfinite(loss)
+
+
+def test_mini_batches_cover_every_row_once_per_epoch_and_mask_only_padding() -> None:
+    for rows, batch in [(23, 10), (20, 10), (3, 10), (1, 1), (7, 3)]:
+        order, mask = training.mini_batches(rows, 3, batch, np.random.default_rng(0))
+        b = training.padded_size(rows, batch)
+        assert order.shape == mask.shape and order.shape[1] == b
+        per_epoch = len(order) // 3
+        for e in range(3):
+            o, m = order[e * per_epoch : (e + 1) * per_epoch], mask[e * per_epoch : (e + 1) * per_epoch]
+            assert sorted(o[m == 1].tolist()) == list(range(rows))  # every row once
+            assert (o[m == 0] == 0).all() and (m.sum(axis=1)[:-1] == batch).all()  # only the last is short
+        # The permutations are the same as before padding existed: one per epoch, in order.
+        rng = np.random.default_rng(0)
+        assert order[mask == 1].tolist() == np.concatenate([rng.permutation(rows) for _ in range(3)]).tolist()
 
 
 def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:

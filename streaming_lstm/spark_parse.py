@@ -48,17 +48,23 @@ def csv_fields(row: Column, n: int) -> tuple[Column, Column, Column]:
     Its struct becomes an array through JSON, so the expression stays the same size for 600 fields
     as for 5 (one field accessor per column would grow the generated code past 64 KB).
     """
+    # Why the branches: most lines have no quote at all, and for them a split is the whole parse;
+    # the quote count, the two regexes and univocity run only for lines with a quote. Measured side
+    # by side (with the BOM and blank checks of parse() without regexes): 100 000 lines on 2
+    # partitions, 4 features 1.99 -> 1.52 s, 64 features 8.79 -> 7.47 s.
+    plain = F.instr(row, '"') == 0
+    split = F.split(row, ",", -1)
     quotes = F.length(row) - F.length(F.translate(row, '"', ""))
     # Each quoted section as one quote: the commas left are the separators (one regex per line).
-    marked = F.when(quotes == 0, row).otherwise(F.regexp_replace(row, rows.QUOTED_SECTION, '"'))
-    malformed = (quotes % 2 == 1) | marked.rlike(rows.SECTION_INSIDE_FIELD)
-    count = F.size(F.split(marked, ",", -1))
+    marked = F.regexp_replace(row, rows.QUOTED_SECTION, '"')
+    malformed = F.when(plain, F.lit(False)).otherwise((quotes % 2 == 1) | marked.rlike(rows.SECTION_INSIDE_FIELD))
+    count = F.when(plain, F.size(split)).otherwise(F.size(F.split(marked, ",", -1)))
     schema = ", ".join(f"`c{i}` STRING" for i in range(n))
     # charToEscapeQuoteEscaping: univocity's default (NUL) drops NUL characters inside quoted fields.
     struct = F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"', "charToEscapeQuoteEscaping": '"'})
     quoted = F.map_values(F.from_json(F.to_json(struct, {"ignoreNullFields": "false"}), "map<string,string>"))
-    fields = F.when(quotes == 0, F.split(row, ",", -1)).when(~malformed & (count == n), quoted)
-    return F.transform(fields, trim_ws), count, F.when(quotes == 0, F.lit(False)).otherwise(malformed)
+    fields = F.when(plain, split).when(~malformed & (count == n), quoted)
+    return F.transform(fields, trim_ws), count, malformed
 
 
 def fields_of(row: Column, data: DataConfig) -> tuple[Column, Column, Column]:
@@ -96,9 +102,10 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
     (:func:`csv_fields`). Three projections: the fields (split once), the numbers, the reason.
     """
     columns = data_columns(data)
-    row = F.regexp_replace(F.col("value"), "^\ufeff", "")
+    value = F.col("value")
+    row = F.when(value.startswith(rows.BOM), F.substr(value, F.lit(2))).otherwise(value)  # no regex per row
     fields, count, malformed = fields_of(row, data)
-    blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
+    blank = value.isNull() | (trim_ws(row) == "")
     stage = df.select(
         F.col("value"),
         blank.alias("_blank"),

@@ -103,6 +103,7 @@ class CompiledModel:
         self.score_step = tf.function(self._score_step, input_signature=[x_sig, y_sig])
         self.predict_step = tf.function(self._predict_step, input_signature=[x_sig])
         self.outputs_step = tf.function(self.net, input_signature=[x_sig])  # the head's raw outputs
+        self._reset = tf.function(self._reset_body, input_signature=[])
 
     # -- traced bodies ------------------------------------------------------------------------
     def train_steps(self, batch: int) -> tf.types.experimental.PolymorphicFunction:
@@ -185,8 +186,13 @@ class CompiledModel:
 
     # -- eager helpers ------------------------------------------------------------------------
     def reset_optimizer(self) -> None:
+        """Zero the optimiser's state; one traced call (eagerly, 17 assigns of host zeros took
+        ~4 ms of a 10-row partition's ~65 ms at the seed's 128,256 model)."""
+        self._reset()
+
+    def _reset_body(self) -> None:
         for s in (*self.slots_m, *self.slots_v):
-            s.assign(np.zeros(s.shape, np.float32))
+            s.assign(tf.zeros_like(s))
         self.step.assign(0.0)
 
 

@@ -99,20 +99,26 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
 
     With ``require_label=False`` (prediction) the label column may be empty or unknown. A header row
     gets the reason ``header row`` (callers skip and count it; it is not a dead letter). CSV per RFC 4180
-    (:func:`csv_fields`). Three projections: the fields (split once), the numbers, the reason.
+    (:func:`csv_fields`). Four projections: the line without a BOM, the fields (split once), the
+    numbers, the reason.
     """
     columns = data_columns(data)
     value = F.col("value")
-    row = F.when(value.startswith(rows.BOM), F.substr(value, F.lit(2))).otherwise(value)  # no regex per row
+    # The line without its BOM, as a column of its own: the CSV reader refers to it a dozen times,
+    # and an expression is a tree, so each reference would copy it into the plan (planned anew every
+    # micro-batch: a smaller plan is planned faster).
+    unmarked = F.when(value.startswith(rows.BOM), F.substr(value, F.lit(2))).otherwise(value)  # no regex per row
+    stage = df.select(value, unmarked.alias("_row"), source_position(df).alias(POSITION))
+    row = F.col("_row")
     fields, count, malformed = fields_of(row, data)
     blank = value.isNull() | (trim_ws(row) == "")
-    stage = df.select(
-        F.col("value"),
+    stage = stage.select(
+        value,
         blank.alias("_blank"),
         fields.alias("_fields"),
         count.alias("_count"),
         malformed.alias("_malformed"),
-        source_position(df).alias(POSITION),
+        F.col(POSITION),
     )
 
     index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based

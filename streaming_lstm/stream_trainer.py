@@ -42,6 +42,7 @@ from streaming_lstm.metrics import METRICS_FILE, BatchMetrics, MetricsLog, forec
 from streaming_lstm.results import RESULT_SCHEMA, Fold, PartitionResult, decode
 from streaming_lstm.seeds import key_shift
 from streaming_lstm.spark_parse import POSITION, dead_letters, parsed_batch
+from streaming_lstm.spark_session import adaptive_execution_off
 from streaming_lstm.state import TrainerState, Update
 from streaming_lstm.store import ModelStore, ensure_private_dir
 from streaming_lstm.tb_log import TensorBoardLog
@@ -152,7 +153,8 @@ class StreamingTrainer:
                 raise StopRequested(f"batch {batch_id} not started: the trainer is stopping (it will be replayed on restart)")
             self.busy = True
             try:
-                self._handle(df, batch_id)
+                with adaptive_execution_off(df.sparkSession):
+                    self._handle(df, batch_id)
             finally:
                 self.busy = False
 
@@ -168,12 +170,6 @@ class StreamingTrainer:
                 df.write.format("noop").mode("overwrite").save()
             return
         started = time.perf_counter()
-        # The batch's plans run in the session foreachBatch hands over (this query's own clone),
-        # where adaptive execution is on: it runs the cached batch and the key shuffle as jobs of
-        # their own (three jobs a clean batch instead of one) and re-plans between them, and the
-        # key shuffle's fixed task count is not a thing it may change. Off: a 50-row batch's
-        # median wall time 0.97 s -> 0.84 s, alternating in one process (issue #13's note).
-        df.sparkSession.conf.set("spark.sql.adaptive.enabled", "false")
         if self.cfg.data.mode == "events":
             df = in_window_order(df)
         # Cached: the exact count and the dead letters read it again (a Kafka batch is not fetched

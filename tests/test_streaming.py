@@ -85,7 +85,10 @@ def test_replayed_batch_changes_nothing_and_restart_continues(spark: Any, iris_l
     ck = tmp_path / "ck"
     trainer = StreamingTrainer(spark, cfg, ck, echo=False)
     df = spark.createDataFrame([Row(value=v) for v in iris_lines[:40]])
+    spark.conf.set("spark.sql.adaptive.enabled", "true")
     trainer.handle(df, 0)
+    # The handler turns adaptive execution off for its own plans only (spark_session.adaptive_execution_off).
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
     trainer.handle(spark.createDataFrame([Row(value=v) for v in iris_lines[40:90]]), 1)
     weights = {k: v.copy() for k, v in trainer.state.weights.items()}
     trainer.handle(spark.createDataFrame([Row(value=v) for v in iris_lines[90:]]), 1)  # a replay of batch 1

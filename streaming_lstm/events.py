@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from streaming_lstm import rows
 from streaming_lstm.config import DataConfig, data_columns
-from streaming_lstm.spark_parse import POSITION, field_count_reason, fields_of, first_true, named, number_rules, source_position, with_counts
+from streaming_lstm.spark_parse import POSITION, field_count_reason, field_stage, first_true, named, number_rules, with_counts
 
 MAX_EPOCH_SECONDS = 1e11  # about the year 5138: larger numbers are not event times
 
@@ -42,12 +42,7 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
     With ``require_label=False`` (prediction) an unknown or absent class label is -1, not a reason."""
     columns = data_columns(data)
     index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
-    row = F.regexp_replace(F.col("value"), "^\ufeff", "")
-    fields, count, malformed = fields_of(row, data)
-    blank = F.col("value").isNull() | row.rlike(r"^[ \t\n\x0B\f\r]*$")
-    stage = df.select(
-        "value", blank.alias("_blank"), fields.alias("_fields"), count.alias("_count"), malformed.alias("_malformed"), source_position(df).alias(POSITION)
-    )
+    stage = field_stage(df, data)
     fields = F.col("_fields")
 
     def field(name: str) -> Column:

@@ -76,6 +76,21 @@ def fields_of(row: Column, data: DataConfig) -> tuple[Column, Column, Column]:
     return F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), F.lit(None), F.lit(False)
 
 
+def field_stage(df: DataFrame, data: DataConfig) -> DataFrame:
+    """``value, _blank, _fields, _count, _malformed, _pos``: a line's fields (:func:`fields_of`) and
+    whether it is blank, for both row mode (:func:`parse`) and event mode (events.parse_events)."""
+    value = F.col("value")
+    # The line without its BOM, as a column of its own: the CSV reader refers to it a dozen times,
+    # and an expression is a tree, so each reference would copy it into the plan (planned anew every
+    # micro-batch: a smaller plan is planned faster).
+    unmarked = F.when(value.startswith(rows.BOM), F.substr(value, F.lit(2))).otherwise(value)  # no regex per row
+    stage = df.select(value, unmarked.alias("_row"), source_position(df).alias(POSITION))
+    row = F.col("_row")
+    fields, count, malformed = fields_of(row, data)
+    blank = value.isNull() | (trim_ws(row) == "")
+    return stage.select(value, blank.alias("_blank"), fields.alias("_fields"), count.alias("_count"), malformed.alias("_malformed"), F.col(POSITION))
+
+
 def field_count_reason(count: Column, n: int) -> Column:
     """rows.field_count_reason with the count from a column."""
     return F.concat(F.lit(rows.field_count_reason(n, 0)[:-1]), count.cast("string"))
@@ -99,28 +114,11 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
 
     With ``require_label=False`` (prediction) the label column may be empty or unknown. A header row
     gets the reason ``header row`` (callers skip and count it; it is not a dead letter). CSV per RFC 4180
-    (:func:`csv_fields`). Four projections: the line without a BOM, the fields (split once), the
-    numbers, the reason.
+    (:func:`csv_fields`). Four projections: the line without a BOM and its fields (:func:`field_stage`),
+    the numbers, the reason.
     """
     columns = data_columns(data)
-    value = F.col("value")
-    # The line without its BOM, as a column of its own: the CSV reader refers to it a dozen times,
-    # and an expression is a tree, so each reference would copy it into the plan (planned anew every
-    # micro-batch: a smaller plan is planned faster).
-    unmarked = F.when(value.startswith(rows.BOM), F.substr(value, F.lit(2))).otherwise(value)  # no regex per row
-    stage = df.select(value, unmarked.alias("_row"), source_position(df).alias(POSITION))
-    row = F.col("_row")
-    fields, count, malformed = fields_of(row, data)
-    blank = value.isNull() | (trim_ws(row) == "")
-    stage = stage.select(
-        value,
-        blank.alias("_blank"),
-        fields.alias("_fields"),
-        count.alias("_count"),
-        malformed.alias("_malformed"),
-        F.col(POSITION),
-    )
-
+    stage = field_stage(df, data)
     index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
     fields = F.col("_fields")
     raw = F.transform(F.array(*[F.lit(index[f]) for f in data.features]), lambda i: F.try_element_at(fields, i))

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from bench.common import write
-from streaming_lstm import training
-from streaming_lstm.config import load_config
-from streaming_lstm.data import load_csv
-from streaming_lstm.schedule import local_epochs
-from streaming_lstm.seeds import key_shift, task_seed
-from streaming_lstm.state import TrainerState, Update
+from streaming_lstm.core import training
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.core.schedule import local_epochs
+from streaming_lstm.core.seeds import key_shift, task_seed
+from streaming_lstm.parse.data import load_csv
+from streaming_lstm.trainer.state import TrainerState, Update
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,8 +96,8 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
 
 def aggregation_cost_ms(partitions: int = 15, hidden: tuple[int, ...] = (128, 256), reps: int = 5) -> dict[str, float]:
     """Driver time to aggregate ``partitions`` updates of the seed-sized model, per method (ms)."""
-    from streaming_lstm.state import aggregate
-    from streaming_lstm.weights import LSTMConfig, flatten, init_weights
+    from streaming_lstm.core.weights import LSTMConfig, flatten, init_weights
+    from streaming_lstm.trainer.state import aggregate
 
     lstm = LSTMConfig(4, 1, hidden, 3)
     vectors = np.stack([flatten(init_weights(lstm, seed=k)) for k in range(partitions)])

@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from streaming_lstm.config import SparkConfig
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.spark_session import CHECKPOINT_MANAGER, get_session
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.spark.session import CHECKPOINT_MANAGER, get_session
+    from streaming_lstm.trainer.sources import MemorySource
 
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     samples: dict[str, list[float]] = {name: [] for name in MANAGERS}

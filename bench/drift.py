@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from bench.common import write
-from streaming_lstm import training
-from streaming_lstm.config import decay_for_half_life, load_config
-from streaming_lstm.data import load_csv
-from streaming_lstm.drift import Adwin
-from streaming_lstm.schedule import local_epochs
-from streaming_lstm.seeds import task_seed
-from streaming_lstm.state import TrainerState, Update
+from streaming_lstm.core import training
+from streaming_lstm.core.config import decay_for_half_life
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.core.drift import Adwin
+from streaming_lstm.core.schedule import local_epochs
+from streaming_lstm.core.seeds import task_seed
+from streaming_lstm.parse.data import load_csv
+from streaming_lstm.trainer.state import TrainerState, Update
 
 ROOT = Path(__file__).resolve().parent.parent
 

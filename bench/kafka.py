@@ -46,11 +46,12 @@ def demo_part(runs: int, rows: int, rate: float) -> dict[str, Any]:
 
 
 def reader_part(runs: int, rows: int, batch: int) -> dict[str, Any]:
-    from streaming_lstm.config import SparkConfig, load_config
-    from streaming_lstm.kafka_broker import ApacheKafkaBroker
-    from streaming_lstm.kafka_reader import read_kafka
-    from streaming_lstm.replay import KafkaSink, replay
-    from streaming_lstm.spark_session import get_session
+    from producers.replay import KafkaSink, replay
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.kafka.reader import read_kafka
+    from streaming_lstm.local.kafka_broker import ApacheKafkaBroker
+    from streaming_lstm.spark.session import get_session
 
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     results: dict[str, list[float]] = {"spark-connector": [], "python-source": []}

@@ -36,13 +36,13 @@ SHAPES = [  # name, timesteps, features per step, hidden, rows, mini-batch
 
 
 def old_training(rev: str, into: Path) -> Any:
-    """``streaming_lstm.training`` as of ``rev``, importable beside the current one as ``kernel_old``."""
+    """``streaming_lstm.core.training`` as of ``rev``, importable beside the current one as ``kernel_old``."""
     pkg = into / "kernel_old"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     for name in ("model", "training"):
         text = subprocess.run(["git", "show", f"{rev}:streaming_lstm/{name}.py"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-        (pkg / f"{name}.py").write_text(text.replace("from streaming_lstm.model import", "from kernel_old.model import"))
+        (pkg / f"{name}.py").write_text(text.replace("from streaming_lstm.core.model import", "from kernel_old.model import"))
     sys.path.insert(0, str(into))
     return importlib.import_module("kernel_old.training")
 
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     rev = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
-    from streaming_lstm import training
-    from streaming_lstm.weights import LSTMConfig, init_weights
+    from streaming_lstm.core import training
+    from streaming_lstm.core.weights import LSTMConfig, init_weights
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,12 +36,14 @@ def noop(df: Any, batch_id: int) -> None:
 
 def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str, list[float]]]:
     """Latencies per batch size: no-op, trainer and (classic only) plain TF; ``remote`` set: over Connect."""
-    from streaming_lstm import connect, training
-    from streaming_lstm.config import SparkConfig, load_config
-    from streaming_lstm.data import load_csv
-    from streaming_lstm.remote_trainer import make_trainer
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import file_source
+    from streaming_lstm.core import training
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.parse.data import load_csv
+    from streaming_lstm.spark import connect
+    from streaming_lstm.trainer.remote import make_trainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import file_source
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s", "train.warmup_epochs": 0})
     out: dict[int, dict[str, list[float]]] = {}

@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from pyspark.sql import functions as F
 
-    from streaming_lstm.config import DataConfig, SparkConfig
-    from streaming_lstm.spark_parse import parse
-    from streaming_lstm.spark_session import get_session
+    from streaming_lstm.core.config import DataConfig, SparkConfig
+    from streaming_lstm.parse.spark_parse import parse
+    from streaming_lstm.spark.session import get_session
 
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     rng = random.Random(0)

@@ -68,10 +68,11 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def measure(spark: Any, lines: list[str], pred_trigger: float, versions: int, rng: np.random.Generator, tmp: Path) -> dict[str, Any]:
-    from streaming_lstm.config import load_config, parse_duration
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.core.config import parse_duration
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import MemorySource
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.keep_versions": versions + 10})
     ck = tmp / "ck"
@@ -145,8 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from streaming_lstm.config import SparkConfig
-    from streaming_lstm.spark_session import get_session
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.spark.session import get_session
 
     lines = (ROOT / "data" / "iris.csv").read_text().splitlines()[1:]
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))

@@ -109,11 +109,11 @@ def run_river(make: Callable[[], Any], rows: list[tuple[dict[str, Any], Any]], b
 
 def run_lstm(spark: Any, csv: Path, lines: list[str], batch: int, overrides: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """The real trainer over the stream, ``batch`` rows per micro-batch, in order."""
-    from streaming_lstm.config import load_config
-    from streaming_lstm.init_config import propose, to_toml
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.commands.init_config import propose, to_toml
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import MemorySource
 
     proposed = propose(csv)
     conf = workdir / "conf.toml"
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"wrote {plot(json.loads(path.read_text()), path.with_suffix('.png'))}")
         return {}
 
-    from streaming_lstm.config import SparkConfig
-    from streaming_lstm.spark_session import get_session
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.spark.session import get_session
 
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}))
     variants = [("defaults", {}), *(parse_variant(v) for v in args.variant)]

@@ -63,11 +63,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from streaming_lstm.config import SparkConfig, load_config
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import file_source
-    from streaming_lstm.spark_session import get_session
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.spark.session import get_session
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import file_source
 
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     ps = [int(x) for x in args.partitions.split(",")]

@@ -45,11 +45,12 @@ def overrides(epochs: int, partitions: int) -> dict[str, Any]:
 
 
 def child_stream(partitions: int, epochs: int, started: float) -> dict[str, Any]:
-    from streaming_lstm.config import SparkConfig, load_config
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.spark_session import get_session
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.spark.session import get_session
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import MemorySource
 
     cfg = load_config(ROOT / "conf" / "iris.toml", overrides(epochs, partitions))
     rows = (ROOT / "data" / "iris.csv").read_text().splitlines()[1:]
@@ -73,8 +74,8 @@ def child_stream(partitions: int, epochs: int, started: float) -> dict[str, Any]
 
 
 def child_standalone(epochs: int, started: float) -> dict[str, Any]:
-    from streaming_lstm import standalone
-    from streaming_lstm.config import load_config
+    from streaming_lstm.commands import standalone
+    from streaming_lstm.core.config_load import load_config
 
     cfg = load_config(ROOT / "conf" / "iris.toml", overrides(epochs, 1))
     with tempfile.TemporaryDirectory() as out:

@@ -55,8 +55,8 @@ def spread(values: list[float]) -> dict[str, float]:
 def small_batch_rows_per_s(spec: Any, xn: np.ndarray, y: np.ndarray, timesteps: int, hidden: list[int], classes: int, batch: int) -> dict[str, float]:
     """The seed's small mini-batches: the from-scratch ``training.fit`` against Keras ``model.fit``,
     one epoch each on the same rows, in this process one after the other."""
-    from streaming_lstm import training
-    from streaming_lstm.weights import init_weights
+    from streaming_lstm.core import training
+    from streaming_lstm.core.weights import init_weights
 
     training.fit(init_weights(spec.model), xn[:64], y[:64], spec, epochs=1, batch_size=batch, seed=0)  # trace
     started = time.perf_counter()
@@ -76,15 +76,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from streaming_lstm import training
-    from streaming_lstm.config import SparkConfig, load_config
-    from streaming_lstm.data import load_csv
-    from streaming_lstm.normalizer import NormStats
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import file_source
-    from streaming_lstm.spark_session import get_session
-    from streaming_lstm.stream_trainer import StreamingTrainer
-    from streaming_lstm.weights import init_weights
+    from streaming_lstm.core import training
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.core.weights import init_weights
+    from streaming_lstm.parse.data import load_csv
+    from streaming_lstm.spark.session import get_session
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import file_source
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {**OVERRIDES, "stream.partitions": args.partitions})
     m = cfg.model

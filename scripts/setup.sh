@@ -29,4 +29,4 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
 fi
 
 # The JVM parts: one progress line per jar set; a failure names the artifact and what to do.
-.venv/bin/python -m streaming_lstm.jvm_deps
+.venv/bin/python -m streaming_lstm.local.jvm_deps

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streaming_lstm import cli_parser
-from streaming_lstm.cli_parser import DEFAULT_CONF
-from streaming_lstm.config import AppConfig, ConfigError, load_config, parse_duration
-from streaming_lstm.output import print_result as _print
-from streaming_lstm.output import warn as _warn
+from streaming_lstm.commands import parser as cli_parser
+from streaming_lstm.commands.output import print_result as _print
+from streaming_lstm.commands.output import warn as _warn
+from streaming_lstm.commands.parser import DEFAULT_CONF
+from streaming_lstm.core.config import AppConfig, ConfigError, parse_duration
+from streaming_lstm.core.config_load import load_config
 
 FLAG_KEYS = {
     "epochs": "train.epochs",
@@ -52,7 +53,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from streaming_lstm import standalone
+    from streaming_lstm.commands import standalone
 
     cfg = config_from_args(args)
     r = standalone.fit(cfg, args.data, args.out, args.holdout, strict=args.strict)
@@ -68,7 +69,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from streaming_lstm import standalone
+    from streaming_lstm.commands import standalone
 
     saved, ev = standalone.evaluate(args.model, args.data, strict=args.strict)
     _warn(ev.warnings)
@@ -78,14 +79,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from streaming_lstm import runner
+    from streaming_lstm.trainer import runner
 
     cfg = config_from_args(args)
     return runner.run_cli(cfg, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streaming_lstm import demo
+    from streaming_lstm.commands import demo
 
     if args.events:  # the event-mode demo's own dataset, unless told otherwise
         args.conf = args.conf or demo.EVENTS_CONF
@@ -97,19 +98,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_jars(args: argparse.Namespace) -> int:
-    from streaming_lstm import jvm_deps
+    from streaming_lstm.local import jvm_deps
 
     return jvm_deps.main(args.jar_args)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from streaming_lstm import replay
+    from producers import replay
 
     return replay.main(args.replay_args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from streaming_lstm.export import export_saved_model
+    from streaming_lstm.commands.export import export_saved_model
 
     r = export_saved_model(args.checkpoint, args.out)
     _print(r, args.json, f"model version {r['model_version']} exported as a SavedModel to {r['out']}\n  {r['signature']}")
@@ -117,7 +118,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from streaming_lstm.report import write_report
+    from streaming_lstm.commands.report import write_report
 
     r = write_report(args.checkpoint, args.out, args.data)
     quality = (
@@ -140,7 +141,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115 - closed below
     try:
         if args.data:
-            from streaming_lstm.standalone import PredictSummary, predict_csv
+            from streaming_lstm.commands.standalone import PredictSummary, predict_csv
 
             summary = PredictSummary()
             for record in predict_csv(args.model, args.data, summary, strict=args.strict):
@@ -152,7 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.source:
             raise ConfigError("predict needs --data CSV, or --source socket|kafka|file for a stream")
         trigger_ms = int(parse_duration(args.trigger, "--trigger") * 1000)  # before Spark starts: fail fast
-        from streaming_lstm.predictor import run_cli
+        from streaming_lstm.trainer.predictor import run_cli
 
         run_cli(args, out, trigger_ms)
         return 0

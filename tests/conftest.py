@@ -34,15 +34,15 @@ def iris_lines(iris_csv: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def iris_cfg():  # type: ignore[no-untyped-def]
-    from streaming_lstm.config import load_config
+    from streaming_lstm.core.config_load import load_config
 
     return load_config(ROOT / "conf" / "iris.toml")
 
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
-    from streaming_lstm.config import SparkConfig
-    from streaming_lstm.spark_session import get_session
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.spark.session import get_session
 
     session = get_session(SparkConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}))
     yield session
@@ -53,7 +53,7 @@ def spark() -> Iterator[object]:
 def kafka() -> Iterator[object]:
     """A real Apache Kafka broker (KRaft, one JVM on loopback) for the whole run, from the jars
     scripts/setup.sh fetched. Tests use uuid-named topics, so they share it."""
-    from streaming_lstm.kafka_broker import ApacheKafkaBroker
+    from streaming_lstm.local.kafka_broker import ApacheKafkaBroker
 
     with ApacheKafkaBroker() as broker:
         yield broker
@@ -66,7 +66,7 @@ def hdfs(spark: object) -> Iterator[object]:
     The shared Spark session gets the cluster's client settings (one replica per block); child
     processes get them through ``HADOOP_CONF_DIR`` (``hdfs.conf_dir``), as on a real cluster.
     Tests use uuid-named directories, so they share it."""
-    from streaming_lstm.minidfs import MiniDFS
+    from streaming_lstm.local.minidfs import MiniDFS
 
     with MiniDFS() as dfs:
         conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
@@ -79,7 +79,7 @@ def hdfs(spark: object) -> Iterator[object]:
 def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Spark Connect server (its own driver JVM and Python workers, local[2], loopback) for
     the whole run, started as ``demo --remote local`` starts one; clients reach it at the URL."""
-    from streaming_lstm import connect_server
+    from streaming_lstm.spark import connect_server
 
     server = connect_server.start("local[2]", log_path=str(tmp_path_factory.mktemp("connect") / "server.log"))
     yield server.url

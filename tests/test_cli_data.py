@@ -107,7 +107,7 @@ def test_init_config_writes_a_configuration_that_fits_the_file(tmp_path: Path, c
     out = tmp_path / "wide.toml"
     code, text, _ = run(capsys, "init-config", "--data", str(f), "--timesteps", "3", "--out", str(out))
     assert code == 0 and "6 features, label 'kind' with 2 classes, timesteps 3" in text
-    from streaming_lstm.config import load_config
+    from streaming_lstm.core.config_load import load_config
 
     cfg = load_config(out)
     assert list(cfg.data.features) == names and cfg.data.classes == ("a", "b")

@@ -60,7 +60,7 @@ def test_file_source_trains_every_row_once_and_evaluates(iris_lines: list[str], 
     assert "InterruptedException" not in r.stderr
     # Suite time: evaluated in this process (the evaluate command has its own tests), and no restart
     # here (test_sigterm_finishes_the_batch_saves_and_exits_zero restarts over a stopped run).
-    from streaming_lstm.standalone import evaluate
+    from streaming_lstm.commands.standalone import evaluate
 
     _, ev = evaluate(ck, ROOT / "data" / "iris.csv")
     assert ev.accuracy >= 0.95
@@ -94,7 +94,7 @@ def test_sigterm_finishes_the_batch_saves_and_exits_zero(iris_lines: list[str], 
     # The last trained batch is committed too; a batch Spark planned after the signal is refused,
     # left uncommitted, and trained on the next start.
     assert committed(ck)[-1] == metrics[-1]["batch_id"] and planned(ck)[-1] <= metrics[-1]["batch_id"] + 1
-    from streaming_lstm.store import ModelStore
+    from streaming_lstm.storage.store import ModelStore
 
     saved = ModelStore(ck / "model").load_latest()
     assert saved is not None and saved.meta["batch_id"] == metrics[-1]["batch_id"]
@@ -119,8 +119,8 @@ def test_predict_scores_a_live_socket_stream_and_picks_up_a_new_version(
     import threading
     import time
 
-    from streaming_lstm import standalone
-    from streaming_lstm.config import load_config
+    from streaming_lstm.commands import standalone
+    from streaming_lstm.core.config_load import load_config
 
     staging, model = tmp_path / "staging", tmp_path / "model"
     cfg = load_config(ROOT / "conf" / "iris.toml", {"train.epochs": 3})

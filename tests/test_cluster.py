@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from streaming_lstm.broker import free_port
+from streaming_lstm.local.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.cluster, pytest.mark.hdfs, pytest.mark.faults]
@@ -178,13 +178,13 @@ def kill_a_worker_mid_task(ui_port: int, work_dirs: list[Path], cmds: Commands, 
 def test_spark_submit_to_a_standalone_cluster_on_hdfs_survives_a_killed_worker(
     spark: Any, hdfs: Any, commands: tuple[Commands, str], iris_lines: list[str], iris_csv: Path, tmp_path: Path
 ) -> None:
-    from streaming_lstm.config import load_config
-    from streaming_lstm.fs import filesystem, join
-    from streaming_lstm.metrics import METRICS_FILE, read_metrics
-    from streaming_lstm.runner import run
-    from streaming_lstm.sources import file_source
-    from streaming_lstm.standalone import evaluate
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.commands.standalone import evaluate
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.storage.fs import filesystem, join
+    from streaming_lstm.storage.metrics import METRICS_FILE, read_metrics
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import run
+    from streaming_lstm.trainer.sources import file_source
     from tests.test_hdfs import put_shuffled
 
     cmds, base = commands

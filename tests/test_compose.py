@@ -15,8 +15,8 @@ import pyspark
 import pytest
 import yaml
 
+from producers.replay import build_parser as replay_parser
 from streaming_lstm.cli import build_parser
-from streaming_lstm.replay import build_parser as replay_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +64,6 @@ def test_commands_are_real_invocations_of_this_project(compose: dict[str, Any]) 
 
 
 def test_the_local_broker_is_the_composed_kafka_version(compose: dict[str, Any]) -> None:
-    from streaming_lstm.jvm_deps import KAFKA_VERSION
+    from streaming_lstm.local.jvm_deps import KAFKA_VERSION
 
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}", "tests and demo run the broker users deploy"

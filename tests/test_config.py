@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming_lstm.config import ConfigError, effective_decay, load_config, parse_duration
+from streaming_lstm.core.config import ConfigError, effective_decay, parse_duration
+from streaming_lstm.core.config_load import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = ROOT / "conf" / "iris.toml"
@@ -67,7 +68,7 @@ def test_durations_and_half_life() -> None:
 
 
 def test_round_trip_through_dict() -> None:
-    from streaming_lstm.config import from_dict
+    from streaming_lstm.core.config_load import from_dict
 
     cfg = load_config(IRIS, {"model.hidden": "8,4"})
     assert from_dict(cfg.to_dict()) == cfg

@@ -49,11 +49,11 @@ def stream_files(iris_lines: list[str], tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def classic_weights(spark: Any, stream_files: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """The same stream trained by the classic driver (in this process), with the CLI's config."""
-    from streaming_lstm import runner
     from streaming_lstm.cli import build_parser, config_from_args
-    from streaming_lstm.sources import file_source
-    from streaming_lstm.store import ModelStore
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.storage.store import ModelStore
+    from streaming_lstm.trainer import runner
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.sources import file_source
 
     ck = tmp_path_factory.mktemp("connect-classic") / "ck"
     args = build_parser().parse_args(["train", "--source", "file", "--path", str(stream_files), "--checkpoint", str(ck), "--trigger", "500ms"])
@@ -73,7 +73,7 @@ def classic_weights(spark: Any, stream_files: Path, tmp_path_factory: pytest.Tem
 
 
 def assert_exactly_once_and_equal(ck: Path, reference: dict[str, np.ndarray]) -> None:
-    from streaming_lstm.store import ModelStore
+    from streaming_lstm.storage.store import ModelStore
 
     lines = metrics(ck)
     assert sorted(m["batch_id"] for m in lines) == sorted({m["batch_id"] for m in lines}), "a batch was applied twice"
@@ -132,8 +132,9 @@ def test_demo_over_a_local_connect_server_trains_every_row(tmp_path: Path) -> No
 
 
 def test_remote_comes_from_the_flag_then_spark_remote_and_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streaming_lstm.config import ConfigError
-    from streaming_lstm.connect import remote_from, require_local_path
+    from streaming_lstm.core.config import ConfigError
+    from streaming_lstm.spark.connect import remote_from
+    from streaming_lstm.trainer.remote import require_local_path
 
     monkeypatch.delenv("SPARK_REMOTE", raising=False)
     assert remote_from(None) is None  # classic Spark
@@ -153,7 +154,7 @@ def test_kafka_over_connect_with_either_reader_trains_every_row_once(connect_url
     session) and by Spark's connector (the server has it: the connect server loads the same jars)."""
     import uuid
 
-    from streaming_lstm.replay import KafkaSink
+    from producers.replay import KafkaSink
 
     topic = f"connect-{uuid.uuid4().hex[:8]}"
     sink = KafkaSink(kafka.bootstrap, topic, 2, {})

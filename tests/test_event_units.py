@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streaming_lstm.config import ConfigError, load_config
-from streaming_lstm.event_replay import event_schedule, event_time, read_events, replay_events
-from streaming_lstm.metrics import forecast_fields, forecast_last, format_line
+from producers.event_replay import event_schedule, event_time, read_events, replay_events
+from streaming_lstm.core.config import ConfigError
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.storage.metrics import forecast_fields, forecast_last, format_line
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLAR = ROOT / "conf" / "solar.toml"
 
 
 def test_the_shipped_event_config_loads_and_shapes_a_forecaster() -> None:
-    from streaming_lstm.weights import LSTMConfig
+    from streaming_lstm.core.weights import LSTMConfig
 
     cfg = load_config(SOLAR)
     lstm = LSTMConfig.from_app(cfg)
@@ -73,7 +74,7 @@ def test_event_replay_sends_in_event_time_order_keyed_by_entity(tmp_path: Path) 
 
 
 def test_jitter_is_bounded_and_late_events_are_counted() -> None:
-    from streaming_lstm.event_replay import Event
+    from producers.event_replay import Event
 
     events = [Event(float(t), "e", str(t)) for t in range(0, 10000, 10)]
     plan = event_schedule(events, seed=3, jitter=50.0)
@@ -102,9 +103,9 @@ def test_forecast_fields_skill_and_the_console_line() -> None:
 
 
 def test_a_forecast_partition_scores_before_training_against_the_naive_forecast() -> None:
-    from streaming_lstm import training
-    from streaming_lstm.normalizer import NormStats
-    from streaming_lstm.weights import LSTMConfig, init_weights
+    from streaming_lstm.core import training
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.core.weights import LSTMConfig, init_weights
 
     lstm = LSTMConfig(timesteps=5, features_per_step=1, hidden=(8,), num_classes=1, seed=1, task="forecast")
     spec = training.TrainSpec(lstm, "adam", 0.01, 5.0, 0.0)

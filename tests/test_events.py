@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.config import AppConfig, load_config
-from streaming_lstm.event_synth import sine_events, to_csv_lines
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.testing.event_synth import sine_events, to_csv_lines
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,9 +43,9 @@ def event_config(**over: Any) -> AppConfig:
 @contextmanager
 def windows_of(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[list[dict[str, Any]], Callable[[list[str]], None], Any]]:
     """The window operator alone on a memory stream: every row it emits, per batch, collected."""
-    from streaming_lstm.events import observed_events
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.window_state import windowed
+    from streaming_lstm.parse.events import observed_events
+    from streaming_lstm.trainer.sources import MemorySource
+    from streaming_lstm.trainer.window_state import windowed
 
     source = MemorySource(spark)
     out: list[dict[str, Any]] = []
@@ -112,9 +113,9 @@ def test_windows_span_batches_once_each_with_entities_interleaved(spark: Any, tm
 @contextmanager
 def trainer_on(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[Any, Callable[[list[str]], None]]]:
     """The streaming trainer in event mode on a fresh memory stream."""
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import MemorySource
 
     source = MemorySource(spark)
     trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
@@ -144,7 +145,7 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
     for m in history:
         assert m["forecast_values"] == m["rows_valid"]
         assert m["prequential_mae"] == pytest.approx(m["prequential_abs_sum"] / m["forecast_values"])
-    from streaming_lstm.metrics import forecast_last
+    from streaming_lstm.storage.metrics import forecast_last
 
     late = forecast_last(history, windows=len(lines) // 5)
     assert late["skill"] > 0.2, late
@@ -155,10 +156,10 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
     import io
     import json
 
-    from streaming_lstm import training
-    from streaming_lstm.predictor import StreamPredictor
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.store import ModelStore
+    from streaming_lstm.core import training
+    from streaming_lstm.storage.store import ModelStore
+    from streaming_lstm.trainer.predictor import StreamPredictor
+    from streaming_lstm.trainer.sources import MemorySource
 
     out = io.StringIO()
     predictor = StreamPredictor(spark, tmp_path / "ck" / "model", out)
@@ -188,7 +189,7 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
         np.testing.assert_allclose([m[1] for m in mine], training.forecast(saved.weights, saved.norm, x, spec)[:, 0], rtol=1e-4, atol=1e-5)
 
     # report: MAE against the naive forecast, and forecasts against actual values of an event file
-    from streaming_lstm.report import write_report
+    from streaming_lstm.commands.report import write_report
 
     (tmp_path / "events.csv").write_text("\n".join(to_csv_lines(sine_events(entities=3, events=60, seed=2, noise=0.05, change_at=1.0))) + "\n")
     rep = write_report(tmp_path / "ck", tmp_path / "report", str(tmp_path / "events.csv"))
@@ -200,7 +201,7 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
     # export: the SavedModel takes a window (B, T, F) and gives the same forecasts.
     import tensorflow as tf
 
-    from streaming_lstm.export import export_saved_model
+    from streaming_lstm.commands.export import export_saved_model
 
     info = export_saved_model(tmp_path / "ck" / "model", tmp_path / "sm")
     assert info["signature"] == "serving_default(window: float32[None, 8, 1]) -> forecast: float32[None, 1]" and info["targets"] == ["value"]
@@ -244,7 +245,7 @@ def test_an_idle_entity_expires_after_its_ttl_of_event_time(spark: Any, tmp_path
 
 
 def test_events_are_read_per_rfc_4180_and_bad_ones_are_named(spark: Any) -> None:
-    from streaming_lstm.events import parse_events
+    from streaming_lstm.parse.events import parse_events
 
     cfg = load_config(ROOT / "conf" / "solar.toml")
     lines = [

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.event_replay import event_schedule, read_events, replay_events
-from streaming_lstm.event_synth import sine_events, to_csv_lines
-from streaming_lstm.replay import KafkaSink
+from producers.event_replay import event_schedule, read_events, replay_events
+from producers.replay import KafkaSink
+from streaming_lstm.testing.event_synth import sine_events, to_csv_lines
 from tests.test_faults import metrics, run_train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,13 +64,13 @@ def test_demo_events_json_accounts_for_every_event_and_beats_the_naive_forecast(
 @pytest.mark.faults
 @pytest.mark.spark
 def test_driver_killed_on_the_event_path_forms_and_trains_each_window_once(spark: Any, kafka: Any, tmp_path: Path) -> None:
-    from streaming_lstm.store import ModelStore
+    from streaming_lstm.storage.store import ModelStore
 
     conf = tmp_path / "events.toml"
     conf.write_text(CONF)
     data = tmp_path / "events.csv"
     data.write_text("\n".join(to_csv_lines(sine_events(entities=3, events=50, seed=4))) + "\n")
-    from streaming_lstm.config import load_config
+    from streaming_lstm.core.config_load import load_config
 
     cfg = load_config(conf)
     topic = f"events-kill-{uuid.uuid4().hex[:10]}"
@@ -92,9 +92,9 @@ def test_driver_killed_on_the_event_path_forms_and_trains_each_window_once(spark
     assert final.returncode == 0, final.stderr[-3000:]
 
     from streaming_lstm.cli import build_parser, config_from_args
-    from streaming_lstm.kafka_reader import read_kafka
-    from streaming_lstm.runner import run
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.kafka.reader import read_kafka
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import run
 
     reference = tmp_path / "reference"
     ref_cfg = config_from_args(build_parser().parse_args(["train", *args(reference)]))

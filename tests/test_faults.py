@@ -1,5 +1,5 @@
 """Whatever fails, every row that reached the source is trained exactly once and no model file is
-corrupt. These tests kill processes (SIGKILL through streaming_lstm/faults.py) and corrupt files."""
+corrupt. These tests kill processes (SIGKILL through streaming_lstm/core/faults.py) and corrupt files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.replay import KafkaSink, replay
+from producers.replay import KafkaSink, replay
 from tests.conftest import READER_SETTING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def metrics(ck: Path) -> list[dict[str, Any]]:
 def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_run_ends(
     spark: Any, kafka: Any, reader: str, iris_lines: list[str], tmp_path: Path
 ) -> None:
-    from streaming_lstm.store import ModelStore
+    from streaming_lstm.storage.store import ModelStore
 
     broker = kafka
     topic = f"kill-{uuid.uuid4().hex[:10]}"
@@ -72,9 +72,9 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     # The uninterrupted run: same topic, fresh checkpoint, in this process's Spark session (another
     # process and JVM than the killed runs, same local[2] layout and TF threads).
     from streaming_lstm.cli import build_parser, config_from_args
-    from streaming_lstm.kafka_reader import read_kafka
-    from streaming_lstm.runner import run
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.kafka.reader import read_kafka
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import run
 
     reference = tmp_path / "reference"
     cfg = config_from_args(build_parser().parse_args(["train", *args(reference), "--conf", str(ROOT / "conf" / "iris.toml")]))
@@ -123,10 +123,10 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning_and_none_loadable_s
     base = ["--source", "file", "--path", str(incoming), "--checkpoint", str(ck), "--trigger", "0s", "--idle-timeout", "4"]
     # Two saved versions, as a run would leave them (written directly: a whole training run to make
     # them cost 35 s of suite time).
-    from streaming_lstm.config import load_config
-    from streaming_lstm.normalizer import NormStats
-    from streaming_lstm.store import ModelStore
-    from streaming_lstm.weights import LSTMConfig, init_weights
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.core.weights import LSTMConfig, init_weights
+    from streaming_lstm.storage.store import ModelStore
 
     cfg = load_config(ROOT / "conf" / "iris.toml")
     lstm = LSTMConfig.from_app(cfg)
@@ -158,13 +158,13 @@ def test_broker_killed_and_restarted_on_its_data_dir_mid_stream_loses_and_double
     import threading
     import time
 
-    from streaming_lstm.broker import free_port
-    from streaming_lstm.config import load_config
-    from streaming_lstm.kafka_broker import ApacheKafkaBroker
-    from streaming_lstm.kafka_reader import BrokerWatch, read_kafka
-    from streaming_lstm.kafka_source import KafkaStreamReader
-    from streaming_lstm.runner import RunResult, run
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.kafka.reader import BrokerWatch, read_kafka
+    from streaming_lstm.kafka.source import KafkaStreamReader
+    from streaming_lstm.local.kafka_broker import ApacheKafkaBroker
+    from streaming_lstm.local.process import free_port
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import RunResult, run
 
     port, data = free_port(), tmp_path / "kafka"
     topic = f"restart-{uuid.uuid4().hex[:8]}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming_lstm.fs import LocalFileSystem, basename, filesystem, is_local, join, local_path
+from streaming_lstm.storage.fs import LocalFileSystem, basename, filesystem, is_local, join, local_path
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ def hdfs_dir(hdfs: Any, name: str) -> str:
 
 def put_shuffled(location: str, lines: list[str], files: int, seed: int, extra: str | None = None) -> None:
     """``files`` CSV files of all ``lines`` shuffled (``extra`` appended to the first), as a producer would."""
-    from streaming_lstm.fs import filesystem, join
+    from streaming_lstm.storage.fs import filesystem, join
 
     fs = filesystem(location)
     fs.mkdirs(location)
@@ -46,15 +46,15 @@ def test_stream_on_hdfs_trains_every_row_once_and_evaluate_export_report_predict
 ) -> None:
     import tensorflow as tf
 
-    from streaming_lstm.export import export_saved_model
-    from streaming_lstm.fs import filesystem, join
-    from streaming_lstm.metrics import read_metrics
-    from streaming_lstm.predictor import StreamPredictor
-    from streaming_lstm.runner import run
-    from streaming_lstm.sources import file_source
-    from streaming_lstm.standalone import evaluate
-    from streaming_lstm.store import ModelStore
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.commands.export import export_saved_model
+    from streaming_lstm.commands.standalone import evaluate
+    from streaming_lstm.storage.fs import filesystem, join
+    from streaming_lstm.storage.metrics import read_metrics
+    from streaming_lstm.storage.store import ModelStore
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.predictor import StreamPredictor
+    from streaming_lstm.trainer.runner import run
+    from streaming_lstm.trainer.sources import file_source
     from tests.test_streaming import config
 
     base = hdfs_dir(hdfs, "stream")
@@ -111,10 +111,10 @@ def test_stream_on_hdfs_trains_every_row_once_and_evaluate_export_report_predict
 def test_corrupt_newest_version_on_hdfs_falls_back_and_none_loadable_is_an_error(
     spark: Any, hdfs: Any, iris_cfg: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from streaming_lstm.fs import join
-    from streaming_lstm.normalizer import NormStats
-    from streaming_lstm.store import ModelStore, ModelStoreError
-    from streaming_lstm.weights import LSTMConfig, init_weights
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.core.weights import LSTMConfig, init_weights
+    from streaming_lstm.storage.fs import join
+    from streaming_lstm.storage.store import ModelStore, ModelStoreError
 
     store = ModelStore(join(hdfs_dir(hdfs, "store"), "model"))
     lstm = LSTMConfig.from_app(iris_cfg)
@@ -135,12 +135,12 @@ def test_corrupt_newest_version_on_hdfs_falls_back_and_none_loadable_is_an_error
 @pytest.mark.faults
 def test_driver_killed_with_input_and_checkpoint_on_hdfs_and_a_server_optimizer_resumes_exactly_once(spark: Any, hdfs: Any, iris_lines: list[str]) -> None:
     from streaming_lstm.cli import build_parser, config_from_args
-    from streaming_lstm.fs import join
-    from streaming_lstm.metrics import read_metrics
-    from streaming_lstm.runner import run
-    from streaming_lstm.sources import file_source
-    from streaming_lstm.store import ModelStore
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.storage.fs import join
+    from streaming_lstm.storage.metrics import read_metrics
+    from streaming_lstm.storage.store import ModelStore
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import run
+    from streaming_lstm.trainer.sources import file_source
 
     base = hdfs_dir(hdfs, "kill")
     incoming = join(base, "in")

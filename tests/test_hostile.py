@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.config import AppConfig, load_config
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config_load import load_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +64,9 @@ def hostile_rows(rng: random.Random, valid: list[str], n: int) -> list[tuple[byt
 
 
 def test_fuzz_ten_thousand_hostile_rows(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import file_source
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import file_source
 
     rng = random.Random(1234)
     bad = hostile_rows(rng, iris_lines, 10_000)
@@ -112,7 +113,7 @@ def test_fuzz_ten_thousand_hostile_rows(spark: Any, iris_lines: list[str], tmp_p
 
 
 def test_a_burst_of_random_labels_is_survived_and_accuracy_recovers(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
-    from streaming_lstm.standalone import evaluate
+    from streaming_lstm.commands.standalone import evaluate
     from tests.test_streaming import shuffled, streaming
 
     rng = random.Random(7)
@@ -143,7 +144,7 @@ def test_an_exploding_partition_is_rejected_or_bounded(
 ) -> None:
     import dataclasses
 
-    from streaming_lstm.weights import flatten
+    from streaming_lstm.core.weights import flatten
     from tests.test_streaming import streaming
 
     over: dict[str, Any] = {"stream.partitions": 5, "stream.aggregation": aggregation, "stream.trim_fraction": 0.2, "stream.decay": 0.0}

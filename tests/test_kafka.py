@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from streaming_lstm.config import AppConfig, load_config
-from streaming_lstm.replay import KafkaSink, replay
+from producers.replay import KafkaSink, replay
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config_load import load_config
 from tests.conftest import READER_SETTING
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -40,9 +41,9 @@ def produce(broker: Any, name: str, rows: list[str], partitions: int = 3) -> Non
 def train_until(
     spark: Any, cfg: AppConfig, broker: Any, name: str, ck: Path, expected: int, options: dict[str, str] | None = None, after_start: Any = None
 ) -> Any:
-    from streaming_lstm.kafka_reader import read_kafka
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.kafka.reader import read_kafka
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
 
     trainer = StreamingTrainer(spark, cfg, ck, echo=False)
     query = start_query(trainer, read_kafka(spark, cfg, broker.bootstrap, name, options or {}))
@@ -67,7 +68,7 @@ def train_until(
 
 
 def test_the_reader_in_use_is_the_one_asked_for(spark: Any, kafka: Any, reader: str) -> None:
-    from streaming_lstm.kafka_reader import choose_reader, has_connector
+    from streaming_lstm.kafka.reader import choose_reader, has_connector
 
     assert has_connector(spark), "scripts/setup.sh fetched the connector and the session is built with it"
     assert choose_reader(spark, config(reader)) == reader
@@ -101,9 +102,9 @@ def test_starting_offsets_latest_skips_earlier_rows(spark: Any, kafka: Any, read
 
 
 def test_unreachable_broker_and_missing_topic_fail_clearly_and_quickly(spark: Any, kafka: Any, reader: str) -> None:
-    from streaming_lstm.broker import free_port
-    from streaming_lstm.kafka_reader import read_kafka
-    from streaming_lstm.kafka_source import KafkaSourceError
+    from streaming_lstm.kafka.reader import read_kafka
+    from streaming_lstm.kafka.source import KafkaSourceError
+    from streaming_lstm.local.process import free_port
 
     started = time.monotonic()
     dead = f"127.0.0.1:{free_port()}"
@@ -130,7 +131,7 @@ def delete_records_before(broker: Any, name: str, offsets: dict[int, int]) -> No
 def lost_records(spark: Any, kafka: Any, reader: str, iris_lines: list[str], tmp_path: Path) -> Iterator[tuple[str, Path, dict[int, int], int]]:
     """A checkpoint that read 90 rows; then 60 more were produced and the first 10 of them in each
     partition deleted before the trainer came back. Yields (topic, checkpoint, deleted up to, lost)."""
-    from streaming_lstm.kafka_source import connect, latest_offsets
+    from streaming_lstm.kafka.source import connect, latest_offsets
 
     name = topic()
     produce(kafka, name, iris_lines[:90])
@@ -149,9 +150,9 @@ def lost_records(spark: Any, kafka: Any, reader: str, iris_lines: list[str], tmp
 def test_records_deleted_before_they_were_read_stop_the_query_naming_partitions_and_offsets(
     spark: Any, kafka: Any, reader: str, lost_records: tuple[str, Path, dict[int, int], int]
 ) -> None:
-    from streaming_lstm.kafka_reader import read_kafka
-    from streaming_lstm.runner import run
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.kafka.reader import read_kafka
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import run
 
     name, ck, _cut, lost = lost_records
     assert lost > 0
@@ -168,9 +169,9 @@ def test_records_deleted_before_they_were_read_stop_the_query_naming_partitions_
 def test_records_deleted_before_they_were_read_are_skipped_and_counted_without_fail_on_data_loss(
     spark: Any, kafka: Any, reader: str, lost_records: tuple[str, Path, dict[int, int], int]
 ) -> None:
-    from streaming_lstm.kafka_reader import read_kafka
-    from streaming_lstm.runner import run
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.kafka.reader import read_kafka
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import run
 
     name, ck, _cut, lost = lost_records
     cfg = config(reader, **{"stream.fail_on_data_loss": False})
@@ -182,7 +183,7 @@ def test_records_deleted_before_they_were_read_are_skipped_and_counted_without_f
 
 def test_tansu_smoke_every_row_once(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     """The Python-packaged broker still works end to end (machines without the Java jars)."""
-    from streaming_lstm.broker import TansuBroker
+    from streaming_lstm.local.tansu import TansuBroker
 
     with TansuBroker() as tansu:
         name = topic()
@@ -194,8 +195,8 @@ def test_tansu_smoke_every_row_once(spark: Any, iris_lines: list[str], tmp_path:
 def test_tansu_latest_offsets_see_past_its_under_reported_list_offsets(iris_lines: list[str]) -> None:
     from kafka import TopicPartition
 
-    from streaming_lstm.broker import TansuBroker
-    from streaming_lstm.kafka_source import connect, latest_offsets
+    from streaming_lstm.kafka.source import connect, latest_offsets
+    from streaming_lstm.local.tansu import TansuBroker
 
     with TansuBroker() as tansu:
         name = topic()
@@ -213,10 +214,10 @@ def test_tansu_latest_offsets_see_past_its_under_reported_list_offsets(iris_line
 def test_socket_producer_feeds_the_trainer(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     import threading
 
-    from streaming_lstm.replay import SocketSink
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import socket_source
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from producers.replay import SocketSink
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import socket_source
 
     stop = threading.Event()
     sink = SocketSink("127.0.0.1", 0, stop, lambda _m: None)
@@ -264,8 +265,9 @@ def test_broker_command_keeps_its_data_dir_across_a_sigterm_and_a_restart(iris_l
     import subprocess
     import sys
 
-    from streaming_lstm.broker import free_port, wait_for_metadata
-    from streaming_lstm.kafka_source import connect, latest_offsets
+    from streaming_lstm.kafka.source import connect, latest_offsets
+    from streaming_lstm.local.kafka_broker import wait_for_metadata
+    from streaming_lstm.local.process import free_port
 
     port, data = free_port(), tmp_path / "kafka"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streaming_lstm import jvm_deps
-from streaming_lstm.kafka_reader import BrokerWatch, records_skipped
-from streaming_lstm.runner import query_error
+from streaming_lstm.kafka.reader import BrokerWatch, records_skipped
+from streaming_lstm.local import jvm_deps
+from streaming_lstm.trainer.runner import query_error
 
 
 def progress(start: object, end: object, rows: int) -> dict[str, object]:
@@ -104,7 +104,7 @@ def test_unknown_jar_set_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_kraft_cluster_ids_never_look_like_an_option() -> None:
-    from streaming_lstm.kafka_broker import cluster_id
+    from streaming_lstm.local.kafka_broker import cluster_id
 
     ids = [cluster_id() for _ in range(2000)]
     assert not any(i.startswith("-") for i in ids), "the storage tool would read it as an option"

@@ -7,8 +7,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming_lstm.keying import key_of, order_of
-from streaming_lstm.seeds import key_shift
+from streaming_lstm.core.seeds import key_shift
+from streaming_lstm.trainer.routing import key_of, order_of
 
 
 def keyed(partitions_rows: list[tuple[int | None, list[int]]], spark_ids: list[int], partitions: int, shift: int) -> dict[int, tuple[int, int]]:

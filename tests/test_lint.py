@@ -21,7 +21,7 @@ def test_mypy_is_clean() -> None:
 
 def test_report_and_metrics_import_neither_spark_nor_tensorflow() -> None:
     """The layering holds: reading a checkpoint's metrics needs no JVM and no TF."""
-    code = "import sys, streaming_lstm.report, streaming_lstm.metrics; bad = {'pyspark', 'tensorflow'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, streaming_lstm.commands.report, streaming_lstm.storage.metrics; bad = {'pyspark', 'tensorflow'} & set(sys.modules); assert not bad, bad"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -29,6 +29,6 @@ def test_report_and_metrics_import_neither_spark_nor_tensorflow() -> None:
 def test_the_driver_side_imports_no_tensorflow() -> None:
     """The foreachBatch driver references the executor's functions but never runs them: TF (3.5 s and
     its memory) is imported in the Python workers only (TensorBoard logging aside)."""
-    code = "import sys, streaming_lstm.stream_trainer, streaming_lstm.runner, streaming_lstm.predictor; assert 'tensorflow' not in sys.modules"
+    code = "import sys, streaming_lstm.trainer.handler, streaming_lstm.trainer.runner, streaming_lstm.trainer.predictor; assert 'tensorflow' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

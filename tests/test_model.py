@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from streaming_lstm.model import LSTMStack
-from streaming_lstm.weights import LSTMConfig, init_weights, schema
+from streaming_lstm.core.model import LSTMStack
+from streaming_lstm.core.weights import LSTMConfig, init_weights, schema
 
 
 def to_keras_gate_order(w: np.ndarray) -> np.ndarray:

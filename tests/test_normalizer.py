@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming_lstm.normalizer import NormStats
+from streaming_lstm.core.normalizer import NormStats
 
 
 @settings(max_examples=60, deadline=None)

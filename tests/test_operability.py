@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.drift import Adwin
+from streaming_lstm.core.drift import Adwin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,8 +36,8 @@ def test_adwin_raises_on_a_change_and_stays_quiet_without_one() -> None:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from streaming_lstm import standalone
-    from streaming_lstm.config import load_config
+    from streaming_lstm.commands import standalone
+    from streaming_lstm.core.config_load import load_config
 
     out = tmp_path_factory.mktemp("model")
     standalone.fit(load_config(ROOT / "conf" / "iris.toml", {"train.epochs": 10}), ROOT / "data" / "iris.csv", out)
@@ -47,9 +47,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_exported_saved_model_reproduces_evaluate(fitted: Path, tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from streaming_lstm.data import load_csv
-    from streaming_lstm.export import export_saved_model
-    from streaming_lstm.standalone import load_model, predict_rows
+    from streaming_lstm.commands.export import export_saved_model
+    from streaming_lstm.commands.standalone import load_model, predict_rows
+    from streaming_lstm.parse.data import load_csv
 
     info = export_saved_model(fitted, tmp_path / "sm")
     assert info["classes"] == ["setosa", "versicolor", "virginica"]
@@ -79,7 +79,7 @@ def test_predict_a_csv_file(fitted: Path) -> None:
 
 
 def test_report_writes_charts_and_summary(tmp_path: Path) -> None:
-    from streaming_lstm.report import write_report
+    from streaming_lstm.commands.report import write_report
 
     ck = tmp_path / "ck"
     ck.mkdir()
@@ -112,8 +112,8 @@ def test_report_writes_charts_and_summary(tmp_path: Path) -> None:
 def test_tensorboard_events_and_stream_prediction_pick_up_new_versions(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from streaming_lstm.predictor import StreamPredictor
-    from streaming_lstm.sources import MemorySource
+    from streaming_lstm.trainer.predictor import StreamPredictor
+    from streaming_lstm.trainer.sources import MemorySource
     from tests.test_streaming import config, streaming
 
     ck = tmp_path / "ck"
@@ -155,9 +155,9 @@ def test_a_version_written_while_a_batch_is_scored_scores_that_batch(spark: Any,
     batch (once), instead of waiting for the next trigger."""
     import shutil
 
-    from streaming_lstm import standalone
-    from streaming_lstm.config import load_config
-    from streaming_lstm.predictor import StreamPredictor
+    from streaming_lstm.commands import standalone
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.trainer.predictor import StreamPredictor
 
     model = tmp_path / "model"
     shutil.copytree(fitted, model)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from streaming_lstm import training
-from streaming_lstm.model import LSTMStack
-from streaming_lstm.weights import LSTMConfig, init_weights
+from streaming_lstm.core import training
+from streaming_lstm.core.model import LSTMStack
+from streaming_lstm.core.weights import LSTMConfig, init_weights
 
 CFG = LSTMConfig(timesteps=3, features_per_step=2, hidden=(5, 4), num_classes=3, seed=11)
 STEPS = 6

@@ -7,9 +7,9 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming_lstm.kafka_settings import client_config
-from streaming_lstm.kafka_source import cap_offsets
-from streaming_lstm.replay import build_parser, corrupt, schedule
+from producers.replay import build_parser, corrupt, schedule
+from streaming_lstm.kafka.settings import client_config
+from streaming_lstm.kafka.source import cap_offsets
 
 ROWS = [f"{i},1,2,3,{i % 3}" for i in range(20)]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from streaming_lstm.config import load_config
-from streaming_lstm.rows import local_row, parse_double, read_lines
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.parse.rows import local_row, parse_double, read_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = [
@@ -77,7 +77,7 @@ def corpus(rng: random.Random, valid: list[str]) -> bytes:
 
 @pytest.mark.spark
 def test_spark_and_local_executors_agree_on_every_line_of_a_hostile_corpus(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
-    from streaming_lstm.spark_parse import parse
+    from streaming_lstm.parse.spark_parse import parse
 
     cfg = load_config(ROOT / "conf" / "iris.toml")
     path = tmp_path / "hostile.csv"
@@ -166,8 +166,8 @@ def test_rfc_4180_fields_agree_with_sparks_csv_parser_on_quote_heavy_fuzz(spark:
     every short line built from quotes, commas, white space, NUL and line breaks alike."""
     from pyspark.sql import functions as F
 
-    from streaming_lstm.rows import WHITESPACE, csv_fields
-    from streaming_lstm.spark_parse import csv_fields as spark_csv_fields
+    from streaming_lstm.parse.rows import WHITESPACE, csv_fields
+    from streaming_lstm.parse.spark_parse import csv_fields as spark_csv_fields
 
     rng = random.Random(5)
     alphabet = ["\n", "\r", "\r\n", '"', '"', ",", ",", "a", "1", " ", "\t", '""', "\x00", "\\", "'", "é"]

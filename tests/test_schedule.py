@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.config import ConfigError, load_config
-from streaming_lstm.schedule import local_epochs
+from streaming_lstm.core.config import ConfigError
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.core.schedule import local_epochs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +39,7 @@ def test_negative_warm_up_is_refused_by_name(key: str) -> None:
 def test_streaming_tasks_train_the_scheduled_epochs(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     """One partition, warm-up 2 extra epochs over 1000 rows: the first batch (rows_seen 0) trains
     1 + 2 epochs, exactly as the standalone trainer does with 3 epochs on the same rows."""
-    from streaming_lstm import standalone
+    from streaming_lstm.commands import standalone
     from tests.test_streaming import config, shuffled, streaming
 
     over = {"stream.partitions": 1, "train.local_epochs": 1, "train.local_learning_rate": 0.0, "train.warmup_epochs": 2, "train.warmup_rows": 1000}
@@ -52,7 +53,7 @@ def test_streaming_tasks_train_the_scheduled_epochs(spark: Any, iris_lines: list
     data.write_text("\n".join(rows) + "\n")
     standalone.fit(config(**{**over, "train.epochs": 3}), data, tmp_path / "standalone")
     alone = standalone.load_model(tmp_path / "standalone")
-    from streaming_lstm.store import ModelStore
+    from streaming_lstm.storage.store import ModelStore
 
     first = ModelStore.resolve(tmp_path / "ck").load(1)
     for k in alone.weights:

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streaming_lstm.config import ConfigError, load_config
-from streaming_lstm.normalizer import NormStats
-from streaming_lstm.server_opt import ServerOptimizer
-from streaming_lstm.state import TrainerState, Update
-from streaming_lstm.store import ModelStore
-from streaming_lstm.weights import LSTMConfig, flatten, init_weights, unflatten
+from streaming_lstm.core.config import ConfigError
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.server_opt import ServerOptimizer
+from streaming_lstm.core.weights import LSTMConfig, flatten, init_weights, unflatten
+from streaming_lstm.storage.store import ModelStore
+from streaming_lstm.trainer.state import TrainerState, Update
 
 ROOT = Path(__file__).resolve().parent.parent
 

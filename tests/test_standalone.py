@@ -55,7 +55,7 @@ def test_help_explains_and_config_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_bad_rows_in_a_csv_are_counted_not_fatal(tmp_path: Path, iris_cfg) -> None:  # type: ignore[no-untyped-def]
-    from streaming_lstm.data import load_csv
+    from streaming_lstm.parse.data import load_csv
 
     f = tmp_path / "rows.csv"
     f.write_text(

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming_lstm.config import load_config
-from streaming_lstm.normalizer import NormStats
-from streaming_lstm.state import TrainerState, Update, aggregate, running_average
-from streaming_lstm.store import ModelStore
-from streaming_lstm.weights import LSTMConfig, flatten, init_weights, unflatten
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.weights import LSTMConfig, flatten, init_weights, unflatten
+from streaming_lstm.storage.store import ModelStore
+from streaming_lstm.trainer.state import TrainerState, Update, aggregate, running_average
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,7 +148,7 @@ def test_unflatten_keeps_names() -> None:
 @given(st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=8), st.integers(1, 4), st.integers(0, 10_000))
 def test_folded_sums_equal_per_key_weights(counts: list[int], tasks: int, seed: int) -> None:
     """Tasks that fold their keys (key k in task k mod T) give the state of per-key updates."""
-    from streaming_lstm.results import Fold
+    from streaming_lstm.core.results import Fold
 
     per_key, folded = TrainerState(cfg_with(decay=0.7), store=None), TrainerState(cfg_with(decay=0.7), store=None)
     ups = [update(per_key, n, seed + k, key=k) for k, n in enumerate(counts)]
@@ -166,7 +166,7 @@ def test_folded_sums_equal_per_key_weights(counts: list[int], tasks: int, seed: 
 
 
 def test_folds_are_for_mean_aggregation_only() -> None:
-    from streaming_lstm.results import Fold
+    from streaming_lstm.core.results import Fold
 
     state = TrainerState(cfg_with(aggregation="median"), store=None)
     with pytest.raises(ValueError, match="mean aggregation only"):
@@ -180,8 +180,9 @@ def test_a_task_folds_its_keys_and_refuses_a_bad_one_itself(monkeypatch: pytest.
 
     import pandas as pd
 
-    from streaming_lstm import executor, training
-    from streaming_lstm.results import decode
+    from streaming_lstm.core import training
+    from streaming_lstm.core.results import decode
+    from streaming_lstm.trainer import executor
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.max_update_norm": 100.0, "train.warmup_epochs": 0})
     spec = training.TrainSpec.from_app(cfg, streaming=True)

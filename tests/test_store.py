@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streaming_lstm.config import load_config
-from streaming_lstm.normalizer import NormStats
-from streaming_lstm.store import ModelStore, ModelStoreError
-from streaming_lstm.weights import LSTMConfig, init_weights
+from streaming_lstm.core.config_load import load_config
+from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.weights import LSTMConfig, init_weights
+from streaming_lstm.storage.store import ModelStore, ModelStoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = load_config(ROOT / "conf" / "iris.toml", {"model.hidden": "4"})

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.config import AppConfig, load_config
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config_load import load_config
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +30,9 @@ def shuffled(lines: list[str], copies: int, seed: int = 0) -> list[str]:
 @contextmanager
 def streaming(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[Any, Callable[[list[str]], None]]]:
     """A trainer on a fresh memory stream; ``feed(rows)`` makes exactly one micro-batch."""
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import MemorySource
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import MemorySource
 
     source = MemorySource(spark)
     trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
@@ -70,7 +71,7 @@ def test_balanced_partitions_exactly_once_and_it_learns(spark: Any, iris_lines: 
     # metrics.jsonl has one line per batch, same figures.
     lines = [json.loads(x) for x in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
     assert [x["batch_id"] for x in lines] == list(range(12))
-    from streaming_lstm.standalone import evaluate
+    from streaming_lstm.commands.standalone import evaluate
 
     _, ev = evaluate(tmp_path / "ck", iris_csv)
     assert ev.accuracy >= 0.95
@@ -79,7 +80,7 @@ def test_balanced_partitions_exactly_once_and_it_learns(spark: Any, iris_lines: 
 def test_replayed_batch_changes_nothing_and_restart_continues(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     from pyspark.sql import Row
 
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.trainer.handler import StreamingTrainer
 
     cfg = config()
     ck = tmp_path / "ck"
@@ -168,7 +169,7 @@ def test_nan_partition_update_is_rejected_and_model_stays_finite(spark: Any, iri
 
 
 def test_one_partition_one_epoch_equals_the_standalone_trainer(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
-    from streaming_lstm import standalone
+    from streaming_lstm.commands import standalone
 
     over = {"stream.partitions": 1, "train.local_epochs": 1, "train.epochs": 1, "train.local_learning_rate": 0.0, "train.warmup_epochs": 0}
     rows = shuffled(iris_lines, 1, seed=3)
@@ -189,9 +190,9 @@ def test_socket_source_end_to_end(spark: Any, iris_lines: list[str], tmp_path: P
     import threading
     import time
 
-    from streaming_lstm.runner import start_query
-    from streaming_lstm.sources import socket_source
-    from streaming_lstm.stream_trainer import StreamingTrainer
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.runner import start_query
+    from streaming_lstm.trainer.sources import socket_source
 
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -224,8 +225,8 @@ def test_observed_counts_are_used_only_when_provably_exact(spark: Any) -> None:
     merges every attempt of a re-executed stage) or saw any other row falls back to an exact count."""
     from pyspark.sql import functions as F
 
-    from streaming_lstm import batch_counts
-    from streaming_lstm.rows import HEADER
+    from streaming_lstm.parse.rows import HEADER
+    from streaming_lstm.trainer import batch_counts
 
     parsed = spark.createDataFrame([(None,), (None,), (None,), ("bad",), (HEADER,)], "reason string")
     clean = parsed.filter(F.col("reason").isNull())

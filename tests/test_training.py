@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from streaming_lstm import training
-from streaming_lstm.normalizer import NormStats
-from streaming_lstm.weights import LSTMConfig, init_weights
+from streaming_lstm.core import training
+from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.weights import LSTMConfig, init_weights
 
 CFG = LSTMConfig(timesteps=4, features_per_step=1, hidden=(8,), num_classes=3, seed=1)
 
@@ -88,9 +88,9 @@ def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:
 
     import pandas as pd
 
-    from streaming_lstm import executor
-    from streaming_lstm.config import load_config
-    from streaming_lstm.normalizer import NormStats
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.trainer import executor
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "iris.toml")
     spec = training.TrainSpec.from_app(cfg, streaming=True)

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from streaming_lstm.weights import LSTMConfig, WeightsError, flatten, init_weights, schema, unflatten, weights_from_bytes, weights_to_bytes
+from streaming_lstm.core.weights import LSTMConfig, WeightsError, flatten, init_weights, schema, unflatten, weights_from_bytes, weights_to_bytes
 
 CFG = LSTMConfig(timesteps=4, features_per_step=1, hidden=(8, 6), num_classes=3, seed=7)
 

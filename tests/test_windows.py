@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streaming_lstm.windows import LATE, OUT_OF_ORDER, EntityState, WindowSpec, advance
+from streaming_lstm.core.windows import LATE, OUT_OF_ORDER, EntityState, WindowSpec, advance
 
 
 def run(times: np.ndarray, values: np.ndarray, spec: WindowSpec, cuts: list[int]) -> tuple[np.ndarray, EntityState]:
@@ -76,7 +76,7 @@ def test_a_bad_spec_or_a_changed_event_width_is_refused_by_name() -> None:
 
 
 def test_synthetic_events_are_seeded_interleaved_and_change_regime() -> None:
-    from streaming_lstm.event_synth import sine_events, to_csv_lines
+    from streaming_lstm.testing.event_synth import sine_events, to_csv_lines
 
     events = sine_events(entities=3, events=200, seed=4)
     assert events == sine_events(entities=3, events=200, seed=4) and events != sine_events(entities=3, events=200, seed=5)

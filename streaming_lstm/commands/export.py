@@ -1,0 +1,76 @@
+"""Using a trained model outside the trainer: a TensorFlow SavedModel.
+
+The SavedModel's ``serving_default`` signature takes raw feature rows ``features: (None, F)``
+float32 (normalisation is inside, with the statistics saved with the weights) and returns
+``probabilities: (None, C)``. An event-mode model takes a window instead, ``window: (None, T, F)``
+(an entity's last T events, their feature columns in order), and returns ``forecast: (None, C)``
+in the targets' own units (the next ``horizon`` values of each target, horizon-major), or
+``probabilities``. ``streaming_lstm.json`` beside it names the features, the classes or targets
+and the model version.
+
+The model and ``out`` may be local paths or Hadoop URIs (fs.py). TensorFlow's SavedModel writer
+knows only local paths (and gs://), so a non-local ``out`` is written to a local temporary
+directory first and copied up through the file-system layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from streaming_lstm.core.weights import LSTMConfig
+from streaming_lstm.storage.fs import filesystem, is_local, join, local_path
+from streaming_lstm.storage.store import ModelStore
+
+
+def export_saved_model(model_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from streaming_lstm.core.model import LSTMStack
+
+    saved = ModelStore.load_latest_or_raise(model_path)
+    lstm = LSTMConfig.from_app(saved.config)
+    shift, div = saved.norm.scale()
+    nf, events = lstm.num_features, saved.config.data.mode == "events"
+    output = "forecast" if lstm.forecast else "probabilities"
+    if events:
+        spec = tf.TensorSpec([None, lstm.timesteps, lstm.features_per_step], tf.float32, name="window")
+        takes = f"window: float32[None, {lstm.timesteps}, {lstm.features_per_step}]"
+    else:
+        spec = tf.TensorSpec([None, nf], tf.float32, name="features")
+        takes = f"features: float32[None, {nf}]"
+
+    class Serving(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="streaming_lstm")
+            self.net = LSTMStack(lstm)
+            self.net.assign(saved.weights)
+            self.shift = tf.constant(shift[:nf], tf.float32)
+            self.div = tf.constant(div[:nf], tf.float32)
+            self.y_shift = tf.constant(shift[nf:], tf.float32)  # forecast targets' statistics
+            self.y_div = tf.constant(div[nf:], tf.float32)
+
+        @tf.function(input_signature=[spec])
+        def serve(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
+            x = (tf.reshape(rows, (-1, nf)) - self.shift) / self.div  # (B, T*F), the trainer's running normalisation
+            out = self.net(x)  # (B, C)
+            return {output: out * self.y_div + self.y_shift if lstm.forecast else tf.nn.softmax(out)}
+
+    module = Serving()
+    out_loc = os.fspath(out)
+    d = saved.config.data
+    info = {
+        "model_version": saved.version,
+        "features": list(d.features),
+        **({"targets": list(d.targets), "horizon": d.horizon} if lstm.forecast else {"classes": d.class_labels(), "label_values": list(d.classes)}),
+        "signature": f"serving_default({takes}) -> {output}: float32[None, {lstm.num_classes}]",
+    }
+    with tempfile.TemporaryDirectory(prefix="streaming-lstm-export-") as tmp:
+        target = local_path(out_loc) if is_local(out_loc) else os.path.join(tmp, "model")
+        tf.saved_model.save(module, target, signatures={"serving_default": module.serve})
+        if not is_local(out_loc):
+            filesystem(out_loc).upload_dir(target, out_loc)
+    filesystem(out_loc).write_atomic(join(out_loc, "streaming_lstm.json"), (json.dumps(info, indent=1) + "\n").encode())
+    return {"out": out_loc, **info}

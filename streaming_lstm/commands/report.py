@@ -1,0 +1,144 @@
+"""``streaming-lstm report``: PNG charts and a markdown summary of a trainer's metrics.jsonl.
+
+The checkpoint and the output directory may be local paths or Hadoop URIs (fs.py): charts are
+rendered in memory and written through the file-system layer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from streaming_lstm.commands import forecast_report
+from streaming_lstm.storage.fs import basename, filesystem, join
+from streaming_lstm.storage.metrics import forecast_last, prequential_last, read_metrics
+
+
+def write_report(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, data: str | None = None) -> dict[str, Any]:
+    """Charts and a summary; a forecasting run (event mode) charts MAE against the naive forecast
+    instead of accuracy, and with ``data`` (an event file) forecasts against actual values too."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    metrics = read_metrics(checkpoint)
+    out_dir = os.fspath(out) if out else join(checkpoint, "report")
+    fs = filesystem(out_dir)
+    fs.mkdirs(out_dir)
+
+    save = forecast_report.saver(plt, fs, out_dir)
+    forecasting = "prequential_mae" in metrics[-1]
+
+    rows_seen = np.cumsum([m["rows_valid"] for m in metrics])
+    batch = [m["batch_id"] for m in metrics]
+    acc = [m["prequential_accuracy"] for m in metrics]
+    loss = [m["prequential_loss"] for m in metrics]
+    latency = [m["latency_s"] for m in metrics]
+    drift_at = [int(r) for r, m in zip(rows_seen, metrics, strict=True) if m.get("drift")]
+
+    if forecasting:
+        save(forecast_report.error_chart(plt, metrics, rows_seen), "prequential.png")
+    else:
+        save(_accuracy_chart(plt, rows_seen, acc, loss, drift_at), "prequential.png")
+    extra: dict[str, Any] = {}
+    if data is not None:
+        fig, extra["forecast_vs_actual"] = forecast_report.forecast_chart(plt, os.fspath(checkpoint), data)
+        save(fig, "forecast.png")
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(batch, latency, marker="o", ms=3, color="tab:green")
+    ax.set_xlabel("batch id")
+    ax.set_ylabel("batch latency (s)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title("Micro-batch latency (parse, train, aggregate, save)")
+    fig.tight_layout()
+    save(fig, "latency.png")
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    valid = [m["rows_valid"] for m in metrics]
+    dead = [m["rows_dead"] for m in metrics]
+    ax.bar(batch, valid, color="tab:blue", label="trained")
+    ax.bar(batch, dead, bottom=valid, color="tab:gray", label="dead-lettered")
+    ax.set_xlabel("batch id")
+    ax.set_ylabel("rows per batch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title("Rows per micro-batch")
+    fig.tight_layout()
+    save(fig, "rows.png")
+
+    charts = ["prequential.png", *(["forecast.png"] if data is not None else []), "latency.png", "rows.png"]
+    if forecasting:
+        windows = int(rows_seen[-1])
+        last = forecast_last(metrics, windows // 5)
+        quality = {"prequential_mae_last_fifth": last["prequential_mae"], "naive_mae_last_fifth": last["naive_mae"], "skill_last_fifth": last["skill"]}
+        quality_md = [
+            f"| prequential MAE, last fifth of the windows | {last['prequential_mae']:.4g} (naive {last['naive_mae']:.4g}) |",
+            f"| skill (1 - MAE / naive MAE), last fifth | {last['skill']:+.3f} |",
+        ]
+    else:
+        quality = {"prequential_accuracy_last_150": prequential_last(metrics)}
+        quality_md = [f"| prequential accuracy, last 150 rows | {quality['prequential_accuracy_last_150']:.3f} |"]
+    summary = {
+        "batches": len(metrics),
+        "rows_trained": int(rows_seen[-1]),
+        "rows_dead_lettered": int(sum(dead)),
+        **quality,
+        "latency_p50_s": float(np.percentile(latency, 50)),
+        "latency_p95_s": float(np.percentile(latency, 95)),
+        "model_version": metrics[-1]["version"],
+        "drift_alarms": len(drift_at),
+        **extra,
+        "charts": [join(out_dir, n) for n in charts],
+    }
+    md = [
+        f"# Training report: {basename(checkpoint)}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| batches | {summary['batches']} (ids {batch[0]}..{batch[-1]}) |",
+        f"| {'windows' if forecasting else 'rows'} trained | {summary['rows_trained']} |",
+        f"| rows dead-lettered | {summary['rows_dead_lettered']} |",
+        *quality_md,
+        f"| batch latency p50 / p95 | {summary['latency_p50_s']:.2f} s / {summary['latency_p95_s']:.2f} s |",
+        f"| model version | {summary['model_version']} |",
+        f"| drift alarms | {summary['drift_alarms']} |",
+        "",
+        *[x for n in charts[1:-2] for x in (f"![{n[:-4]}]({n})", "")],
+        "![prequential](prequential.png)",
+        "",
+        "![latency](latency.png)",
+        "",
+        "![rows](rows.png)",
+        "",
+    ]
+    fs.write_atomic(join(out_dir, "summary.md"), "\n".join(md).encode())
+    summary["summary"] = join(out_dir, "summary.md")
+    return summary
+
+
+def _accuracy_chart(plt: Any, rows_seen: np.ndarray, acc: list[float], loss: list[float], drift_at: list[int]) -> Any:
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    ax1.plot(rows_seen, acc, marker="o", ms=3, color="tab:blue")
+    ax1.set_ylabel("prequential accuracy")
+    ax1.set_ylim(0, 1.02)
+    ax1.grid(alpha=0.3)
+    ax1.set_title("Test-then-train: every row scored before the model learns from it")
+    ax2.plot(rows_seen, loss, marker="o", ms=3, color="tab:red")
+    ax2.set_ylabel("prequential loss (cross-entropy)")
+    ax2.set_xlabel("rows seen")
+    ax2.grid(alpha=0.3)
+    for x in drift_at:
+        for ax in (ax1, ax2):
+            ax.axvline(x, color="tab:orange", ls="--", lw=1)
+    if drift_at:
+        ax1.text(drift_at[0], 0.05, " drift alarm", color="tab:orange")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,27 @@
+"""How much each streaming partition task trains, as a function of how much the model has seen.
+
+An online learner is scored on every row from the first one on (prequential), so its first few
+batches weigh on the whole stream's accuracy. A freshly initialised LSTM trained
+``train.local_epochs`` times on 50 rows is still near chance: the warm-up gives the first rows more
+epochs, decaying linearly to none once ``train.warmup_rows`` rows have been trained::
+
+    epochs(rows_seen) = local_epochs + round(warmup_epochs * max(0, 1 - rows_seen / warmup_rows))
+
+(``round`` is Python's: halves go to the even neighbour.)
+
+Contract: the count depends only on ``rows_seen`` *before* the batch, which every model version
+persists; a batch replayed after a crash therefore trains exactly as many epochs as its first
+attempt did, and deterministic replay (the kill tests' weight equality) holds with the warm-up on.
+"""
+
+from __future__ import annotations
+
+from streaming_lstm.core.config import TrainConfig
+
+
+def local_epochs(train: TrainConfig, rows_seen: int) -> int:
+    """Epochs each partition task trains for a batch that starts after ``rows_seen`` trained rows."""
+    if train.warmup_epochs <= 0 or train.warmup_rows <= 0:
+        return train.local_epochs
+    left = max(0.0, 1.0 - rows_seen / train.warmup_rows)
+    return train.local_epochs + round(train.warmup_epochs * left)

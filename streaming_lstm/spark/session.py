@@ -1,0 +1,115 @@
+"""Creating the Spark session the trainer runs in (local mode, a cluster, or under spark-submit)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+from pyspark.sql import SparkSession
+
+from streaming_lstm.core.config import SparkConfig
+from streaming_lstm.local.jvm_deps import connector_jars
+
+LOG4J2 = "log4j2.properties"
+CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
+FILESYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+
+
+def log4j2_path() -> str:
+    return str(resources.files("streaming_lstm").joinpath("resources", LOG4J2))
+
+
+def require_java() -> None:
+    """Fail with one clear line when no Java runtime is on PATH or JAVA_HOME."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.path.exists(os.path.join(java_home, "bin", "java")):
+        return
+    if shutil.which("java") is None:
+        raise RuntimeError("Java was not found (Spark needs Java 17 or 21): install a JDK, e.g. 'apt-get install openjdk-17-jre-headless', or set JAVA_HOME")
+
+
+def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """The active session if there is one (spark-submit, tests), else a new one from ``cfg``.
+
+    In local mode the Python workers must run this interpreter: without PYSPARK_PYTHON Spark starts
+    ``python3`` from PATH, which may lack the venv's packages.
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    require_java()
+    # Under spark-submit the JVM starts this Python driver and hands it the gateway port: the master
+    # and deploy settings are the submitted ones and must not be overridden here.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not submitted:
+        # Files the JVM creates natively inherit this umask. (Hadoop chmods the files it writes to
+        # 0644 regardless; the checkpoint directory itself is created 0700, which fences them in.)
+        os.umask(0o077)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    java_opts = f"-Dlog4j2.configurationFile=file:{log4j2_path()}"
+    builder = (
+        SparkSession.builder.appName(cfg.app_name)
+        .config("spark.driver.extraJavaOptions", java_opts)
+        .config("spark.executor.extraJavaOptions", java_opts)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        .config("spark.python.worker.reuse", "true")
+        # PySpark 4 wraps every DataFrame and Column call to record its Python call site for error
+        # contexts: four py4j round trips each (the active session, the conf, set, clear). Off, a
+        # 50-row micro-batch's handler made ~290-440 py4j calls instead of ~730 (counted, issue
+        # #13). Set it to "true" in [spark.conf] to get those call sites back.
+        .config("spark.python.sql.dataFrameDebugging.enabled", "false")
+    )
+    if not submitted:
+        builder = builder.master(cfg.master)
+        if cfg.master.startswith("local") and CHECKPOINT_MANAGER not in cfg.conf:
+            # Spark's default (FileContext) manager has Hadoop's local file system fork a `chmod`
+            # for every checkpoint file it writes (no native Hadoop library): the offsets and
+            # commits files of a batch took 70 ms (p50) against 19 ms with the FileSystem manager,
+            # and up to 150 ms under load (`python -m bench checkpoint-io`). Rename on a local disk
+            # is atomic, so exactly-once holds; on a cluster (HDFS, object stores) Spark's default
+            # stays.
+            builder = builder.config(CHECKPOINT_MANAGER, FILESYSTEM_MANAGER)
+    conf = {**cfg.conf, **(extra_conf or {})}
+    connector = connector_jars()
+    if not submitted and connector:
+        # Spark's Kafka connector, fetched by scripts/setup.sh for exactly this PySpark version;
+        # under spark-submit the submitter passes --jars or --packages.
+        conf["spark.jars"] = ",".join([*filter(None, conf.get("spark.jars", "").split(",")), *(str(j) for j in connector)])
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+ADAPTIVE = "spark.sql.adaptive.enabled"
+
+
+@contextmanager
+def adaptive_execution_off(session: SparkSession) -> Iterator[None]:
+    """Adaptive query execution off in ``session`` for the block, then as it was.
+
+    Why, for a micro-batch's plans (the session foreachBatch hands over is the query's own clone):
+    adaptive execution runs the cached batch and the key shuffle as jobs of their own (three jobs a
+    clean batch instead of one) and re-plans between them, and the key shuffle's fixed task count
+    is not a thing it may change. Off: a 50-row batch's median wall time 0.97 s -> 0.84 s, 12
+    alternations in one process (issue #13). Restored after, for callers that pass their own session.
+    """
+    conf = session.conf
+    before = conf.get(ADAPTIVE, None)
+    conf.set(ADAPTIVE, "false")
+    try:
+        yield
+    finally:
+        if before is None:
+            conf.unset(ADAPTIVE)
+        else:
+            conf.set(ADAPTIVE, before)

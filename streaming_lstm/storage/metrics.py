@@ -1,0 +1,163 @@
+"""Per-batch metrics: the record type, its JSON-lines log and reader, the console line, and the
+prequential summaries read from them. No Spark, no TensorFlow: ``report`` and ``demo`` read these.
+
+Contract of ``CHECKPOINT/metrics.jsonl``: one JSON object per applied batch (a :class:`BatchMetrics`),
+appended and fsynced after the model version that includes the batch is saved. A crash between the
+two is repaired at the next start from the version's own copy of its metrics (state.py), so every
+applied batch has exactly one line; a torn last line after a crash is skipped by the readers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, TypedDict
+
+from streaming_lstm.storage.fs import filesystem, join
+
+
+class BatchMetrics(TypedDict, total=False):
+    """What the trainer records for one applied micro-batch."""
+
+    batch_id: int
+    version: int  # the model version that includes this batch
+    rows_in: int  # rows Spark delivered (valid + dead + headers skipped)
+    rows_valid: int
+    rows_dead: int  # dead-lettered, by reason in dead_reasons
+    headers_skipped: int  # header lines (rows.py): skipped, not dead letters
+    dead_reasons: dict[str, int]
+    partition_rows: list[int]  # valid rows per training partition, sorted
+    local_epochs: int  # epochs each partition task trained (schedule.py: warm-up included)
+    prequential_correct: int  # rows predicted right before training on them
+    prequential_accuracy: float
+    prequential_loss: float
+    train_loss: float
+    task_seconds_max: float
+    rows_per_s: float
+    latency_s: float  # the handler's wall time for this batch
+    time: float  # unix time when the batch was applied
+    step_seconds: dict[str, float]
+    count_job: bool  # the batch's counts needed their own Spark job (batch_counts.settle)
+    drift: int  # 1 if ADWIN raised an alarm at this batch
+    drift_raised: bool
+    drift_detections: int
+    rows_seen: int  # rows trained so far, this batch included
+    rejected_updates: int
+    # Event mode (window_state.py): rows_valid counts windows; rows_in counts events
+    events_accepted: int  # events that went into their entity's windows (dead ones: rows_dead)
+    # Forecasts: sums over every forecast value, in the targets' units, and their means
+    prequential_abs_sum: float
+    prequential_sq_sum: float
+    naive_abs_sum: float
+    forecast_values: int  # windows x forecast values per window
+    prequential_mae: float
+    prequential_rmse: float
+    naive_mae: float
+    skill: float  # 1 - MAE / naive MAE: > 0 beats the last-value forecast
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per applied batch, appended and flushed."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.fs = filesystem(self.path)
+
+    def last_batch_id(self) -> int:
+        return max((int(m["batch_id"]) for m in _records(self.path)), default=-1)
+
+    def append(self, record: BatchMetrics | dict[str, Any]) -> None:
+        self.fs.append(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def _records(path: str) -> list[BatchMetrics]:
+    fs = filesystem(path)
+    if not fs.exists(path):
+        return []
+    out: list[BatchMetrics] = []
+    for line in fs.read_bytes(path).splitlines():
+        try:
+            record = json.loads(line)
+            int(record["batch_id"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line after a crash
+        out.append(record)
+    return out
+
+
+def read_metrics(checkpoint: str | os.PathLike[str]) -> list[BatchMetrics]:
+    """A checkpoint's batches in batch-id order (the last line of a batch id wins)."""
+    path = join(checkpoint, METRICS_FILE)
+    if not filesystem(path).exists(path):
+        raise FileNotFoundError(f"{path} not found: is {checkpoint} a trainer checkpoint directory?")
+    by_id = {int(m["batch_id"]): m for m in _records(path)}
+    if not by_id:
+        raise ValueError(f"{path} holds no batches yet")
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def prequential_last(history: list[BatchMetrics] | list[dict[str, Any]], rows: int = 150) -> float:
+    """Prequential accuracy over (about) the last ``rows`` rows: whole batches from the end, since
+    per-row scores are not kept."""
+    correct = seen = 0
+    for m in reversed(history):
+        if seen >= rows:
+            break
+        correct += int(m["prequential_correct"])
+        seen += int(m["rows_valid"])
+    return correct / seen if seen else math.nan
+
+
+def forecast_fields(values: int, abs_sum: float, sq_sum: float, naive_sum: float) -> dict[str, Any]:
+    """A batch's (or a span's) forecast figures from the error sums over ``values`` forecast values."""
+    nan = math.nan
+    mae, naive = (abs_sum / values, naive_sum / values) if values else (nan, nan)
+    return {
+        "prequential_abs_sum": abs_sum,
+        "prequential_sq_sum": sq_sum,
+        "naive_abs_sum": naive_sum,
+        "forecast_values": values,
+        "prequential_mae": mae,
+        "prequential_rmse": math.sqrt(sq_sum / values) if values else nan,
+        "naive_mae": naive,
+        "skill": 1.0 - mae / naive if values and naive > 0 else nan,
+    }
+
+
+def forecast_last(history: list[BatchMetrics] | list[dict[str, Any]], windows: int) -> dict[str, Any]:
+    """:func:`forecast_fields` over (about) the last ``windows`` windows: whole batches from the end."""
+    values = seen = 0
+    abs_sum = sq_sum = naive_sum = 0.0
+    for m in reversed(history):
+        if seen >= windows:
+            break
+        if not m.get("forecast_values"):
+            continue
+        values += int(m["forecast_values"])
+        abs_sum += float(m["prequential_abs_sum"])
+        sq_sum += float(m["prequential_sq_sum"])
+        naive_sum += float(m["naive_abs_sum"])
+        seen += int(m["rows_valid"])
+    return forecast_fields(values, abs_sum, sq_sum, naive_sum)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and not math.isnan(value) else "  -  "
+
+
+def format_line(m: BatchMetrics | dict[str, Any]) -> str:
+    """The one console line per batch (forecasts: MAE, the naive forecast's MAE and the skill)."""
+    if "prequential_mae" in m:
+        quality = f"preq mae {_num(m['prequential_mae'], '.4g')} naive {_num(m['naive_mae'], '.4g')} skill {_num(m['skill'], '+.3f')}"
+    else:
+        quality = f"preq acc {_num(m.get('prequential_accuracy'), '.3f')} loss {m['prequential_loss']:.4f}"
+    events = f" events {m['events_accepted']:>5}" if "events_accepted" in m else ""
+    return (
+        f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6}{events} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}"
+        f" | {quality} | train loss {m['train_loss']:.4f}"
+        f" | {m['rows_per_s']:>8.0f} rows/s | {m['latency_s']:.2f} s | v{m['version']}" + ("  DRIFT" if m.get("drift") else "")
+    )

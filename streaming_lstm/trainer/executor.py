@@ -1,0 +1,247 @@
+"""What runs inside a Spark Python worker: the ``mapInPandas`` bodies of training (one task trains
+one or more partition keys), warm-up and scoring.
+
+This is an importable module on purpose: the compiled model is cached in training.py's module-level
+dict, which survives between tasks because Spark reuses Python workers. The function handed to
+``mapInPandas`` is a ``functools.partial`` of :func:`train_frames`, so cloudpickle sends a reference
+to this module, not a copy of the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from streaming_lstm.core import faults, results
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config_load import from_dict
+from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.seeds import task_seed
+from streaming_lstm.core.weights import LSTMConfig, arrays_from_bytes, flatten, weights_to_bytes
+from streaming_lstm.storage.store import pack_model, unpack_model
+from streaming_lstm.trainer.state import check_update
+
+RESULT_SCHEMA = results.RESULT_SCHEMA
+
+_CONFIG_CACHE: dict[str, AppConfig] = {}
+
+
+def _training() -> ModuleType:
+    """training.py, imported here in the Python worker: it imports TensorFlow at its top, and the
+    driver, which only references these functions, must not pay for that."""
+    from streaming_lstm.core import training
+
+    return training
+
+
+def _config(config_dict: dict[str, Any]) -> AppConfig:
+    """The config a task was sent, validated once per Python worker rather than once per task."""
+    cache_key = repr(sorted(config_dict.items()))
+    cfg = _CONFIG_CACHE.get(cache_key)
+    if cfg is None:
+        cfg = _CONFIG_CACHE[cache_key] = from_dict(config_dict)
+    return cfg
+
+
+def encode_model(weights: dict[str, np.ndarray], norm: NormStats) -> bytes:
+    """Weights and normaliser statistics as one ``.npz`` blob (what the broadcast carries)."""
+    return weights_to_bytes(pack_model(weights, norm))
+
+
+def decode_model(blob: bytes, lstm: LSTMConfig) -> tuple[dict[str, np.ndarray], NormStats]:
+    weights, _, norm = unpack_model(arrays_from_bytes(blob), lstm)
+    return weights, norm
+
+
+def _maybe_fail(batch_id: int) -> None:
+    """The ``worker`` fault point: die in a task's first attempt only, so Spark's retry succeeds."""
+    if not os.environ.get(faults.ENV):
+        return  # the normal case: no fault configured, nothing more to look up
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is not None and ctx.attemptNumber() == 0:
+        faults.hit("worker", batch_id)
+
+
+def split_model_row(frame: pd.DataFrame, model_blob: Any = None) -> tuple[bytes, pd.DataFrame]:
+    """The model and the data rows of a task: the broadcast ``model_blob`` (classic mode), or else
+    the task's one model row (``_model`` set, keying.py; under Spark Connect)."""
+    if model_blob is not None:
+        return model_blob.value if hasattr(model_blob, "value") else model_blob, frame
+    is_model = frame["_model"].notna().to_numpy()
+    blobs = frame.loc[is_model, "_model"]
+    if len(blobs) != 1:
+        raise RuntimeError(f"a training task received {len(blobs)} model rows; expected exactly 1 (keying.keyed_rows)")
+    return bytes(blobs.iloc[0]), frame.loc[~is_model]
+
+
+def train_frames(
+    frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], batch_id: int, threads: int, epochs: int, model_blob: Any = None
+) -> Iterator[pd.DataFrame]:
+    """The ``mapInPandas`` body: rows ``key, _idx, f0.., label`` in, one result row per key out.
+    The global weights come as ``model_blob`` (a broadcast), or else as the one row with ``_model``
+    set (Spark Connect; connect.ship_model).
+
+    Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
+    order, and a replayed batch must train on the rows in the same order to reproduce its weights.
+    ``epochs`` is this batch's local epoch count (schedule.py), decided by the driver.
+    """
+    training = _training()
+    import time
+
+    entered = time.perf_counter()
+    cfg = _config(config_dict)
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
+    parts = list(frames) if frames is not None else []
+    if not parts:
+        return  # a batch with fewer rows than keys leaves a task's partition empty
+    blob, frame = split_model_row(pd.concat(parts, ignore_index=True), model_blob)
+    _maybe_fail(batch_id)
+    if frame.empty:
+        return  # a batch with fewer rows than keys leaves some tasks only their model row
+    weights, norm = decode_model(blob, spec.model)
+    feats = cfg.input_columns()
+    # Mean aggregation: fold this task's keys into one row-weighted sum (results.Fold), checked here.
+    fold = cfg.stream.aggregation == "mean"
+    limit = cfg.stream.max_update_norm
+    start = flatten(weights) if fold and limit > 0 else None
+    folded: np.ndarray | None = None
+    folded_rows = folded_keys = 0
+    keys = sorted(int(k) for k in frame["key"].unique())
+    for key in keys:
+        part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
+        x = part[feats].to_numpy(np.float64)
+        targets = cfg.data.target_columns()  # forecast: raw targets and naive forecasts, (N, C) each
+        y = part[targets].to_numpy(np.float64) if targets else part["label"].to_numpy(np.int32)
+        result = training.train_partition(
+            key,
+            weights,
+            norm,
+            x,
+            y,
+            spec,
+            epochs=epochs,
+            batch_size=cfg.train.batch_size,
+            seed=task_seed(cfg.model.seed, batch_id, key),
+            threads=threads,
+            naive=part[cfg.data.naive_columns()].to_numpy(np.float64) if targets else None,
+        )
+        if fold:
+            why = check_update(key, result.rows, result.weights, start, limit)
+            if why is None:
+                contribution = flatten(result.weights) * result.rows
+                folded = contribution if folded is None else folded + contribution
+                folded_rows, folded_keys = folded_rows + result.rows, folded_keys + 1
+            result = dataclasses.replace(result, weights={}, rejected=why)
+        done = dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid())
+        yield pd.DataFrame({name: [value] for name, value in done.to_row().items()})
+    if folded is not None:
+        row = results.Fold(keys[0], folded_rows, folded_keys, folded).to_row(os.getpid())
+        yield pd.DataFrame({name: [value] for name, value in row.items()})
+
+
+WARM_SCHEMA = "worker_pid int, seconds double"
+
+
+def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
+    """Import TF and trace the compiled model in this Python worker before the stream starts."""
+    training = _training()
+    import time
+
+    started = time.perf_counter()
+    for _ in frames:
+        pass
+    cfg = _config(config_dict)
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
+    n = spec.model.num_features
+    from streaming_lstm.core.weights import init_weights
+
+    # A full mini-batch: the static size every partition of batch_size rows or more trains with
+    # (training.padded_size); smaller partitions trace their power of two on first use.
+    rows = cfg.train.batch_size
+    x, w = np.zeros((rows, n), np.float32), init_weights(spec.model)
+    y = np.zeros((rows, spec.model.num_classes), np.float32) if spec.model.forecast else np.zeros(rows, np.int32)
+    training.fit(w, x, y, spec, epochs=1, batch_size=rows, seed=0, threads=threads)
+    if spec.model.forecast:
+        training.outputs(w, x, spec, threads)  # what scoring a forecast traces
+    else:
+        training.score(w, x, y, spec, threads)
+    yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
+
+
+SCORE_SCHEMA = "value string, outputs array<double>, predicted int, error string, _pos long, entity string, end_time double"
+
+
+def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int, model_blob: Any = None) -> Iterator[pd.DataFrame]:
+    """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason, _pos`` (event mode:
+    windows, with ``entity`` and ``end_time``) in, one row out per input row, with its ``_pos``.
+    The model is the broadcast ``model_blob``, or else the one row with ``_model`` set (Spark
+    Connect; connect.ship_model).
+
+    A valid row (``reason`` NULL) gets its ``outputs``: class probabilities and the ``predicted``
+    class id, or (forecast) the forecasts in the targets' units and ``predicted`` -1; a rejected
+    one passes through with ``error`` = its reason, so one Spark job handles both.
+    """
+    training = _training()
+    cfg = _config(config_dict)
+    spec = training.TrainSpec.from_app(cfg)
+    feats = cfg.input_columns()
+    model: tuple[dict[str, np.ndarray], NormStats] | None = None
+    if model_blob is not None:
+        model = decode_model(model_blob.value if hasattr(model_blob, "value") else model_blob, spec.model)
+    pending: list[pd.DataFrame] = []  # data frames that came before the model row
+
+    def scored(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        assert model is not None
+        weights, norm = model
+        frame = frame.reset_index(drop=True)
+        if frame.empty:
+            return
+        ok = frame["reason"].isna().to_numpy()
+        x = frame.loc[ok, feats].to_numpy(np.float64)
+        if spec.model.forecast:
+            outputs = training.forecast(weights, norm, x, spec, threads)
+        else:
+            outputs = training.predict(weights, norm.transform(x), spec, threads).astype(np.float64)
+        column: list[Any] = [None] * len(frame)
+        predicted = np.full(len(frame), -1, np.int32)
+        for j, row in zip(np.flatnonzero(ok), outputs, strict=True):
+            column[j] = row
+        if not spec.model.forecast:
+            predicted[ok] = outputs.argmax(axis=1)
+        none = pd.Series([None] * len(frame), dtype=object)
+        yield pd.DataFrame(
+            {
+                "value": frame["value"],
+                "outputs": column,
+                "predicted": predicted,
+                "error": frame["reason"],
+                "_pos": frame["_pos"],
+                "entity": frame["entity"] if "entity" in frame.columns else none,
+                "end_time": frame["end_time"] if "end_time" in frame.columns else none.astype("float64"),
+            }
+        )
+
+    for frame in frames:
+        is_model = frame["_model"].notna().to_numpy() if "_model" in frame.columns else np.zeros(len(frame), bool)
+        if is_model.any():
+            if model is not None or is_model.sum() > 1:
+                raise RuntimeError("a scoring task received more than one model row; expected exactly 1")
+            model = decode_model(bytes(frame.loc[is_model, "_model"].iloc[0]), spec.model)
+            pending.append(frame.loc[~is_model])
+            for waiting in pending:
+                yield from scored(waiting)
+            pending = []
+        elif model is None:
+            pending.append(frame)
+        else:
+            yield from scored(frame)
+    if model is None and any(not f.empty for f in pending):
+        raise RuntimeError("a scoring task received rows but no model row")

@@ -1,0 +1,266 @@
+"""``streaming-lstm predict`` on a stream: score rows with the newest model version as it appears.
+
+Each micro-batch checks the model directory for a newer version (a directory listing) and loads it
+before scoring, and once more after: a version written while a batch is being scored has that
+batch scored again with it. So a version is in use by the end of the batch running when it is
+written, or else by the end of the next batch: the lag is at most the wait for the next trigger
+plus one batch. Output: one JSON line per row, ``{"batch_id", "value", "class", "probabilities",
+"model_version", "scored_at"}``; a row that cannot be parsed gets ``"error"`` instead of a
+prediction, in its place among the rows of its Spark partition (rows keep their order within a
+partition; a source may deal them across partitions, as the socket source does round-robin). One
+Spark job per micro-batch.
+
+Event mode (a model trained with ``data.mode = "events"``): events are formed into windows of the
+last ``timesteps`` events per entity in the query's state (window_state.py, as in training, with
+no target events), and each window as it completes gets one line ``{"batch_id", "entity", "time"
+(its last event's, seconds since the epoch), "forecast"`` (the next ``horizon`` values of each
+target, horizon-major) ``or "class"/"probabilities", "model_version", "scored_at"}``; dead events
+(late, out of order, malformed) get an ``"error"`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from streaming_lstm.parse.events import observed_events
+from streaming_lstm.parse.rows import ACCEPTED, HEADER
+from streaming_lstm.parse.spark_parse import observed, parsed_batch
+from streaming_lstm.spark import connect
+from streaming_lstm.storage.store import ModelStore, SavedModel
+from streaming_lstm.trainer import executor
+from streaming_lstm.trainer.remote import require_local_path
+from streaming_lstm.trainer.routing import model_rows
+
+
+class StreamPredictor:
+    def __init__(self, spark: SparkSession, model_path: str | Path, out: IO[str] | None = None) -> None:
+        self.spark = spark
+        self.store = ModelStore.resolve(model_path)
+        self.out = out or sys.stdout
+        self.saved: SavedModel | None = None
+        self.blob: bytes = b""
+        self.shipped: Any = None
+        from streaming_lstm.trainer.handler import route_keys
+
+        self.routes = route_keys(spark, connect.default_parallelism(spark))
+        self.rows_scored = 0
+        self.rows_rejected = 0
+        self.rescored_batches = 0  # batches scored again because a version appeared meanwhile
+        self.last_batch_id = -1  # the last micro-batch handled (scored and written out)
+        self._refresh()
+        if self.saved is None:
+            raise FileNotFoundError(f"no model found in {model_path}")
+
+    def _refresh(self) -> bool:
+        """Load the newest version if it is newer than the one in use; True if it was."""
+        versions = self.store.versions()
+        if not versions or (self.saved is not None and versions[-1] <= self.saved.version):
+            return False
+        saved = self.store.load_latest()
+        if saved is None or (self.saved is not None and saved.version <= self.saved.version):
+            return False
+        self.saved = saved
+        self.blob = executor.encode_model(saved.weights, saved.norm)
+        connect.release(self.shipped)
+        self.shipped = connect.ship_model(self.spark, self.blob)  # a broadcast; None under Connect
+        return True
+
+    def _scorer(self) -> Any:
+        saved = self.saved
+        assert saved is not None
+        return functools.partial(executor.score_frames, model_blob=self.shipped, config_dict=saved.config.to_dict(), threads=0)
+
+    def _with_model_rows(self, rows: DataFrame) -> DataFrame:
+        """``rows`` with ``_pos`` (partition, position: the input order). Classic mode scores them
+        where they are, with the broadcast model. Under Connect, which has no broadcast, one model
+        row per scoring task is added (executor.score_frames) and all are routed by ``_route``: each
+        input partition goes whole to one task, and ``_pos`` restores the order afterwards."""
+        if self.shipped is not None:
+            return rows.withColumn("_pos", F.monotonically_increasing_id())
+        routes = self.routes
+        pick = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.pmod(F.spark_partition_id(), F.lit(len(routes))) + 1)
+        data = rows.withColumn("_pos", F.monotonically_increasing_id()).withColumn("_route", pick).withColumn("_model", F.lit(None).cast("binary"))
+        return data.unionByName(model_rows(self.spark, routes, self.blob), allowMissingColumns=True).repartition(len(routes), F.col("_route")).drop("_route")
+
+    def warm_up(self) -> float:
+        """Import TF and trace the prediction function in every Python worker (seconds taken).
+
+        Without it the first micro-batch pays ~4 s of TF import and tracing per worker, and the
+        first new model version is picked up that much later.
+        """
+        started = time.perf_counter()
+        saved = self.saved
+        assert saved is not None
+        feats = saved.config.input_columns()
+        rows = self.spark.range(len(self.routes) * 2).select(
+            F.lit("").alias("value"), *[F.lit(0.0).alias(f) for f in feats], F.lit(None).cast("string").alias("reason")
+        )
+        connect.describe(self.spark, "streaming-lstm predict: warm up the Python workers")
+        self._with_model_rows(rows).mapInPandas(self._scorer(), executor.SCORE_SCHEMA).count()
+        return time.perf_counter() - started
+
+    def start(self, source: DataFrame, checkpoint: str | Path, trigger: str = "1 second", handler: Any = None) -> StreamingQuery:
+        """Start the prediction query (parsed in the plan, row counts as observed metrics);
+        ``handler`` replaces :meth:`handle` (RemotePredictHandler under Spark Connect)."""
+        saved = self.saved
+        assert saved is not None
+        cfg = saved.config
+        if cfg.data.mode == "events":
+            from streaming_lstm.trainer.window_state import windowed
+
+            plan = windowed(observed_events(source, cfg.data, require_label=False), cfg, predict=True)
+        else:
+            plan = observed(source, cfg.data, require_label=False)
+        return plan.writeStream.foreachBatch(handler or self.handle).option("checkpointLocation", str(checkpoint)).trigger(processingTime=trigger).start()
+
+    def _score(self, parsed: DataFrame, batch_id: int) -> Any:
+        saved = self.saved
+        assert saved is not None
+        connect.describe(self.spark, f"streaming-lstm predict batch {batch_id}: score (model v{saved.version})")
+        # Arrow, not collect(): one round trip, no per-row pickling.
+        return self._with_model_rows(parsed).mapInPandas(self._scorer(), executor.SCORE_SCHEMA).toArrow().sort_by("_pos")
+
+    def handle(self, df: DataFrame, batch_id: int) -> None:
+        self._refresh()
+        saved = self.saved
+        assert saved is not None
+        parsed = parsed_batch(df, saved.config.data, require_label=False).filter(F.col("reason").isNull() | ~F.col("reason").isin(HEADER, ACCEPTED))
+        window = ["entity", "end_time"] if saved.config.data.mode == "events" else []
+        parsed = parsed.select("value", *saved.config.input_columns(), "reason", *window)  # header and tally rows skipped, not scored
+        table = self._score(parsed, batch_id)
+        # A version written while this batch was scored would otherwise wait for the next trigger:
+        # score the batch once more with it, so what goes out is the newest model's (once per
+        # batch only, so a trainer faster than the predictor cannot stall it).
+        if table.num_rows and self._refresh():
+            self.rescored_batches += 1
+            table = self._score(parsed, batch_id)
+            assert self.saved is not None
+            saved = self.saved
+        if table.num_rows == 0:
+            self.last_batch_id = batch_id
+            return
+        now = time.time()
+        names = saved.config.data.class_labels()
+        scored = 0
+        lines = []
+        for r in table.to_pylist():
+            if r["error"] is None:
+                scored += 1
+                where = {"entity": r["entity"], "time": r["end_time"]} if r["entity"] is not None else {"value": r["value"]}
+                if saved.config.data.task == "forecast":
+                    what: dict[str, Any] = {"forecast": [round(v, 6) for v in r["outputs"]]}
+                else:
+                    what = {"class": names[r["predicted"]], "probabilities": [round(p, 6) for p in r["outputs"]]}
+                record = {"batch_id": batch_id, **where, **what, "model_version": saved.version, "scored_at": now}
+            else:
+                record = {"batch_id": batch_id, "value": r["value"], "error": r["error"], "model_version": saved.version, "scored_at": now}
+            lines.append(json.dumps(record))
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self.rows_scored += scored
+        self.rows_rejected += table.num_rows - scored
+        self.last_batch_id = batch_id
+
+
+class RemotePredictHandler:
+    """``predict --remote``: the foreachBatch function sent to the Spark Connect server. It builds
+    the :class:`StreamPredictor` there on its first batch, appending JSON lines to ``out`` (a path
+    on the server's machine), as the trainer's RemoteHandler does (remote_trainer.py)."""
+
+    def __init__(self, model: str, out: str) -> None:
+        self.model, self.out = model, out
+        self._predictor: StreamPredictor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model": self.model, "out": self.out}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model"], state["out"])  # type: ignore[misc]
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        if self._predictor is None:
+            self._predictor = StreamPredictor(df.sparkSession, self.model, open(self.out, "a"))  # noqa: SIM115 - lives as long as the run
+        self._predictor.handle(df, batch_id)
+
+
+def _count_lines(path: str, start: int) -> tuple[int, int]:
+    """Scored and rejected lines appended to ``path`` after byte ``start``."""
+    import os
+
+    if not os.path.exists(path):
+        return 0, 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        lines = [json.loads(x) for x in f.read().splitlines() if x.strip()]
+    rejected = sum(1 for r in lines if "error" in r)
+    return len(lines) - rejected, rejected
+
+
+def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
+    """``streaming-lstm predict --source ...``: score until idle, a signal, or a failed query.
+
+    Under Spark Connect (``--remote``) the scoring runs in the server (RemotePredictHandler) and
+    writes ``--out``, which is then required; idleness is read from the query's progress reports.
+    """
+    import os
+
+    from streaming_lstm.core.config import ConfigError
+    from streaming_lstm.trainer import runner
+    from streaming_lstm.trainer.sources import SourceSpec, open_source
+
+    cfg = ModelStore.load_latest_or_raise(args.model).config
+    if getattr(args, "kafka_reader", None):
+        cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
+    remote = connect.remote_from(getattr(args, "remote", None))
+    if remote is not None:
+        if not args.out:
+            raise ConfigError("predict --remote needs --out FILE: under Spark Connect the predictions are written by the server, to a file")
+        require_local_path(str(args.checkpoint), "--checkpoint")
+    session = connect.open_session(cfg.spark, remote)
+    spark = session.spark
+    source = open_source(spark, cfg, SourceSpec.from_args(args))
+    predictor = StreamPredictor(spark, os.path.abspath(args.model), out)
+    print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
+    out_start = os.path.getsize(args.out) if remote is not None and os.path.exists(args.out) else 0
+    handler = RemotePredictHandler(os.path.abspath(args.model), os.path.abspath(args.out)) if remote is not None else None
+    query = predictor.start(source, os.path.abspath(args.checkpoint), f"{trigger_ms} milliseconds", handler)
+    event = threading.Event()
+    runner.install_signal_handlers(event)
+    started = time.monotonic()
+    seen: dict[str, Any] = {"rows": 0, "at": started, "batch": -1}
+
+    def tick() -> str | None:
+        if remote is None:
+            rows = predictor.rows_scored + predictor.rows_rejected
+        else:  # the rows each trigger read, from the progress reports
+            rows = sum(int(s.get("numInputRows") or 0) for p in query.recentProgress for s in p.get("sources", []))
+            if query.lastProgress is not None:
+                seen["batch"] = int(query.lastProgress["batchId"])
+        if rows != seen["rows"]:
+            seen.update(rows=rows, at=time.monotonic())
+        if event.is_set():
+            return "signal"
+        if args.idle_timeout is not None and time.monotonic() - seen["at"] > args.idle_timeout:
+            return "idle"
+        return None
+
+    runner.wait(query, tick)
+    runner.stop_after_commit(query, predictor.last_batch_id if remote is None else seen["batch"])
+    error = query.exception()
+    session.stop()
+    if error is not None:
+        raise RuntimeError(f"the prediction query failed: {runner.query_error(error)}")
+    scored, rejected = (predictor.rows_scored, predictor.rows_rejected) if remote is None else _count_lines(args.out, out_start)
+    print(f'streaming-lstm: scored {scored} rows, {rejected} rejected (an "error" line each), in {time.monotonic() - started:.1f} s', file=sys.stderr)

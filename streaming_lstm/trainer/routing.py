@@ -1,0 +1,81 @@
+"""Keying: which training partition (key) each valid row of a micro-batch goes to.
+
+Contract, for a batch of N valid rows and P keys, computed inside the training job itself (no
+counting job before it):
+
+* A row's *part* is its source partition: Kafka's partition number where the source has one,
+  else Spark's partition id (file, socket and memory sources: their Spark partitions are already
+  in a fixed order). Spark's own numbering of the connector's input partitions follows a map's
+  iteration order and differs between a first run and a replay, so it is never used for Kafka.
+* A row's *position* is its place among the valid rows of its Spark partition (from
+  ``monotonically_increasing_id``); a replayed Spark partition holds the same rows in the same order.
+* Its key is ``(position + part + shift) mod P`` (:func:`key_of`), with a shift seeded by the batch
+  id (:func:`~streaming_lstm.core.seeds.key_shift`): within one Spark partition key sizes differ by at
+  most one, so over a batch of S Spark partitions by at most S; no key always takes the remainder.
+* Its order inside its key is ``_idx = part * 2**40 + (Kafka offset, else position) mod 2**40``
+  (:func:`order_of`): a total order of the batch's rows that a replay reproduces (the training
+  task sorts by it; the shuffle delivers blocks in no fixed order).
+* Key k is trained in Spark task ``k mod T``, routed there by a value that Spark's hash
+  partitioning sends to that task (``routes``, see stream_trainer.route_keys).
+* Under Spark Connect, which has no broadcast variables, each of the T tasks also receives exactly
+  one *model row* (``key`` = -1, ``_model`` = the global weights as ``.npz`` bytes): the weights
+  travel with the data (connect.ship_model). Data rows then have ``_model`` NULL.
+
+Before the eighth session a counting job gave every row a dense global index first (key sizes
+within one row); it cost a Spark job per batch (0.3-0.4 s of a 50-row batch's ~1.1 s).
+
+The pure functions here are what the Spark column expressions in :func:`keyed_rows` compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from streaming_lstm.parse.spark_parse import POSITION
+
+LOCAL_BITS = 33  # monotonically_increasing_id() = (partition index << 33) + position in partition
+ORDER_BITS = 40  # _idx = part << 40 | (offset or position) mod 2**40
+MODEL_KEY = -1  # the key of the model rows (data keys are 0..P-1)
+
+
+def key_of(position: int, part: int, shift: int, partitions: int) -> int:
+    return (position + part + shift) % partitions
+
+
+def order_of(part: int, offset: int | None, position: int) -> int:
+    return (part << ORDER_BITS) + ((position if offset is None else offset) & ((1 << ORDER_BITS) - 1))
+
+
+def keyed_rows(valid: DataFrame, shift: int, partitions: int, routes: Sequence[int], model: bytes | None = None) -> DataFrame:
+    """``valid`` with ``_idx`` (order within a key) and ``key``, repartitioned so each key's task
+    gets it; with ``model``, plus one model row per task carrying it in ``_model`` (module docstring).
+
+    ``valid`` holds the valid rows and their source position (``_pos``, spark_parse.source_position)
+    and must not have been reshuffled since the batch was read.
+    """
+    tasks = len(routes)
+    mask = (1 << LOCAL_BITS) - 1
+    with_mid = valid.withColumn("_mid", F.monotonically_increasing_id())
+    position = F.col("_mid").bitwiseAND(mask)
+    part: Column = F.coalesce(F.col(f"{POSITION}.p"), F.spark_partition_id().cast("long"))
+    order = F.shiftleft(part, ORDER_BITS) + F.coalesce(F.col(f"{POSITION}.o"), position).bitwiseAND((1 << ORDER_BITS) - 1)
+    key = F.pmod(position + part + F.lit(shift), F.lit(partitions)).cast("int")
+    task = F.pmod(F.col("key"), F.lit(tasks)) + 1  # key k runs in task k mod T
+    route = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), task)
+    keyed = with_mid.withColumn("_idx", order).withColumn("key", key).withColumn("_route", route).drop(POSITION)
+    if model is None:
+        return keyed.repartition(tasks, F.col("_route")).drop("_route", "_mid")
+    slots = model_rows(valid.sparkSession, routes, model).select(F.lit(MODEL_KEY).alias("key"), F.lit(-1).cast("long").alias("_idx"), "_route", "_model")
+    both = keyed.withColumn("_model", F.lit(None).cast("binary")).unionByName(slots, allowMissingColumns=True)
+    return both.repartition(tasks, F.col("_route")).drop("_route", "_mid")
+
+
+def model_rows(spark: SparkSession, routes: Sequence[int], model: bytes) -> DataFrame:
+    """One row per task, ``_route`` (its route value) and ``_model`` (the model's bytes): what a
+    union before ``repartition(T, _route)`` delivers to every task where there is no broadcast
+    (training above, and predictor.py under Spark Connect)."""
+    route = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.col("id").cast("int") + 1)
+    return spark.range(len(routes)).select(route.alias("_route"), F.lit(bytearray(model)).alias("_model"))

@@ -1,0 +1,274 @@
+"""Running the streaming trainer: build the source, start the query, stop cleanly.
+
+Stopping (Ctrl-C, SIGTERM, ``--max-batches``, ``--idle-timeout``) waits for the batch in flight to
+be trained and saved, then stops the query; a batch that Spark starts after that is refused (not
+committed) and replayed on the next start. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import DataFrame
+from pyspark.sql.streaming import StreamingQuery
+
+from streaming_lstm.core.config import AppConfig, parse_duration
+from streaming_lstm.kafka.reader import READERS, BrokerWatch, choose_reader, records_skipped
+from streaming_lstm.parse.events import observed_events
+from streaming_lstm.parse.spark_parse import observed
+from streaming_lstm.spark import connect
+from streaming_lstm.storage.fs import join
+from streaming_lstm.storage.metrics import BatchMetrics, forecast_last, prequential_last
+from streaming_lstm.trainer.handler import StreamingTrainer
+from streaming_lstm.trainer.remote import RemoteTrainer, make_trainer
+from streaming_lstm.trainer.sources import SourceSpec, open_source
+from streaming_lstm.trainer.window_state import windowed
+
+Trainer = StreamingTrainer | RemoteTrainer  # in this process, or in a Spark Connect server
+
+log = logging.getLogger("streaming_lstm.trainer.runner")
+
+
+@dataclass
+class RunResult:
+    batches: int
+    rows_trained: int
+    rows_dead: int
+    version: int
+    stopped_by: str
+    seconds: float
+    history: list[BatchMetrics] = field(default_factory=list)
+    records_skipped: int = 0  # Kafka records gone before they were read (failOnDataLoss=false)
+
+
+def start_query(trainer: Trainer, source: DataFrame) -> StreamingQuery:
+    """Start the foreachBatch query; Spark's own checkpoint lives in ``CHECKPOINT/spark``.
+
+    Rows are parsed in the streaming plan so that each batch's row counts are also the query's
+    observed metrics (:func:`~streaming_lstm.parse.spark_parse.observed`). In event mode the events are
+    parsed (events.py) and formed into windows per entity (window_state.py) in the plan too.
+    """
+    trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
+    d = trainer.cfg.data
+    plan = windowed(observed_events(source, d), trainer.cfg) if d.mode == "events" else observed(source, d)
+    return (
+        plan.writeStream.foreachBatch(trainer.handle)
+        .option("checkpointLocation", join(trainer.checkpoint, "spark"))
+        .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
+        .queryName(f"streaming-lstm-{os.getpid()}-{id(trainer)}")
+        .start()
+    )
+
+
+def query_error(error: Any) -> str:
+    """One line for a failed streaming query, naming the cause rather than Spark's wrappers
+    ("[STREAM_FAILED] ... Job aborted due to stage failure ...")."""
+    text = str(error)
+    lost = re.findall(r"Could not read records in offset \[(\d+), (\d+)\) for topic partition (\S+)", text)
+    if lost:  # Spark's connector, failOnDataLoss=true
+        where = ", ".join(f"partition {tp} offsets [{a}, {b})" for a, b, tp in dict.fromkeys(lost))
+        return (
+            f"Kafka records were gone before they were read (retention, or a deleted topic): could not read {where}; "
+            "set stream.fail_on_data_loss = false (failOnDataLoss=false) to skip them and go on"
+        )
+    for pattern in (r"KafkaSourceError: (.+)", r"(KafkaIllegalStateException: .+)", r"(Kafka\w*Exception: .+)"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1).strip()[:600]
+    return (text.strip().splitlines() or ["unknown error"])[0][:600]
+
+
+class ProgressWatch:
+    """Reads the query's progress reports as they come: counts Kafka records skipped (gone from the
+    broker before they were read, ``failOnDataLoss=false``) and says so once per batch."""
+
+    def __init__(self) -> None:
+        self.last_batch = -1
+        self.records_skipped = 0
+
+    def scan(self, query: StreamingQuery) -> None:
+        for progress in query.recentProgress:
+            batch = int(progress["batchId"])
+            if batch <= self.last_batch or "addBatch" not in progress.get("durationMs", {}):
+                continue
+            self.last_batch = batch
+            skipped = records_skipped(progress)
+            if skipped:
+                self.records_skipped += skipped
+                log.warning("batch %d: %d Kafka records were gone before they were read (retention); skipped (failOnDataLoss=false)", batch, skipped)
+
+
+def wait(query: StreamingQuery, tick: Callable[[], str | None]) -> str:
+    """Wait for ``query`` in 0.2 s steps, calling ``tick`` after each, until ``tick`` returns a reason
+    to stop (returned) or the query ends, failed or not ("query ended"; see ``query.exception()``)."""
+    while query.isActive:
+        try:
+            query.awaitTermination(0.2)  # type: ignore[arg-type]  # PySpark's stub says int; it takes seconds as a float
+        except StreamingQueryException:
+            break  # the caller reports query.exception()
+        reason = tick()
+        if reason:
+            return reason
+    return "query ended"
+
+
+def stop_after_commit(query: StreamingQuery, batch_id: int, timeout: float = 10.0) -> None:
+    """Stop ``query`` once Spark has committed ``batch_id`` (or after ``timeout`` seconds).
+
+    Our handler returns before Spark writes the batch's commit file; stopping right then interrupts
+    that write (Hadoop logs an InterruptedException with a stack trace) and leaves the batch to be
+    replayed and skipped on the next start. Spark reports a batch's progress after its commit, so
+    waiting for that report makes a normal stop quiet and leaves nothing to replay.
+    """
+    deadline = time.monotonic() + timeout
+    while batch_id >= 0 and query.isActive and time.monotonic() < deadline:
+        progress = query.lastProgress
+        if progress and progress["batchId"] >= batch_id and "addBatch" in progress["durationMs"]:
+            break  # a report of an executed batch (idle triggers have no addBatch) at or after ours
+        time.sleep(0.05)
+    # With more data waiting, Spark plans the next batch right after the commit, writing its offsets
+    # file; stopping then interrupts that write as well (the same InterruptedException). That batch
+    # reaches our handler, which refuses it (StopRequested) and so ends the query without an
+    # interrupt; only an idle query (no trigger running, twice in a row) is stopped from here.
+    idle = 0
+    while query.isActive and time.monotonic() < deadline + timeout and idle < 2:
+        idle = idle + 1 if not query.status["isTriggerActive"] else 0
+        time.sleep(0.05)
+    query.stop()
+
+
+def run(
+    trainer: Trainer,
+    source: DataFrame,
+    *,
+    max_batches: int | None = None,
+    idle_timeout: float | None = None,
+    stop_event: threading.Event | None = None,
+    on_tick: Callable[[], str | None] | None = None,
+    on_first_trigger: Callable[[], None] | None = None,
+    broker_watch: BrokerWatch | None = None,
+) -> RunResult:
+    """Run the query until a stop condition; return what was trained in this run.
+
+    ``on_tick`` is called every ~0.2 s; a string it returns stops the run with that reason.
+    ``on_first_trigger`` is called once, when the query has reported its first trigger (the demo
+    starts its producer then, so that rows arrive batch by batch, also when the query takes long to
+    start, as under Spark Connect).
+    ``broker_watch`` (Kafka through Spark's connector) says when the broker stops answering.
+    """
+    started = time.monotonic()
+    stop_event = stop_event or threading.Event()
+    query = start_query(trainer, source)
+    trainer.last_rows_at = time.monotonic()
+    progress = ProgressWatch()
+
+    first = [on_first_trigger]
+
+    def tick() -> str | None:
+        if first[0] is not None and query.lastProgress is not None:
+            first[0]()
+            first[0] = None
+        trainer.follow(query)
+        progress.scan(query)
+        if broker_watch is not None:
+            broker_watch.check()
+        reason = on_tick() if on_tick else None
+        if reason:
+            return reason
+        if stop_event.is_set():
+            return "signal"
+        if max_batches is not None and trainer.batches_applied >= max_batches:
+            return f"max batches ({max_batches})"
+        # Idle: no rows for idle_timeout and no trigger running (the first batch of a stateful query
+        # plans and starts its workers before the handler sees it).
+        if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout and not trigger_active(query):
+            return f"idle for {idle_timeout:g} s"
+        return None
+
+    try:
+        stopped_by = wait(query, tick)
+    finally:
+        trainer.request_stop()
+        trainer.follow(query)
+        stop_after_commit(query, trainer.state.last_batch_id)
+        trainer.follow(query)
+        progress.scan(query)
+    error = query.exception()
+    if error is not None and "StopRequested" not in str(error):
+        raise RuntimeError(f"the streaming query failed: {query_error(error)}")
+    rows = sum(int(m["rows_valid"]) for m in trainer.history)
+    dead = sum(int(m["rows_dead"]) for m in trainer.history)
+    return RunResult(
+        trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, time.monotonic() - started, trainer.history, progress.records_skipped
+    )
+
+
+def trigger_active(query: StreamingQuery) -> bool:
+    try:
+        return bool(query.status.get("isTriggerActive"))
+    except Exception:  # a query that just stopped has no status to give; it is not running a trigger
+        return False
+
+
+def install_signal_handlers(event: threading.Event) -> None:
+    def _handler(signum: int, _frame: FrameType | None) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        log.warning("%s received: finishing the current batch, then stopping", signal.Signals(signum).name)
+        event.set()
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+def summarize(result: RunResult, checkpoint: str) -> str:
+    skipped = f", {result.records_skipped} Kafka records skipped (gone before they were read)" if result.records_skipped else ""
+    if result.history and "prequential_mae" in result.history[-1]:  # forecasts over event windows
+        f = forecast_last(result.history, max(1, result.rows_trained // 5))
+        quality = f"over the last fifth of the windows MAE {f['prequential_mae']:.4g}, naive {f['naive_mae']:.4g}, skill {f['skill']:+.3f}"
+        what = "windows"
+    else:
+        quality, what = f"prequential accuracy over the last 150 rows {prequential_last(result.history, 150):.3f}", "rows"
+    return (
+        f"stopped ({result.stopped_by}) after {result.batches} batches in {result.seconds:.1f} s: "
+        f"{result.rows_trained} {what} trained, {result.rows_dead} dead-lettered{skipped}, model version {result.version}; {quality}\n"
+        f"model: {join(checkpoint, 'model')}   metrics: {join(checkpoint, 'metrics.jsonl')}   dead letters: {join(checkpoint, 'deadletter')}"
+    )
+
+
+def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
+    checkpoint = str(args.checkpoint)
+    remote = connect.remote_from(getattr(args, "remote", None))
+    session = connect.open_session(cfg.spark, remote, server_log=os.path.join(checkpoint, "connect-server.log") if remote == "local" else None)
+    spark = session.spark
+    try:
+        spec = SourceSpec.from_args(args)
+        source = open_source(spark, cfg, spec)
+        trainer = make_trainer(spark, cfg, checkpoint)
+        where = f" over Spark Connect at {session.url}" if session.kind == "connect" else ""
+        print(
+            f"streaming-lstm: training from {args.source} into {checkpoint}{where} with {cfg.stream.partitions} partitions, "
+            f"trigger {cfg.stream.trigger}; starting at model version {trainer.state.version} (batch {trainer.state.last_batch_id})",
+            flush=True,
+        )
+        print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
+        event = threading.Event()
+        install_signal_handlers(event)
+        watch = BrokerWatch(spec.bootstrap) if spec.kind == "kafka" and spec.bootstrap and choose_reader(spark, cfg) == READERS["spark"] else None
+        result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event, broker_watch=watch)
+    finally:
+        # A clean stop: without it the JVM's shutdown hooks race a cluster relaunching executors.
+        session.stop()
+    print(summarize(result, checkpoint), flush=True)
+    return 0

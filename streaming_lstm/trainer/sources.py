@@ -1,0 +1,119 @@
+"""Streaming sources. Every source yields a DataFrame with a string column ``value`` holding one
+row of the dataset (a CSV line or a JSON object); everything after that is shared (spark_parse.py).
+
+Offsets and what a micro-batch includes:
+
+* ``memory``: Spark's ``MemoryStream`` (tests). A batch holds the rows added since the previous
+  batch; offsets live in the checkpoint like any source's.
+* ``socket``: Spark's socket source. Not fault-tolerant: rows received but not yet in a committed
+  batch are lost if the driver dies (Spark keeps no replayable log of them). For demos and tests.
+* ``file``: new files in a directory, at most ``stream.max_files_per_trigger`` per batch; a file is
+  read whole, once (Spark's file-source log is part of the checkpoint).
+* ``kafka``: see kafka_reader.py (Spark's connector, or the Python data source in kafka_source.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from streaming_lstm.core.config import AppConfig, ConfigError
+from streaming_lstm.kafka.settings import bootstrap_servers, parse_options
+from streaming_lstm.spark.connect import is_remote
+from streaming_lstm.storage.fs import filesystem, is_local
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Which stream to read, as the ``train`` and ``predict`` commands take it."""
+
+    kind: str  # socket | file | kafka (memory: tests only, through MemorySource)
+    host: str = "127.0.0.1"
+    port: int | None = None
+    path: str | None = None
+    bootstrap: str | None = None
+    topic: str | None = None
+    kafka_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: Any) -> SourceSpec:
+        """From the command line's source flags (``--source``, ``--host`` ... ``--kafka-option``)."""
+        kafka = args.source == "kafka"
+        return cls(
+            kind=args.source,
+            host=args.host,
+            port=args.port,
+            path=args.path,
+            bootstrap=bootstrap_servers(args.bootstrap) if kafka else args.bootstrap,
+            topic=args.topic,
+            kafka_options=parse_options(args.kafka_option),
+        )
+
+
+def open_source(spark: SparkSession, cfg: AppConfig, spec: SourceSpec) -> DataFrame:
+    """The streaming DataFrame of ``spec``; a missing setting is a ConfigError naming the flag."""
+    if spec.kind == "socket":
+        if not spec.port:
+            raise ConfigError("--port is required for --source socket")
+        return socket_source(spark, spec.host, spec.port)
+    if spec.kind == "file":
+        if not spec.path:
+            raise ConfigError("--path is required for --source file")
+        return file_source(spark, spec.path, cfg)
+    if spec.kind == "kafka":
+        if not spec.topic:
+            raise ConfigError("--topic is required for --source kafka")
+        assert spec.bootstrap is not None
+        return kafka_source(spark, cfg, spec.bootstrap, spec.topic, spec.kafka_options)
+    raise ConfigError(f"--source {spec.kind}: the memory source exists for tests only")
+
+
+class MemorySource:
+    """A thin wrapper over Spark's ``MemoryStream[String]`` (reached through py4j; tests only)."""
+
+    JVM_CLASS = "org.apache.spark.sql.execution.streaming.runtime.MemoryStream"
+
+    def __init__(self, spark: SparkSession) -> None:
+        jvm = spark._jvm
+        assert jvm is not None
+        encoder = jvm.org.apache.spark.sql.Encoders.STRING()
+        # py4j reaches the Scala companion object's apply(Encoder, SparkSession).
+        self._stream = jvm.org.apache.spark.sql.execution.streaming.runtime.MemoryStream.apply(encoder, spark._jsparkSession)
+        self._jvm = jvm
+        self._spark = spark
+
+    def add(self, lines: Iterable[str]) -> None:
+        """Append rows; they form (part of) the next micro-batch."""
+        java_list = self._jvm.java.util.ArrayList()
+        for line in lines:
+            java_list.add(line)
+        seq = self._jvm.scala.jdk.javaapi.CollectionConverters.asScala(java_list).toSeq()
+        self._stream.addData(seq)
+
+    def df(self) -> DataFrame:
+        return DataFrame(self._stream.toDF(), self._spark)
+
+
+def socket_source(spark: SparkSession, host: str, port: int) -> DataFrame:
+    return spark.readStream.format("socket").option("host", host).option("port", port).load()
+
+
+def file_source(spark: SparkSession, path: str | os.PathLike[str], cfg: AppConfig) -> DataFrame:
+    """New files in a directory: a local path or any Hadoop URI (``hdfs://``, ``s3a://`` ...)."""
+    loc = os.fspath(path)
+    # Under Spark Connect a Hadoop URI is the server's to read (this client has no JVM to ask).
+    checkable = is_local(loc) or not is_remote(spark)
+    if checkable and not filesystem(loc).is_dir(loc):
+        raise FileNotFoundError(f"--path {loc}: not a directory (the file source watches a directory for new files)")
+    return spark.readStream.option("maxFilesPerTrigger", cfg.stream.max_files_per_trigger).text(loc)
+
+
+def kafka_source(spark: SparkSession, cfg: AppConfig, bootstrap: str, topic: str, options: Mapping[str, str]) -> DataFrame:
+    """Kafka records' values as ``value`` (plus key, topic, partition, offset, timestamp)."""
+    from streaming_lstm.kafka.reader import read_kafka
+
+    return read_kafka(spark, cfg, bootstrap, topic, options)

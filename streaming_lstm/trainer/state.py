@@ -1,0 +1,236 @@
+"""The driver-side state: global weights, normaliser, counters; applies each batch id exactly once.
+
+Averaging rule (the one Spark MLlib's StreamingKMeans uses for its centres). With the partition
+results (n_k, w_k) of batch t and the forgetting factor a in [0, 1]:
+
+    W_t = (a * N_{t-1} * W_{t-1} + sum_k n_k * w_k) / (a * N_{t-1} + sum_k n_k)
+    N_t = a * N_{t-1} + sum_k n_k
+
+a = 1 is the cumulative mean over all rows, a = 0 keeps only the newest batch (the seed's plain
+average, FedAvg). Partitions with n_k = 0 contribute nothing. With a robust aggregation the batch's
+``sum_k n_k w_k`` is replaced by ``(sum_k n_k) * robust_k(w_k)``. With a server optimiser
+(``stream.server_optimizer``, server_opt.py) the batch's aggregate is first turned into the server
+model ``x_t = opt(x_{t-1}, aggregate)``, where ``x_{t-1}`` is what the batch trained from; ``x_t``
+then takes the aggregate's place in the rule above and is what the next batch trains from.
+
+Contract of :meth:`TrainerState.apply`: a batch id at or below the last applied one changes nothing
+and returns ``None`` (Spark replays the last uncommitted batch after a restart). Otherwise the new
+version is persisted atomically *before* ``apply`` returns, so Spark commits a batch only after the
+model that includes it is on disk. Together: every batch id is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streaming_lstm.core.config import AppConfig, decay_for_half_life, effective_decay
+from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.results import Fold
+from streaming_lstm.core.server_opt import ServerOptimizer
+from streaming_lstm.core.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
+from streaming_lstm.storage.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Update:
+    """One partition's contribution: rows trained, weights after training, its rows' statistics."""
+
+    rows: int
+    weights: Weights
+    norm: NormStats
+    key: int = 0
+
+
+def check_update(key: int, rows: int, weights: Weights, start: np.ndarray | None, max_update_norm: float) -> str | None:
+    """Why a partition's weights are refused, or None: non-finite, or (with ``max_update_norm`` > 0
+    and the ``start`` it trained from) a change larger than that. Run by the driver on each key's
+    weights, or by the task itself when it folds its keys (results.Fold)."""
+    if rows <= 0:
+        return None
+    if not all_finite(weights):
+        return f"partition {key}: non-finite weights"
+    if max_update_norm > 0 and start is not None:
+        change = float(np.linalg.norm(flatten(weights) - start))
+        if change > max_update_norm:
+            return f"partition {key}: weight change {change:.3g} exceeds stream.max_update_norm {max_update_norm:g}"
+    return None
+
+
+def running_average(prev: np.ndarray, prev_n: float, batch_sum: np.ndarray, batch_n: float, decay: float) -> tuple[np.ndarray, float]:
+    """The averaging rule above on flat vectors. ``batch_sum`` is ``sum_k n_k w_k``."""
+    total = decay * prev_n + batch_n
+    if total <= 0:
+        return prev, 0.0
+    return (decay * prev_n * prev + batch_sum) / total, total
+
+
+def aggregate(vectors: np.ndarray, rows: np.ndarray, method: str, trim_fraction: float = 0.1) -> np.ndarray:
+    """The batch's weight vector from K partition vectors (K, D) and their row counts (K,).
+
+    ``mean``: row-weighted mean (FedAvg). ``median``: coordinate-wise median. ``trimmed_mean``:
+    per coordinate, drop the ``trim_fraction`` lowest and highest values, then average the rest.
+    """
+    if method == "mean":
+        return (rows[:, None] * vectors).sum(axis=0) / rows.sum()
+    if method == "median":
+        return np.median(vectors, axis=0)
+    if method == "trimmed_mean":
+        k = len(vectors)
+        cut = int(np.floor(trim_fraction * k))
+        ordered = np.sort(vectors, axis=0)
+        return ordered[cut : k - cut].mean(axis=0)
+    raise ValueError(f"unknown aggregation {method!r}")
+
+
+@dataclass
+class Applied:
+    """What :meth:`TrainerState.apply` did with one batch."""
+
+    batch_id: int
+    version: int
+    rows_trained: int
+    partitions_used: int
+    partitions_rejected: int
+    rejected_reasons: list[str] = field(default_factory=list)
+
+
+class TrainerState:
+    """Weights, normaliser statistics, rows seen, last applied batch id, model version, persisted."""
+
+    def set_drift_raised(self, raised: bool) -> None:
+        """The drift policy: while an alarm is raised, forget with ``stream.drift_half_life_batches``
+        (when set); otherwise with the configured decay."""
+        half_life = self.cfg.stream.drift_half_life_batches
+        if half_life > 0:
+            self.decay = decay_for_half_life(half_life) if raised else self.base_decay
+
+    def __init__(self, cfg: AppConfig, store: ModelStore | None) -> None:
+        self.cfg = cfg
+        self.lstm = LSTMConfig.from_app(cfg)
+        self.store = store
+        self.base_decay = effective_decay(cfg.stream)
+        self.decay = self.base_decay  # shorter while a drift alarm is raised (set_drift_raised)
+        self.weights: Weights = init_weights(self.lstm)
+        self.next_weights: Weights = self.weights
+        self.norm = NormStats.empty(self.lstm.num_stats)
+        self.running_n = 0.0
+        self.rows_seen = 0
+        self.last_batch_id = -1
+        self.version = 0
+        self.rejected_updates = 0
+        self.last_meta: dict[str, Any] = {}
+        self.server = ServerOptimizer.from_config(cfg.stream)
+
+    @classmethod
+    def open(cls, cfg: AppConfig, store: ModelStore) -> TrainerState:
+        """Resume from the newest loadable version in ``store``, or start fresh if it is empty.
+
+        A model saved with other shapes is an error, never silently replaced by random weights.
+        """
+        state = cls(cfg, store)
+        saved = store.load_latest()
+        if saved is not None:
+            if LSTMConfig.from_app(saved.config) != state.lstm:
+                raise ValueError(
+                    f"the model in {store.dir} has shape {LSTMConfig.from_app(saved.config)}, the configuration asks for {state.lstm}: use another --checkpoint"
+                )
+            state.weights = saved.weights
+            state.next_weights = saved.next_weights if saved.next_weights is not None else saved.weights
+            state.norm = saved.norm
+            state.version = saved.version
+            state.running_n = float(saved.meta.get("running_n", 0.0))
+            state.rows_seen = int(saved.meta.get("rows_seen", 0))
+            state.last_batch_id = int(saved.meta.get("batch_id", -1))
+            state.rejected_updates = int(saved.meta.get("rejected_updates", 0))
+            state.last_meta = saved.meta
+            if state.server is not None:
+                state.server.load_arrays(saved.server, sum(w.size for w in saved.weights.values()))
+        return state
+
+    def is_applied(self, batch_id: int) -> bool:
+        return batch_id <= self.last_batch_id
+
+    def training_weights(self) -> Weights:
+        """The weights the next batch's partitions start from (``stream.train_from``)."""
+        return self.next_weights if self.cfg.stream.train_from == "batch" else self.weights
+
+    def apply(
+        self,
+        batch_id: int,
+        updates: Sequence[Update],
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        folds: Sequence[Fold] = (),
+        folded_norms: Sequence[NormStats] = (),
+        rejected: Sequence[str] = (),
+    ) -> Applied | None:
+        """Fold one batch's partition updates into the state and persist a new version.
+
+        ``updates`` are per-key weights, checked here; ``folds`` are tasks' row-weighted sums of
+        keys they checked themselves (mean aggregation only; results.Fold), with those keys'
+        statistics in ``folded_norms`` (key order) and their refusals in ``rejected``.
+        Returns ``None`` (and changes nothing) for a batch id already applied.
+        """
+        if self.is_applied(batch_id):
+            return None
+        # Only the update-norm check needs the starting point as a vector (461k values for the seed's
+        # model): skip the flatten when the check is off, as it is by default.
+        start = flatten(self.training_weights()) if self.cfg.stream.max_update_norm > 0 or self.server is not None else None
+        good: list[Update] = []
+        reasons: list[str] = list(rejected)
+        for reason in rejected:
+            log.warning("batch %d: rejected update: %s", batch_id, reason)
+        for u in updates:
+            why = check_update(u.key, u.rows, u.weights, start, self.cfg.stream.max_update_norm)
+            if why:
+                reasons.append(why)
+                log.warning("batch %d: rejected update: %s", batch_id, why)
+            elif u.rows > 0:
+                good.append(u)
+        if folds and (good or self.cfg.stream.aggregation != "mean"):
+            raise ValueError("folded results are for mean aggregation only, and not mixed with per-key weights")
+        folded_rows = sum(f.rows for f in folds)
+        rows = sum(u.rows for u in good) + folded_rows
+        if good or folded_rows:
+            if folded_rows:
+                batch_vec = functools.reduce(np.add, [f.weighted_sum for f in folds]) / folded_rows
+            else:
+                vectors = np.stack([flatten(u.weights) for u in good])
+                counts = np.array([u.rows for u in good], np.float64)
+                batch_vec = aggregate(vectors, counts, self.cfg.stream.aggregation, self.cfg.stream.trim_fraction)
+            if self.server is not None:
+                assert start is not None
+                batch_vec = self.server.step(start, batch_vec)
+            running, self.running_n = running_average(flatten(self.weights), self.running_n, batch_vec * rows, float(rows), self.decay)
+            self.weights = unflatten(running, self.weights)
+            self.next_weights = unflatten(batch_vec, self.weights) if self.decay > 0 else self.weights
+            for norm in [*(u.norm for u in good), *folded_norms]:
+                self.norm = self.norm.merge(norm)
+        else:
+            self.running_n *= self.decay  # N_t = a * N_{t-1}: the weights stay, their mass decays
+        self.rows_seen += rows
+        self.rejected_updates += len(reasons)
+        self.last_batch_id = batch_id
+        self.version += 1
+        meta = {
+            "batch_id": batch_id,
+            "rows_seen": self.rows_seen,
+            "running_n": self.running_n,
+            "rejected_updates": self.rejected_updates,
+            "source": "stream",
+            "metrics": dict(metrics or {}),
+        }
+        self.last_meta = meta
+        if self.store is not None:
+            nxt = self.next_weights if self.next_weights is not self.weights else None
+            server = self.server.to_arrays() if self.server is not None else None
+            self.store.save(self.version, self.cfg, self.weights, self.norm, meta, next_weights=nxt, keep=self.cfg.stream.keep_versions, server=server)
+        return Applied(batch_id, self.version, rows, len(good) + sum(f.keys for f in folds), len(reasons), reasons)

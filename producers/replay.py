@@ -213,8 +213,17 @@ def replay(
     return stats
 
 
+DESCRIPTION = __doc__ or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m producers.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m producers.replay", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The replay's flags, on ``python -m producers.replay`` and on ``streaming-lstm produce``."""
     p.add_argument("--data", default="data/iris.csv", help="CSV file to replay (default data/iris.csv)")
     p.add_argument("--no-header", action="store_true", help="the file has no header line")
     p.add_argument("--sink", choices=("socket", "kafka"), required=True)
@@ -243,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--jitter", default="0s", help="send each event up to this much event time late, out of order (e.g. 2h; default 0s)")
     ev.add_argument("--late-rate", type=float, default=0.0, help="share of events held back past the lateness allowed (default 0)")
     ev.add_argument("--late-by", help="how much event time a held-back event is late (default twice data.allowed_lateness)")
-    return p
 
 
 def _replay_events(args: argparse.Namespace, sink: Any, stop: threading.Event, log: Callable[[str], None]) -> dict[str, Any]:
@@ -274,7 +282,10 @@ def _replay_events(args: argparse.Namespace, sink: Any, stop: threading.Event, l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
 
     def log(msg: str) -> None:
         print(f"replay: {msg}", file=sys.stderr, flush=True)

@@ -46,7 +46,7 @@ def test_predict_data_writes_one_line_per_row_in_order(model: Path, tmp_path: Pa
     assert [x.get("error") for x in lines] == [None, None, "non-numeric feature 'petal_length'", None, "expected 5 fields, got 6"]
     assert lines[2]["value"] == "5.1,3.5,abc,0.2,0"
     assert all("class" in x and len(x["probabilities"]) == 3 for x in lines if "error" not in x)
-    assert 'scored 3 rows, 2 rejected (an "error" line each), 1 header lines skipped' in err
+    assert 'scored 3 rows, 2 rejected (an "error" line each), 1 header line skipped' in err
     assert "WARNING: 2 of 5 rows" in err, "a rejected share above 1 % is a warning"
     code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(f), "--strict")
     assert code == 1 and "2 of 5 rows rejected (--strict)" in err

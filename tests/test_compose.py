@@ -15,7 +15,6 @@ import pyspark
 import pytest
 import yaml
 
-from producers.replay import build_parser as replay_parser
 from streaming_lstm.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +47,8 @@ def test_commands_are_real_invocations_of_this_project(compose: dict[str, Any]) 
     s = compose["services"]
     producer = s["producer"]["command"]
     assert producer[:2] == ["streaming-lstm", "produce"]
-    args = replay_parser().parse_args(producer[2:])
+    args = build_parser().parse_args(producer[1:])  # the console script's own parser
+    assert args.command == "produce"
     assert args.sink == "kafka" and args.bootstrap == "kafka:9092"
     assert (ROOT / args.data).exists()
 

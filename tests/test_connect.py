@@ -49,7 +49,8 @@ def stream_files(iris_lines: list[str], tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def classic_weights(spark: Any, stream_files: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """The same stream trained by the classic driver (in this process), with the CLI's config."""
-    from streaming_lstm.cli import build_parser, config_from_args
+    from streaming_lstm.cli import build_parser
+    from streaming_lstm.commands.common import config_from_args
     from streaming_lstm.storage.store import ModelStore
     from streaming_lstm.trainer import runner
     from streaming_lstm.trainer.handler import StreamingTrainer

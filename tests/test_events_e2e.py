@@ -91,7 +91,8 @@ def test_driver_killed_on_the_event_path_forms_and_trains_each_window_once(spark
     final = run_train(args(ck))
     assert final.returncode == 0, final.stderr[-3000:]
 
-    from streaming_lstm.cli import build_parser, config_from_args
+    from streaming_lstm.cli import build_parser
+    from streaming_lstm.commands.common import config_from_args
     from streaming_lstm.kafka.reader import read_kafka
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import run

@@ -71,7 +71,8 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
 
     # The uninterrupted run: same topic, fresh checkpoint, in this process's Spark session (another
     # process and JVM than the killed runs, same local[2] layout and TF threads).
-    from streaming_lstm.cli import build_parser, config_from_args
+    from streaming_lstm.cli import build_parser
+    from streaming_lstm.commands.common import config_from_args
     from streaming_lstm.kafka.reader import read_kafka
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import run

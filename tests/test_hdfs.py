@@ -134,7 +134,8 @@ def test_corrupt_newest_version_on_hdfs_falls_back_and_none_loadable_is_an_error
 
 @pytest.mark.faults
 def test_driver_killed_with_input_and_checkpoint_on_hdfs_and_a_server_optimizer_resumes_exactly_once(spark: Any, hdfs: Any, iris_lines: list[str]) -> None:
-    from streaming_lstm.cli import build_parser, config_from_args
+    from streaming_lstm.cli import build_parser
+    from streaming_lstm.commands.common import config_from_args
     from streaming_lstm.storage.fs import join
     from streaming_lstm.storage.metrics import read_metrics
     from streaming_lstm.storage.store import ModelStore

@@ -15,11 +15,14 @@ directory first and copied up through the file-system layer.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
 from typing import Any
 
+from streaming_lstm.commands.common import json_parent
+from streaming_lstm.commands.output import print_result
 from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.storage.fs import filesystem, is_local, join, local_path
 from streaming_lstm.storage.store import ModelStore
@@ -74,3 +77,24 @@ def export_saved_model(model_path: str | os.PathLike[str], out: str | os.PathLik
             filesystem(out_loc).upload_dir(target, out_loc)
     filesystem(out_loc).write_atomic(join(out_loc, "streaming_lstm.json"), (json.dumps(info, indent=1) + "\n").encode())
     return {"out": out_loc, **info}
+
+
+def add_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        parents=[json_parent()],
+        help="write the newest model as a TensorFlow SavedModel",
+        description=(
+            "Export the newest version of a trainer checkpoint (or model directory) as a SavedModel whose serving "
+            "signature takes raw feature rows and returns class probabilities (forecasts in event mode)."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="trainer checkpoint or model directory")
+    p.add_argument("--out", required=True, metavar="PATH", help="SavedModel directory to write")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    r = export_saved_model(args.checkpoint, args.out)
+    print_result(r, args.json, f"model version {r['model_version']} exported as a SavedModel to {r['out']}\n  {r['signature']}")
+    return 0

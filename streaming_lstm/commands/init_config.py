@@ -15,7 +15,7 @@ Which ``[data]`` keys it writes and which are optional (config.DataConfig):
 row's columns are usually separate measurements, not a sequence; read as one step, the LSTM sees
 all of them at once. Measured with ``python -m bench river`` (prequential accuracy, 50-row
 batches): ImageSegments 0.768 with one feature per step -> 0.874 with one step, Phishing 0.874 ->
-0.881. Pass ``--timesteps`` when the columns are a sequence (Iris read as 4 steps, the seed's way).
+0.881. Pass ``--timesteps`` when the columns are a sequence (Iris read as 4 steps, as the 2016 experiment did).
 """
 
 from __future__ import annotations

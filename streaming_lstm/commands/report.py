@@ -6,12 +6,15 @@ rendered in memory and written through the file-system layer.
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
 import numpy as np
 
 from streaming_lstm.commands import forecast_report
+from streaming_lstm.commands.common import json_parent
+from streaming_lstm.commands.output import print_result
 from streaming_lstm.storage.fs import basename, filesystem, join
 from streaming_lstm.storage.metrics import forecast_last, prequential_last, read_metrics
 
@@ -142,3 +145,35 @@ def _accuracy_chart(plt: Any, rows_seen: np.ndarray, acc: list[float], loss: lis
         ax1.text(drift_at[0], 0.05, " drift alarm", color="tab:orange")
     fig.tight_layout()
     return fig
+
+
+def add_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        parents=[json_parent()],
+        help="PNG charts and a markdown summary of a training run",
+        description=(
+            "Read CHECKPOINT/metrics.jsonl and write prequential accuracy and loss against rows seen, batch "
+            "latency and rows per batch as PNG charts, with a markdown summary."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="the trainer checkpoint whose metrics.jsonl to read")
+    p.add_argument("--out", metavar="DIR", help="where to write (default CHECKPOINT/report)")
+    p.add_argument("--data", metavar="CSV", help="event mode: an event file; also chart the model's forecasts against its actual values")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    r = write_report(args.checkpoint, args.out, args.data)
+    quality = (
+        f"skill (last fifth of the windows) {r['skill_last_fifth']:+.3f}"
+        if "skill_last_fifth" in r
+        else f"prequential accuracy (last 150 rows) {r['prequential_accuracy_last_150']:.3f}"
+    )
+    text = (
+        f"{r['batches']} batches, {r['rows_trained']} rows trained, {r['rows_dead_lettered']} dead-lettered; {quality}; "
+        f"latency p50 {r['latency_p50_s']:.2f} s, p95 {r['latency_p95_s']:.2f} s; {r['drift_alarms']} drift alarms\n"
+        f"wrote {r['summary']} and " + ", ".join(r["charts"])
+    )
+    print_result(r, args.json, text)
+    return 0

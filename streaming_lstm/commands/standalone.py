@@ -1,4 +1,4 @@
-"""One process, no Spark (the seed's non-distributed baseline): ``fit``, ``evaluate`` and ``predict``
+"""One process, no Spark (the 2016 experiment's non-distributed baseline): ``fit``, ``evaluate`` and ``predict``
 on a CSV file."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ With mean aggregation a task *folds* its keys (:class:`Fold`): it checks each ke
 (state.check_update), sends each key's figures without its weights, and one extra row with
 ``sum_k n_k * w_k`` over its accepted keys, whose ``key`` is negative: ``-1 - (the task's
 smallest key)``, which orders the folds the same way on every replay. So the driver receives one weight
-vector per task, not per key (P x 1.8 MB at the seed's model). Robust aggregations need every
+vector per task, not per key (P x 1.8 MB at the 2016 experiment's model). Robust aggregations need every
 vector and keep one per key.
 """
 

@@ -81,9 +81,9 @@ class CompiledModel:
     from Python into a ``tf.function`` costs about as much as a whole step of a small LSTM on 10
     rows, so ``fit`` makes one call, not one per mini-batch. Its mini-batch size is static (one
     trace per size, :func:`padded_size`; a short mini-batch is padded with masked rows): with a
-    ``None`` batch dimension every elementwise gradient carries shape and broadcast-reduction ops
-    (717 ops in a step of the 128,256 model, 435 with a static size; measured ~15 % of a 10-row
-    step, ~30 % at 28 timesteps). Scoring and prediction take a ``None`` batch dimension.
+    ``None`` batch dimension every elementwise gradient carries shape and broadcast-reduction ops,
+    which make up a large share of a step's ops. Scoring and prediction take a ``None`` batch
+    dimension.
     """
 
     def __init__(self, spec: TrainSpec) -> None:
@@ -186,8 +186,8 @@ class CompiledModel:
 
     # -- eager helpers ------------------------------------------------------------------------
     def reset_optimizer(self) -> None:
-        """Zero the optimiser's state; one traced call (eagerly, 17 assigns of host zeros took
-        ~4 ms of a 10-row partition's ~65 ms at the seed's 128,256 model)."""
+        """Zero the optimiser's state in one traced call: eager assigns of host zeros, one per
+        slot variable, cost a visible share of a small partition's training."""
         self._reset()
 
     def _reset_body(self) -> None:

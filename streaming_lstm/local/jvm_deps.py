@@ -207,20 +207,25 @@ def _artifact_of(jar_name: str) -> str:
     return "-".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="streaming-lstm jars",
-        description=(
-            f"Fetch the JVM parts from Maven Central into {cache_dir()} (set STREAMING_LSTM_JARS to move it): Spark's Kafka "
-            f"connector for the installed PySpark, Apache Kafka {KAFKA_VERSION}'s broker, Hadoop's HDFS minicluster. "
-            "Cached sets are reused without network."
-        ),
+def description() -> str:
+    return (
+        f"Fetch the JVM parts from Maven Central into {cache_dir()} (set STREAMING_LSTM_JARS to move it): Spark's Kafka "
+        f"connector for the installed PySpark, Apache Kafka {KAFKA_VERSION}'s broker, Hadoop's HDFS minicluster. "
+        "Cached sets are reused without network."
     )
-    p.add_argument("sets", nargs="*", metavar="SET", help=f"which sets, of {', '.join(SETS)} (default: {', '.join(DEFAULT_SETS)})")
-    args = p.parse_args(argv)
-    unknown = [s for s in args.sets if s not in SETS]
-    if unknown:
-        p.error(f"unknown jar set {unknown[0]!r}; choose from {', '.join(SETS)}")
+
+
+def jar_set(name: str) -> str:
+    if name not in SETS:
+        raise argparse.ArgumentTypeError(f"unknown jar set {name!r}; choose from {', '.join(SETS)}")
+    return name
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sets", nargs="*", type=jar_set, metavar="SET", help=f"which sets, of {', '.join(SETS)} (default: {', '.join(DEFAULT_SETS)})")
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         for name in args.sets or DEFAULT_SETS:
             fetch(name)
@@ -228,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jars: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m streaming_lstm.local.jvm_deps", description=description())
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ trimmed of the white space above. Bytes that are not UTF-8 were replaced (U+FFFD
 read, by Spark's text reader and :func:`read_lines` alike. Lines end at ``\\n``, ``\\r\\n`` or ``\\r``.
 
 The Spark executor stays the same size however many features a row has: the per-feature checks
-are higher-order functions over one array, not one expression per feature (600 features used to
-blow Spark's 64 KB generated-method limit). ``tests/test_rows.py`` runs a hostile corpus through
+are higher-order functions over one array, not one expression per feature (one expression per
+feature would blow Spark's 64 KB generated-method limit at a few hundred features). ``tests/test_rows.py`` runs a hostile corpus through
 both executors and asserts the same verdict and reason for every line.
 """
 

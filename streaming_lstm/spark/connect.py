@@ -13,9 +13,8 @@ both modes through the same code. What differs is collected here:
 
 * :func:`ship_model` sends the weights to the tasks: a broadcast variable in classic mode; under
   Connect, which has none, ``None``, and the caller adds one *model row* per task to the data
-  instead (keying.py, predictor.py). Rows work in both modes, but cost a shuffle of the model per
-  batch: measured with ``python -m bench overhead --sizes 50 --reps 5``, twice each side by side,
-  a 50-row batch took 1.49 / 1.43 s with model rows against 1.41 / 1.25 s with the broadcast.
+  instead (trainer/routing.py, trainer/predictor.py). Rows work in both modes, but cost a shuffle
+  of the model per batch (``python -m bench overhead`` compares them), so classic mode broadcasts.
 """
 
 from __future__ import annotations

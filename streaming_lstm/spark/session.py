@@ -62,18 +62,17 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.python.worker.reuse", "true")
         # PySpark 4 wraps every DataFrame and Column call to record its Python call site for error
-        # contexts: four py4j round trips each (the active session, the conf, set, clear). Off, a
-        # 50-row micro-batch's handler made ~290-440 py4j calls instead of ~730 (counted, issue
-        # #13). Set it to "true" in [spark.conf] to get those call sites back.
+        # contexts: four py4j round trips each (the active session, the conf, set, clear), which
+        # roughly doubles a micro-batch's round trips to the JVM. Set it to "true" in
+        # [spark.conf] to get those call sites back.
         .config("spark.python.sql.dataFrameDebugging.enabled", "false")
     )
     if not submitted:
         builder = builder.master(cfg.master)
         if cfg.master.startswith("local") and CHECKPOINT_MANAGER not in cfg.conf:
             # Spark's default (FileContext) manager has Hadoop's local file system fork a `chmod`
-            # for every checkpoint file it writes (no native Hadoop library): the offsets and
-            # commits files of a batch took 70 ms (p50) against 19 ms with the FileSystem manager,
-            # and up to 150 ms under load (`python -m bench checkpoint-io`). Rename on a local disk
+            # for every checkpoint file it writes (no native Hadoop library), several times slower
+            # than the FileSystem manager (`python -m bench checkpoint-io`). Rename on a local disk
             # is atomic, so exactly-once holds; on a cluster (HDFS, object stores) Spark's default
             # stays.
             builder = builder.config(CHECKPOINT_MANAGER, FILESYSTEM_MANAGER)
@@ -100,8 +99,8 @@ def adaptive_execution_off(session: SparkSession) -> Iterator[None]:
     Why, for a micro-batch's plans (the session foreachBatch hands over is the query's own clone):
     adaptive execution runs the cached batch and the key shuffle as jobs of their own (three jobs a
     clean batch instead of one) and re-plans between them, and the key shuffle's fixed task count
-    is not a thing it may change. Off: a 50-row batch's median wall time 0.97 s -> 0.84 s, 12
-    alternations in one process (issue #13). Restored after, for callers that pass their own session.
+    is not a thing it may change (the figures: README, Benchmarks). Restored after, for callers that
+    pass their own session.
     """
     conf = session.conf
     before = conf.get(ADAPTIVE, None)

@@ -50,8 +50,8 @@ def batch_summary(metrics: Mapping[str, Any], weights: Mapping[str, np.ndarray])
     """One batch's scalars and weight histograms as one ``Summary`` proto, built in numpy.
 
     Why not ``tf.summary.scalar``/``histogram``: they run eager TensorFlow ops per value (the
-    histograms' bucketing most of all), measured at 0.175 s of a 50-row batch's ~1.1 s in the
-    driver; this is the same protocol buffer TensorBoard reads, written by one op.
+    histograms' bucketing most of all), a visible share of a small batch in the driver; this is
+    the same protocol buffer TensorBoard reads, written by one op.
     """
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.histogram.summary_v2 import histogram_pb
@@ -65,7 +65,7 @@ def batch_summary(metrics: Mapping[str, Any], weights: Mapping[str, np.ndarray])
 class EventFile:
     """A TensorBoard event file written without TensorFlow: TFRecord framing (TensorBoard's own
     ``RecordWriter``) of ``Event`` protos, named as TensorFlow names them. Why: importing TensorFlow
-    in the driver only to write events cost ~3.5 s in the first batch and ~0.5 GB of driver memory."""
+    in the driver only to write events costs seconds in the first batch and half a gigabyte of memory."""
 
     def __init__(self, logdir: str) -> None:
         from tensorboard.compat.proto.event_pb2 import Event

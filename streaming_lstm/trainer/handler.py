@@ -79,8 +79,8 @@ def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int
     """Spark tasks per batch, the route value of each (:func:`route_keys`) and TF threads per task.
 
     Keys are the logical partitions; Spark tasks can each train several keys in turn. One task per
-    core (by default) saves the ~0.15 s fixed cost of a Python task per extra key: measured at
-    P = 15 on 2 cores, a warm batch went from 2.7 s to under 1 s.
+    core (by default) saves the fixed cost of a Python task per extra key, which at many keys on
+    few cores is most of a warm batch (``python -m bench seed-table``).
     """
     cores = connect.default_parallelism(spark)
     tasks = min(cfg.stream.partitions, cfg.stream.tasks or cores)
@@ -176,9 +176,9 @@ class StreamingTrainer:
         if self.cfg.data.mode == "events":
             df = in_window_order(df)
         # Cached: the exact count and the dead letters read it again (a Kafka batch is not fetched
-        # twice; in event mode the window operator must not run twice). Tried without (issue #13):
-        # a clean batch ~0.09 s faster (median of 12 alternations), but a batch read twice runs the
-        # query's observed-metrics node twice, and Spark's progress then double-counts its rows.
+        # twice; in event mode the window operator must not run twice). Without the cache a batch
+        # read twice runs the query's observed-metrics node twice, and Spark's progress then
+        # double-counts its rows.
         parsed = parsed_batch(df, self.cfg.data).persist()
         try:
             observed, observation = batch_counts.observe(parsed)
@@ -310,7 +310,7 @@ class StreamingTrainer:
         faults.hit_later("mid_train", batch_id)
         try:
             # Arrow, not collect(): the results carry every partition's weights as bytes (1.8 MB
-            # each for the seed's 128,256 model), and pickled rows over py4j cost far more.
+            # each for the 2016 experiment's 128,256 model), and pickled rows over py4j cost far more.
             table = keyed.mapInPandas(fn, RESULT_SCHEMA).toArrow()
         finally:
             connect.release(shipped)

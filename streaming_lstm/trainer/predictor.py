@@ -34,6 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.rows import ACCEPTED, HEADER
 from streaming_lstm.parse.spark_parse import observed, parsed_batch
@@ -208,59 +209,70 @@ def _count_lines(path: str, start: int) -> tuple[int, int]:
     return len(lines) - rejected, rejected
 
 
+def predict_config(args: argparse.Namespace) -> AppConfig:
+    """The model's own configuration, with the reader the flags ask for; checks ``--remote``'s needs."""
+    cfg = ModelStore.load_latest_or_raise(args.model).config
+    if getattr(args, "kafka_reader", None):
+        cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
+    if connect.remote_from(getattr(args, "remote", None)) is not None:
+        if not args.out:
+            raise ConfigError("predict --remote needs --out FILE: under Spark Connect the predictions are written by the server, to a file")
+        require_local_path(str(args.checkpoint), "--checkpoint")
+    return cfg
+
+
 def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
     """``streaming-lstm predict --source ...``: score until idle, a signal, or a failed query.
 
     Under Spark Connect (``--remote``) the scoring runs in the server (RemotePredictHandler) and
-    writes ``--out``, which is then required; idleness is read from the query's progress reports.
+    writes ``--out``, which is then required; rows are counted from the query's progress reports.
     """
     import os
 
-    from streaming_lstm.core.config import ConfigError
     from streaming_lstm.trainer import runner
     from streaming_lstm.trainer.sources import SourceSpec, open_source
 
-    cfg = ModelStore.load_latest_or_raise(args.model).config
-    if getattr(args, "kafka_reader", None):
-        cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
-    remote = connect.remote_from(getattr(args, "remote", None))
-    if remote is not None:
-        if not args.out:
-            raise ConfigError("predict --remote needs --out FILE: under Spark Connect the predictions are written by the server, to a file")
-        require_local_path(str(args.checkpoint), "--checkpoint")
-    session = connect.open_session(cfg.spark, remote)
-    spark = session.spark
-    source = open_source(spark, cfg, SourceSpec.from_args(args))
-    predictor = StreamPredictor(spark, os.path.abspath(args.model), out)
-    print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
-    out_start = os.path.getsize(args.out) if remote is not None and os.path.exists(args.out) else 0
-    handler = RemotePredictHandler(os.path.abspath(args.model), os.path.abspath(args.out)) if remote is not None else None
-    query = predictor.start(source, os.path.abspath(args.checkpoint), f"{trigger_ms} milliseconds", handler)
-    event = threading.Event()
-    runner.install_signal_handlers(event)
+    cfg = predict_config(args)
     started = time.monotonic()
-    seen: dict[str, Any] = {"rows": 0, "at": started, "batch": -1}
-
-    def tick() -> str | None:
-        if remote is None:
-            rows = predictor.rows_scored + predictor.rows_rejected
-        else:  # the rows each trigger read, from the progress reports
-            rows = sum(int(s.get("numInputRows") or 0) for p in query.recentProgress for s in p.get("sources", []))
-            if query.lastProgress is not None:
-                seen["batch"] = int(query.lastProgress["batchId"])
-        if rows != seen["rows"]:
-            seen.update(rows=rows, at=time.monotonic())
-        if event.is_set():
-            return "signal"
-        if args.idle_timeout is not None and time.monotonic() - seen["at"] > args.idle_timeout:
-            return "idle"
-        return None
-
-    runner.wait(query, tick)
-    runner.stop_after_commit(query, predictor.last_batch_id if remote is None else seen["batch"])
-    error = query.exception()
-    session.stop()
+    with runner.session_scope(cfg, getattr(args, "remote", None)) as session:
+        remote = session.kind == "connect"
+        source = open_source(session.spark, cfg, SourceSpec.from_args(args))
+        predictor = StreamPredictor(session.spark, os.path.abspath(args.model), out)
+        print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
+        out_start = os.path.getsize(args.out) if remote and os.path.exists(args.out) else 0
+        handler = RemotePredictHandler(os.path.abspath(args.model), os.path.abspath(args.out)) if remote else None
+        query = predictor.start(source, os.path.abspath(args.checkpoint), f"{trigger_ms} milliseconds", handler)
+        event = threading.Event()
+        runner.install_signal_handlers(event)
+        follow = PredictFollower(query, predictor if not remote else None, runner.IdleClock(args.idle_timeout), event)
+        runner.wait(query, follow.tick)
+        runner.stop_after_commit(query, predictor.last_batch_id if not remote else follow.batch)
+        error = query.exception()
     if error is not None:
         raise RuntimeError(f"the prediction query failed: {runner.query_error(error)}")
-    scored, rejected = (predictor.rows_scored, predictor.rows_rejected) if remote is None else _count_lines(args.out, out_start)
+    scored, rejected = (predictor.rows_scored, predictor.rows_rejected) if not remote else _count_lines(args.out, out_start)
     print(f'streaming-lstm: scored {scored} rows, {rejected} rejected (an "error" line each), in {time.monotonic() - started:.1f} s', file=sys.stderr)
+
+
+class PredictFollower:
+    """The predict loop's tick: rows handled so far (from this process's predictor, or under
+    Connect from the query's progress reports), the idle clock, and a stop signal."""
+
+    def __init__(self, query: StreamingQuery, local: StreamPredictor | None, clock: Any, event: threading.Event) -> None:
+        self.query, self.local, self.clock, self.event = query, local, clock, event
+        self.batch = -1
+
+    def rows(self) -> int:
+        if self.local is not None:
+            return self.local.rows_scored + self.local.rows_rejected
+        if self.query.lastProgress is not None:
+            self.batch = int(self.query.lastProgress["batchId"])
+        return sum(int(s.get("numInputRows") or 0) for p in self.query.recentProgress for s in p.get("sources", []))
+
+    def tick(self) -> str | None:
+        self.clock.saw(self.rows())
+        if self.event.is_set():
+            return "signal"
+        if self.clock.expired(self.query):
+            return "idle"
+        return None

@@ -14,7 +14,8 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -50,6 +51,45 @@ class RunResult:
     seconds: float
     history: list[BatchMetrics] = field(default_factory=list)
     records_skipped: int = 0  # Kafka records gone before they were read (failOnDataLoss=false)
+
+
+@contextmanager
+def session_scope(cfg: AppConfig, remote_flag: str | None, log_dir: str | os.PathLike[str] | None = None) -> Iterator[connect.Session]:
+    """The Spark session of one run (classic, or a Connect client of ``--remote``; ``local`` starts
+    a Connect server logging into ``log_dir``), stopped when the run ends, however it ends.
+
+    Stopping is not left to the interpreter's exit: without it the JVM's shutdown hooks race a
+    cluster relaunching executors."""
+    remote = connect.remote_from(remote_flag)
+    server_log = os.path.join(os.fspath(log_dir), "connect-server.log") if remote == "local" and log_dir is not None else None
+    session = connect.open_session(cfg.spark, remote, server_log=server_log)
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+class IdleClock:
+    """``--idle-timeout``: the time since the last batch that had rows ended. A trigger in flight is
+    never idleness, however long it takes (a cold start, a slow Connect batch)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.rows = 0
+        self.since = time.monotonic()
+
+    def saw(self, rows: int) -> None:
+        """``rows``: rows handled so far; a change restarts the clock."""
+        if rows != self.rows:
+            self.rows, self.since = rows, time.monotonic()
+
+    def expired(self, query: StreamingQuery) -> bool:
+        if self.timeout is None:
+            return False
+        if trigger_active(query):
+            self.since = time.monotonic()
+            return False
+        return time.monotonic() - self.since > self.timeout
 
 
 def start_query(trainer: Trainer, source: DataFrame) -> StreamingQuery:
@@ -249,10 +289,8 @@ def summarize(result: RunResult, checkpoint: str) -> str:
 
 def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
     checkpoint = str(args.checkpoint)
-    remote = connect.remote_from(getattr(args, "remote", None))
-    session = connect.open_session(cfg.spark, remote, server_log=os.path.join(checkpoint, "connect-server.log") if remote == "local" else None)
-    spark = session.spark
-    try:
+    with session_scope(cfg, getattr(args, "remote", None), checkpoint) as session:
+        spark = session.spark
         spec = SourceSpec.from_args(args)
         source = open_source(spark, cfg, spec)
         trainer = make_trainer(spark, cfg, checkpoint)
@@ -267,8 +305,5 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
         install_signal_handlers(event)
         watch = BrokerWatch(spec.bootstrap) if spec.kind == "kafka" and spec.bootstrap and choose_reader(spark, cfg) == READERS["spark"] else None
         result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event, broker_watch=watch)
-    finally:
-        # A clean stop: without it the JVM's shutdown hooks race a cluster relaunching executors.
-        session.stop()
     print(summarize(result, checkpoint), flush=True)
     return 0

@@ -6,7 +6,7 @@ results (n_k, w_k) of batch t and the forgetting factor a in [0, 1]:
     W_t = (a * N_{t-1} * W_{t-1} + sum_k n_k * w_k) / (a * N_{t-1} + sum_k n_k)
     N_t = a * N_{t-1} + sum_k n_k
 
-a = 1 is the cumulative mean over all rows, a = 0 keeps only the newest batch (the seed's plain
+a = 1 is the cumulative mean over all rows, a = 0 keeps only the newest batch (the 2016 experiment's plain
 average, FedAvg). Partitions with n_k = 0 contribute nothing. With a robust aggregation the batch's
 ``sum_k n_k w_k`` is replaced by ``(sum_k n_k) * robust_k(w_k)``. With a server optimiser
 (``stream.server_optimizer``, server_opt.py) the batch's aggregate is first turned into the server
@@ -181,7 +181,7 @@ class TrainerState:
         """
         if self.is_applied(batch_id):
             return None
-        # Only the update-norm check needs the starting point as a vector (461k values for the seed's
+        # Only the update-norm check needs the starting point as a vector (461k values for the 2016 experiment's
         # model): skip the flatten when the check is off, as it is by default.
         start = flatten(self.training_weights()) if self.cfg.stream.max_update_norm > 0 or self.server is not None else None
         good: list[Update] = []

@@ -1,0 +1,71 @@
+"""``streaming-lstm predict``: score a CSV file, or a stream, with the newest model version."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from typing import Any
+
+from streaming_lstm.commands.common import add_remote, source_parent, strict_parent
+from streaming_lstm.commands.output import warn
+from streaming_lstm.core.config import ConfigError, parse_duration
+
+
+def add_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        parents=[strict_parent(), source_parent(required=False)],
+        help="score a CSV file, or a stream, with the newest model",
+        description=(
+            "Score rows with the newest model version: a CSV file (--data), or a stream (--source), picking up "
+            "new versions as the trainer writes them. JSON lines out, one per row: value, class, probabilities, "
+            'model_version, scored_at; a row that cannot be parsed gets an "error" line instead. Each micro-batch '
+            "checks for a newer version before and after scoring, so a version is in use within about one trigger."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="trainer checkpoint or model directory")
+    p.add_argument("--data", metavar="CSV", help="score this file and exit: one output line per row, in order")
+    p.add_argument("--out", metavar="FILE", help="append JSON lines here (default: standard output)")
+    p.add_argument("--checkpoint", default="runs/predict-checkpoint", metavar="DIR", help="the prediction query's own Spark checkpoint")
+    p.add_argument(
+        "--trigger",
+        default="1s",
+        help="micro-batch interval, e.g. 1s or 500ms (default 1s); also how long a new model version can wait before it scores rows",
+    )
+    p.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows (counted from the end of the last batch)")
+    add_remote(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data and args.source:
+        raise ConfigError(f"predict takes --data CSV or --source {args.source}, not both")
+    if not args.data and not args.source:
+        raise ConfigError("predict needs --data CSV, or --source socket|kafka|file for a stream")
+    trigger_ms = int(parse_duration(args.trigger, "--trigger") * 1000)  # before Spark starts: fail fast
+    out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115 - closed below
+    try:
+        if args.data:
+            return score_file(args, out)
+        from streaming_lstm.trainer.predictor import run_cli
+
+        run_cli(args, out, trigger_ms)
+        return 0
+    finally:
+        if out is not sys.stdout:
+            with contextlib.suppress(Exception):
+                out.close()
+
+
+def score_file(args: argparse.Namespace, out: Any) -> int:
+    from streaming_lstm.commands.standalone import PredictSummary, predict_csv
+
+    summary = PredictSummary()
+    for record in predict_csv(args.model, args.data, summary, strict=args.strict):
+        out.write(json.dumps(record, allow_nan=False) + "\n")
+    warn(summary.warnings)
+    skipped = f", {summary.headers_skipped} header line{'s' if summary.headers_skipped != 1 else ''} skipped" if summary.headers_skipped else ""
+    print(f'streaming-lstm: scored {summary.rows_scored} rows, {summary.rows_rejected} rejected (an "error" line each){skipped}', file=sys.stderr)
+    return 0

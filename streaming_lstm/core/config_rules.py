@@ -18,6 +18,10 @@ from streaming_lstm.core.config import (
     TRAIN_FROM,
     AppConfig,
     ConfigError,
+    DataConfig,
+    ModelConfig,
+    StreamConfig,
+    TrainConfig,
     data_columns,
     parse_duration,
 )
@@ -25,12 +29,18 @@ from streaming_lstm.core.config import (
 
 def validate(cfg: AppConfig) -> None:
     """Raise :class:`ConfigError` for the first impossible value, naming key and value."""
-    d, m, t, s = cfg.data, cfg.model, cfg.train, cfg.stream
+    data_rules(cfg.data)
+    model_rules(cfg.data, cfg.model)
+    train_rules(cfg.train)
+    stream_rules(cfg.stream)
 
-    def need(ok: bool, key: str, value: Any, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {why}, got {value!r}")
 
+def need(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {why}, got {value!r}")
+
+
+def data_rules(d: DataConfig) -> None:
     need(bool(d.features), "data.features", list(d.features), "at least one feature column is required")
     need(d.mode in MODES, "data.mode", d.mode, f"must be one of {', '.join(MODES)}")
     need(d.task in TASKS, "data.task", d.task, f"must be one of {', '.join(TASKS)}")
@@ -41,6 +51,7 @@ def validate(cfg: AppConfig) -> None:
         need(len(d.classes) >= 2, "data.classes", list(d.classes), "at least two classes are required")
         need(len(set(d.classes)) == len(d.classes), "data.classes", list(d.classes), "class values must be unique")
         need(not d.class_names or len(d.class_names) == len(d.classes), "data.class_names", list(d.class_names), f"must name all {len(d.classes)} classes")
+        need(d.label not in d.features, "data.label", d.label, "the label cannot also be a feature")
     else:
         need(bool(d.targets), "data.targets", list(d.targets), "forecasting needs at least one target column")
         need(d.horizon >= 1, "data.horizon", d.horizon, "must be >= 1")
@@ -50,18 +61,20 @@ def validate(cfg: AppConfig) -> None:
     need(len(set(columns)) == len(columns), "data.columns", list(columns), "column names must be unique")
     events = d.mode == "events"
     if events:
-        need(bool(d.entity), "data.entity", d.entity, "event mode needs the entity column")
+        # No entity column: the whole stream is one series.
         need(bool(d.time), "data.time", d.time, "event mode needs the event-time column")
         need(d.stride >= 1, "data.stride", d.stride, "must be >= 1")
         parse_duration(d.allowed_lateness, "data.allowed_lateness")
         parse_duration(d.entity_ttl, "data.entity_ttl")
-    for name in (*d.features, *([d.label] if classify else d.targets), *((d.entity, d.time) if events else ())):
+    keys = ((d.entity, d.time) if d.entity else (d.time,)) if events else ()
+    for name in (*d.features, *([d.label] if classify else d.targets), *keys):
         need(name in columns, "data.columns", list(columns), f"must contain '{name}'")
-    if classify:
-        need(d.label not in d.features, "data.label", d.label, "the label cannot also be a feature")
+
+
+def model_rules(d: DataConfig, m: ModelConfig) -> None:
     for key in ("timesteps", "features_per_step"):
         need(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "must be positive")
-    if events:
+    if d.mode == "events":
         need(
             m.features_per_step == len(d.features),
             "model.features_per_step",
@@ -76,6 +89,9 @@ def validate(cfg: AppConfig) -> None:
             f"timesteps x features_per_step ({m.timesteps} x {m.features_per_step}) must equal the {len(d.features)} feature columns",
         )
     need(bool(m.hidden) and all(h > 0 for h in m.hidden), "model.hidden", list(m.hidden), "sizes must be positive")
+
+
+def train_rules(t: TrainConfig) -> None:
     need(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
     need(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be positive")
     need(
@@ -91,6 +107,9 @@ def validate(cfg: AppConfig) -> None:
     need(t.tf_threads >= 0, "train.tf_threads", t.tf_threads, "must be >= 0")
     for key in ("warmup_epochs", "warmup_rows"):
         need(getattr(t, key) >= 0, f"train.{key}", getattr(t, key), "must be >= 0 (0 = no warm-up)")
+
+
+def stream_rules(s: StreamConfig) -> None:
     need(s.partitions > 0, "stream.partitions", s.partitions, "must be positive")
     need(s.tasks >= 0, "stream.tasks", s.tasks, "must be >= 0 (0 = one per core)")
     parse_duration(s.trigger, "stream.trigger")

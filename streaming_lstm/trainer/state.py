@@ -181,9 +181,27 @@ class TrainerState:
         """
         if self.is_applied(batch_id):
             return None
-        # Only the update-norm check needs the starting point as a vector (461k values for the 2016 experiment's
-        # model): skip the flatten when the check is off, as it is by default.
+        # Only the update-norm check needs the starting point as a vector (hundreds of thousands of
+        # values for the 2016 experiment's model): skip the flatten when the check is off, as it is by default.
         start = flatten(self.training_weights()) if self.cfg.stream.max_update_norm > 0 or self.server is not None else None
+        good, reasons = self._checked(batch_id, updates, rejected, start)
+        if folds and (good or self.cfg.stream.aggregation != "mean"):
+            raise ValueError("folded results are for mean aggregation only, and not mixed with per-key weights")
+        folded_rows = sum(f.rows for f in folds)
+        rows = sum(u.rows for u in good) + folded_rows
+        if good or folded_rows:
+            self._fold_in(self._batch_vector(good, folds, folded_rows, start), rows, [*(u.norm for u in good), *folded_norms])
+        else:
+            self.running_n *= self.decay  # N_t = a * N_{t-1}: the weights stay, their mass decays
+        self.rows_seen += rows
+        self.rejected_updates += len(reasons)
+        self.last_batch_id = batch_id
+        self.version += 1
+        self._save(batch_id, metrics)
+        return Applied(batch_id, self.version, rows, len(good) + sum(f.keys for f in folds), len(reasons), reasons)
+
+    def _checked(self, batch_id: int, updates: Sequence[Update], rejected: Sequence[str], start: np.ndarray | None) -> tuple[list[Update], list[str]]:
+        """The updates that pass the checks (empty ones dropped), and every refusal's reason, logged."""
         good: list[Update] = []
         reasons: list[str] = list(rejected)
         for reason in rejected:
@@ -195,31 +213,30 @@ class TrainerState:
                 log.warning("batch %d: rejected update: %s", batch_id, why)
             elif u.rows > 0:
                 good.append(u)
-        if folds and (good or self.cfg.stream.aggregation != "mean"):
-            raise ValueError("folded results are for mean aggregation only, and not mixed with per-key weights")
-        folded_rows = sum(f.rows for f in folds)
-        rows = sum(u.rows for u in good) + folded_rows
-        if good or folded_rows:
-            if folded_rows:
-                batch_vec = functools.reduce(np.add, [f.weighted_sum for f in folds]) / folded_rows
-            else:
-                vectors = np.stack([flatten(u.weights) for u in good])
-                counts = np.array([u.rows for u in good], np.float64)
-                batch_vec = aggregate(vectors, counts, self.cfg.stream.aggregation, self.cfg.stream.trim_fraction)
-            if self.server is not None:
-                assert start is not None
-                batch_vec = self.server.step(start, batch_vec)
-            running, self.running_n = running_average(flatten(self.weights), self.running_n, batch_vec * rows, float(rows), self.decay)
-            self.weights = unflatten(running, self.weights)
-            self.next_weights = unflatten(batch_vec, self.weights) if self.decay > 0 else self.weights
-            for norm in [*(u.norm for u in good), *folded_norms]:
-                self.norm = self.norm.merge(norm)
+        return good, reasons
+
+    def _batch_vector(self, good: Sequence[Update], folds: Sequence[Fold], folded_rows: int, start: np.ndarray | None) -> np.ndarray:
+        """This batch's aggregate as one flat vector, through the server optimiser if there is one."""
+        if folded_rows:
+            batch_vec = functools.reduce(np.add, [f.weighted_sum for f in folds]) / folded_rows
         else:
-            self.running_n *= self.decay  # N_t = a * N_{t-1}: the weights stay, their mass decays
-        self.rows_seen += rows
-        self.rejected_updates += len(reasons)
-        self.last_batch_id = batch_id
-        self.version += 1
+            vectors = np.stack([flatten(u.weights) for u in good])
+            counts = np.array([u.rows for u in good], np.float64)
+            batch_vec = aggregate(vectors, counts, self.cfg.stream.aggregation, self.cfg.stream.trim_fraction)
+        if self.server is not None:
+            assert start is not None
+            batch_vec = self.server.step(start, batch_vec)
+        return batch_vec
+
+    def _fold_in(self, batch_vec: np.ndarray, rows: int, norms: Sequence[NormStats]) -> None:
+        """The running average takes the batch with its row count as weight (module docstring)."""
+        running, self.running_n = running_average(flatten(self.weights), self.running_n, batch_vec * rows, float(rows), self.decay)
+        self.weights = unflatten(running, self.weights)
+        self.next_weights = unflatten(batch_vec, self.weights) if self.decay > 0 else self.weights
+        for norm in norms:
+            self.norm = self.norm.merge(norm)
+
+    def _save(self, batch_id: int, metrics: Mapping[str, Any] | None) -> None:
         meta = {
             "batch_id": batch_id,
             "rows_seen": self.rows_seen,
@@ -233,4 +250,3 @@ class TrainerState:
             nxt = self.next_weights if self.next_weights is not self.weights else None
             server = self.server.to_arrays() if self.server is not None else None
             self.store.save(self.version, self.cfg, self.weights, self.norm, meta, next_weights=nxt, keep=self.cfg.stream.keep_versions, server=server)
-        return Applied(batch_id, self.version, rows, len(good) + sum(f.keys for f in folds), len(reasons), reasons)

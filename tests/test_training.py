@@ -96,7 +96,7 @@ def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:
     spec = training.TrainSpec.from_app(cfg, streaming=True)
     blob = executor.encode_model(init_weights(spec.model), NormStats.empty(spec.model.num_features))
     feats = cfg.data.feature_columns()
-    model_row = pd.DataFrame({"key": [-1], "_idx": [-1], **{f: [np.nan] for f in feats}, "label": [-1], "_model": [blob]})
+    model_row = pd.DataFrame({"key": [None], "_idx": [-1], **{f: [np.nan] for f in feats}, "label": [-1], "_model": [blob]})
     kwargs = {"config_dict": cfg.to_dict(), "batch_id": 0, "threads": 1, "epochs": 1}
     assert list(executor.train_frames(iter([]), **kwargs)) == []
     assert list(executor.train_frames(iter([model_row]), **kwargs)) == []
@@ -104,6 +104,6 @@ def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:
     # Mean aggregation (the default): the key's figures, then its task's fold (results.Fold).
     key_row, fold_row = list(executor.train_frames(iter([model_row, data_row]), **kwargs))
     assert int(key_row["rows"].iloc[0]) == 1 and int(key_row["key"].iloc[0]) == 0 and key_row["weights"].iloc[0] == b""
-    assert int(fold_row["key"].iloc[0]) == -1 and int(fold_row["rows"].iloc[0]) == 1
+    assert fold_row["kind"].iloc[0] == "fold" and int(fold_row["key"].iloc[0]) == 0 and int(fold_row["rows"].iloc[0]) == 1
     with pytest.raises(RuntimeError, match="2 model rows"):
         list(executor.train_frames(iter([model_row, model_row, data_row]), **kwargs))

@@ -7,9 +7,9 @@ packs it, :meth:`PartitionResult.from_row` checks and unpacks it. Weights and st
 ``.npz`` bytes, read with ``allow_pickle=False``.
 
 With mean aggregation a task *folds* its keys (:class:`Fold`): it checks each key's weights
-(state.check_update), sends each key's figures without its weights, and one extra row with
-``sum_k n_k * w_k`` over its accepted keys, whose ``key`` is negative: ``-1 - (the task's
-smallest key)``, which orders the folds the same way on every replay. So the driver receives one weight
+(state.check_update), sends each key's figures without its weights, and one extra row of ``kind``
+``fold`` with ``sum_k n_k * w_k`` over its accepted keys, the number of keys in ``keys`` and its
+task's smallest key in ``key``, which orders the folds the same way on every replay. So the driver receives one weight
 vector per task, not per key (P x 1.8 MB at the 2016 experiment's model). Robust aggregations need every
 vector and keep one per key.
 """
@@ -25,9 +25,10 @@ import numpy as np
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.weights import LSTMConfig, Weights, arrays_from_bytes, check_weights, schema, weights_to_bytes
 
+KEY, FOLD = "key", "fold"  # a result row's kind: one key's figures (and weights), or a task's fold
 RESULT_SCHEMA = (
-    "key int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, worker_pid int, rejected string, "
-    "abs_sum double, sq_sum double, naive_sum double"
+    "kind string, key int, keys int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, "
+    "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double"
 )
 
 
@@ -76,7 +77,9 @@ class PartitionResult:
     def to_row(self) -> dict[str, Any]:
         """One row of :data:`RESULT_SCHEMA` (column -> value)."""
         return {
+            "kind": KEY,
             "key": self.key,
+            "keys": 1,
             "rows": self.rows,
             "correct": self.prequential.correct,
             "loss_sum": self.prequential.loss_sum,
@@ -119,9 +122,11 @@ class Fold:
 
     def to_row(self, worker_pid: int = 0) -> dict[str, Any]:
         return {
-            "key": -1 - self.first_key,
+            "kind": FOLD,
+            "key": self.first_key,
+            "keys": self.keys,
             "rows": self.rows,
-            "correct": self.keys,  # the row's count column carries the number of keys folded
+            "correct": 0,
             "loss_sum": 0.0,
             "train_loss": 0.0,
             "weights": weights_to_bytes({"weighted_sum": self.weighted_sum}),
@@ -140,12 +145,12 @@ class Fold:
         size = sum(int(np.prod(shape)) for _, shape in schema(lstm))
         if vector.shape != (size,):
             raise ValueError(f"a folded result has shape {vector.shape}, the model has {size} values")
-        return cls(-1 - int(row["key"]), int(row["rows"]), int(row["correct"]), vector)
+        return cls(int(row["key"]), int(row["rows"]), int(row["keys"]), vector)
 
 
 def decode(rows: list[Mapping[str, Any]], lstm: LSTMConfig) -> tuple[list[PartitionResult], list[Fold]]:
     """A batch's result rows: the keys' results sorted by key, and the tasks' folds in a fixed order
     (by their first key), so the driver's float sums run in the same order on a replay."""
-    keys = sorted((PartitionResult.from_row(r, lstm) for r in rows if int(r["key"]) >= 0), key=lambda r: r.key)
-    folds = sorted((Fold.from_row(r, lstm) for r in rows if int(r["key"]) < 0), key=lambda f: f.first_key)
+    keys = sorted((PartitionResult.from_row(r, lstm) for r in rows if r["kind"] == KEY), key=lambda r: r.key)
+    folds = sorted((Fold.from_row(r, lstm) for r in rows if r["kind"] == FOLD), key=lambda f: f.first_key)
     return keys, folds

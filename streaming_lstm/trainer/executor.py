@@ -27,8 +27,6 @@ from streaming_lstm.core.weights import LSTMConfig, arrays_from_bytes, flatten, 
 from streaming_lstm.storage.store import pack_model, unpack_model
 from streaming_lstm.trainer.state import check_update
 
-RESULT_SCHEMA = results.RESULT_SCHEMA
-
 _CONFIG_CACHE: dict[str, AppConfig] = {}
 
 
@@ -70,16 +68,46 @@ def _maybe_fail(batch_id: int) -> None:
         faults.hit("worker", batch_id)
 
 
-def split_model_row(frame: pd.DataFrame, model_blob: Any = None) -> tuple[bytes, pd.DataFrame]:
-    """The model and the data rows of a task: the broadcast ``model_blob`` (classic mode), or else
-    the task's one model row (``_model`` set, keying.py; under Spark Connect)."""
+def split_model_row(parts: list[pd.DataFrame], model_blob: Any = None) -> tuple[bytes | None, pd.DataFrame]:
+    """A task's model and data rows: the broadcast ``model_blob`` (classic mode), or else the task's
+    one model row (``_model`` set, trainer/routing.py; under Spark Connect); ``None`` if it has none."""
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if model_blob is not None:
         return model_blob.value if hasattr(model_blob, "value") else model_blob, frame
+    if frame.empty or "_model" not in frame.columns:
+        return None, frame
     is_model = frame["_model"].notna().to_numpy()
     blobs = frame.loc[is_model, "_model"]
     if len(blobs) != 1:
-        raise RuntimeError(f"a training task received {len(blobs)} model rows; expected exactly 1 (keying.keyed_rows)")
-    return bytes(blobs.iloc[0]), frame.loc[~is_model]
+        raise RuntimeError(f"a task received {len(blobs)} model rows; expected exactly 1 (routing.model_rows)")
+    return bytes(blobs.iloc[0]), frame.loc[~is_model].reset_index(drop=True)
+
+
+class Folder:
+    """Mean aggregation: this task's keys folded into one row-weighted sum (results.Fold), each
+    key's update checked here against ``stream.max_update_norm`` first."""
+
+    def __init__(self, cfg: AppConfig, weights: dict[str, np.ndarray]) -> None:
+        self.limit = cfg.stream.max_update_norm
+        self.start = flatten(weights) if self.limit > 0 else None
+        self.total: np.ndarray | None = None
+        self.rows = self.keys = 0
+
+    def add(self, result: Any) -> Any:
+        """Fold ``result`` in; the result without its weights (or with its refusal) is returned."""
+        why = check_update(result.key, result.rows, result.weights, self.start, self.limit)
+        if why is None:
+            contribution = flatten(result.weights) * result.rows
+            self.total = contribution if self.total is None else self.total + contribution
+            self.rows, self.keys = self.rows + result.rows, self.keys + 1
+        return dataclasses.replace(result, weights={}, rejected=why)
+
+    def row(self, first_key: int) -> dict[str, Any] | None:
+        return None if self.total is None else results.Fold(first_key, self.rows, self.keys, self.total).to_row(os.getpid())
+
+
+def _one_row(row: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame({name: [value] for name, value in row.items()})
 
 
 def train_frames(
@@ -93,58 +121,44 @@ def train_frames(
     order, and a replayed batch must train on the rows in the same order to reproduce its weights.
     ``epochs`` is this batch's local epoch count (schedule.py), decided by the driver.
     """
-    training = _training()
     import time
 
     entered = time.perf_counter()
     cfg = _config(config_dict)
-    spec = training.TrainSpec.from_app(cfg, streaming=True)
     parts = list(frames) if frames is not None else []
     if not parts:
         return  # a batch with fewer rows than keys leaves a task's partition empty
-    blob, frame = split_model_row(pd.concat(parts, ignore_index=True), model_blob)
+    blob, frame = split_model_row(parts, model_blob)
     _maybe_fail(batch_id)
     if frame.empty:
-        return  # a batch with fewer rows than keys leaves some tasks only their model row
+        return  # ... or only its model row
+    training = _training()
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
+    assert blob is not None
     weights, norm = decode_model(blob, spec.model)
-    feats = cfg.input_columns()
-    # Mean aggregation: fold this task's keys into one row-weighted sum (results.Fold), checked here.
-    fold = cfg.stream.aggregation == "mean"
-    limit = cfg.stream.max_update_norm
-    start = flatten(weights) if fold and limit > 0 else None
-    folded: np.ndarray | None = None
-    folded_rows = folded_keys = 0
+    folder = Folder(cfg, weights) if cfg.stream.aggregation == "mean" else None
     keys = sorted(int(k) for k in frame["key"].unique())
     for key in keys:
         part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
-        x = part[feats].to_numpy(np.float64)
-        targets = cfg.data.target_columns()  # forecast: raw targets and naive forecasts, (N, C) each
-        y = part[targets].to_numpy(np.float64) if targets else part["label"].to_numpy(np.int32)
-        result = training.train_partition(
-            key,
-            weights,
-            norm,
-            x,
-            y,
-            spec,
-            epochs=epochs,
-            batch_size=cfg.train.batch_size,
-            seed=task_seed(cfg.model.seed, batch_id, key),
-            threads=threads,
-            naive=part[cfg.data.naive_columns()].to_numpy(np.float64) if targets else None,
-        )
-        if fold:
-            why = check_update(key, result.rows, result.weights, start, limit)
-            if why is None:
-                contribution = flatten(result.weights) * result.rows
-                folded = contribution if folded is None else folded + contribution
-                folded_rows, folded_keys = folded_rows + result.rows, folded_keys + 1
-            result = dataclasses.replace(result, weights={}, rejected=why)
-        done = dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid())
-        yield pd.DataFrame({name: [value] for name, value in done.to_row().items()})
-    if folded is not None:
-        row = results.Fold(keys[0], folded_rows, folded_keys, folded).to_row(os.getpid())
-        yield pd.DataFrame({name: [value] for name, value in row.items()})
+        result = train_key(training, spec, cfg, key, part, weights, norm, batch_id=batch_id, epochs=epochs, threads=threads)
+        if folder is not None:
+            result = folder.add(result)
+        yield _one_row(dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid()).to_row())
+    fold = folder.row(keys[0]) if folder is not None else None
+    if fold is not None:
+        yield _one_row(fold)
+
+
+def train_key(
+    training: ModuleType, spec: Any, cfg: AppConfig, key: int, part: pd.DataFrame, weights: Any, norm: NormStats, *, batch_id: int, epochs: int, threads: int
+) -> Any:
+    """One key's rows trained from the batch's starting weights (training.train_partition)."""
+    x = part[cfg.input_columns()].to_numpy(np.float64)
+    targets = cfg.data.target_columns()  # forecast: raw targets and naive forecasts, (N, C) each
+    y = part[targets].to_numpy(np.float64) if targets else part["label"].to_numpy(np.int32)
+    naive = part[cfg.data.naive_columns()].to_numpy(np.float64) if targets else None
+    seed = task_seed(cfg.model.seed, batch_id, key)
+    return training.train_partition(key, weights, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=seed, threads=threads, naive=naive)
 
 
 WARM_SCHEMA = "worker_pid int, seconds double"
@@ -189,59 +203,36 @@ def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any],
     class id, or (forecast) the forecasts in the targets' units and ``predicted`` -1; a rejected
     one passes through with ``error`` = its reason, so one Spark job handles both.
     """
+    blob, frame = split_model_row(list(frames), model_blob)
+    if frame.empty:
+        return
+    if blob is None:
+        raise RuntimeError("a scoring task received rows but no model row")
     training = _training()
     cfg = _config(config_dict)
     spec = training.TrainSpec.from_app(cfg)
-    feats = cfg.input_columns()
-    model: tuple[dict[str, np.ndarray], NormStats] | None = None
-    if model_blob is not None:
-        model = decode_model(model_blob.value if hasattr(model_blob, "value") else model_blob, spec.model)
-    pending: list[pd.DataFrame] = []  # data frames that came before the model row
-
-    def scored(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
-        assert model is not None
-        weights, norm = model
-        frame = frame.reset_index(drop=True)
-        if frame.empty:
-            return
-        ok = frame["reason"].isna().to_numpy()
-        x = frame.loc[ok, feats].to_numpy(np.float64)
-        if spec.model.forecast:
-            outputs = training.forecast(weights, norm, x, spec, threads)
-        else:
-            outputs = training.predict(weights, norm.transform(x), spec, threads).astype(np.float64)
-        column: list[Any] = [None] * len(frame)
-        predicted = np.full(len(frame), -1, np.int32)
-        for j, row in zip(np.flatnonzero(ok), outputs, strict=True):
-            column[j] = row
-        if not spec.model.forecast:
-            predicted[ok] = outputs.argmax(axis=1)
-        none = pd.Series([None] * len(frame), dtype=object)
-        yield pd.DataFrame(
-            {
-                "value": frame["value"],
-                "outputs": column,
-                "predicted": predicted,
-                "error": frame["reason"],
-                "_pos": frame["_pos"],
-                "entity": frame["entity"] if "entity" in frame.columns else none,
-                "end_time": frame["end_time"] if "end_time" in frame.columns else none.astype("float64"),
-            }
-        )
-
-    for frame in frames:
-        is_model = frame["_model"].notna().to_numpy() if "_model" in frame.columns else np.zeros(len(frame), bool)
-        if is_model.any():
-            if model is not None or is_model.sum() > 1:
-                raise RuntimeError("a scoring task received more than one model row; expected exactly 1")
-            model = decode_model(bytes(frame.loc[is_model, "_model"].iloc[0]), spec.model)
-            pending.append(frame.loc[~is_model])
-            for waiting in pending:
-                yield from scored(waiting)
-            pending = []
-        elif model is None:
-            pending.append(frame)
-        else:
-            yield from scored(frame)
-    if model is None and any(not f.empty for f in pending):
-        raise RuntimeError("a scoring task received rows but no model row")
+    weights, norm = decode_model(blob, spec.model)
+    ok = frame["reason"].isna().to_numpy()
+    x = frame.loc[ok, cfg.input_columns()].to_numpy(np.float64)
+    if spec.model.forecast:
+        outputs = training.forecast(weights, norm, x, spec, threads)
+    else:
+        outputs = training.predict(weights, norm.transform(x), spec, threads).astype(np.float64)
+    column: list[Any] = [None] * len(frame)
+    predicted = np.full(len(frame), -1, np.int32)
+    for j, row in zip(np.flatnonzero(ok), outputs, strict=True):
+        column[j] = row
+    if not spec.model.forecast:
+        predicted[ok] = outputs.argmax(axis=1)
+    none = pd.Series([None] * len(frame), dtype=object)
+    yield pd.DataFrame(
+        {
+            "value": frame["value"],
+            "outputs": column,
+            "predicted": predicted,
+            "error": frame["reason"],
+            "_pos": frame["_pos"],
+            "entity": frame["entity"] if "entity" in frame.columns else none,
+            "end_time": frame["end_time"] if "end_time" in frame.columns else none.astype("float64"),
+        }
+    )

@@ -46,9 +46,9 @@ from streaming_lstm.storage.fs import join
 from streaming_lstm.storage.metrics import METRICS_FILE, BatchMetrics, MetricsLog, forecast_fields, format_line
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
-from streaming_lstm.trainer import batch_counts, executor
+from streaming_lstm.trainer import batch_counts, executor, routing
 from streaming_lstm.trainer.batch_counts import BatchCounts
-from streaming_lstm.trainer.routing import keyed_rows
+from streaming_lstm.trainer.routing import keyed_rows, route_keys
 from streaming_lstm.trainer.state import TrainerState, Update
 from streaming_lstm.trainer.window_state import in_window_order
 
@@ -57,22 +57,6 @@ log = logging.getLogger("streaming_lstm.trainer.handler")
 
 class StopRequested(RuntimeError):
     """Raised inside a batch that starts after a stop was requested, so Spark does not commit it."""
-
-
-def route_keys(spark: SparkSession, partitions: int) -> list[int]:
-    """For each slot j < P a long value that ``repartition(P, col)`` sends to shuffle partition j.
-
-    Spark's hash partitioning is ``pmod(murmur3(value), P)``, which is what ``F.hash`` computes, so
-    one small query finds a value per partition; keys then never share a task.
-    """
-    found: dict[int, int] = {}
-    upper = 64 * partitions
-    while len(found) < partitions:
-        rows = spark.range(0, upper).select("id", F.pmod(F.hash(F.col("id")), F.lit(partitions)).alias("p")).collect()
-        for row in rows:
-            found.setdefault(int(row["p"]), int(row["id"]))
-        upper *= 4
-    return [found[j] for j in range(partitions)]
 
 
 def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int]:
@@ -95,9 +79,8 @@ def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, routes: list[i
     """
     started = time.perf_counter()
     connect.describe(spark, "streaming-lstm: warm up the Python workers")
-    slots = spark.range(tasks).withColumn("_route", F.element_at(F.array(*[F.lit(r) for r in routes]), F.col("id").cast("int") + 1))
     fn = functools.partial(executor.warm_frames, config_dict=cfg.to_dict(), threads=threads)
-    slots.repartition(tasks, F.col("_route")).mapInPandas(fn, executor.WARM_SCHEMA).collect()
+    routing.to_tasks(routing.slots(spark, routes), routes).mapInPandas(fn, executor.WARM_SCHEMA).collect()
     return time.perf_counter() - started
 
 

@@ -42,7 +42,7 @@ from streaming_lstm.spark import connect
 from streaming_lstm.storage.store import ModelStore, SavedModel
 from streaming_lstm.trainer import executor
 from streaming_lstm.trainer.remote import require_local_path
-from streaming_lstm.trainer.routing import model_rows
+from streaming_lstm.trainer.routing import route_keys, with_model_rows
 
 
 class StreamPredictor:
@@ -53,8 +53,6 @@ class StreamPredictor:
         self.saved: SavedModel | None = None
         self.blob: bytes = b""
         self.shipped: Any = None
-        from streaming_lstm.trainer.handler import route_keys
-
         self.routes = route_keys(spark, connect.default_parallelism(spark))
         self.rows_scored = 0
         self.rows_rejected = 0
@@ -88,12 +86,8 @@ class StreamPredictor:
         where they are, with the broadcast model. Under Connect, which has no broadcast, one model
         row per scoring task is added (executor.score_frames) and all are routed by ``_route``: each
         input partition goes whole to one task, and ``_pos`` restores the order afterwards."""
-        if self.shipped is not None:
-            return rows.withColumn("_pos", F.monotonically_increasing_id())
-        routes = self.routes
-        pick = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.pmod(F.spark_partition_id(), F.lit(len(routes))) + 1)
-        data = rows.withColumn("_pos", F.monotonically_increasing_id()).withColumn("_route", pick).withColumn("_model", F.lit(None).cast("binary"))
-        return data.unionByName(model_rows(self.spark, routes, self.blob), allowMissingColumns=True).repartition(len(routes), F.col("_route")).drop("_route")
+        numbered = rows.withColumn("_pos", F.monotonically_increasing_id())
+        return numbered if self.shipped is not None else with_model_rows(numbered, self.routes, self.blob)
 
     def warm_up(self) -> float:
         """Import TF and trace the prediction function in every Python worker (seconds taken).

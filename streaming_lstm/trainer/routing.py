@@ -38,7 +38,8 @@ from streaming_lstm.parse.spark_parse import POSITION
 
 LOCAL_BITS = 33  # monotonically_increasing_id() = (partition index << 33) + position in partition
 ORDER_BITS = 40  # _idx = part << 40 | (offset or position) mod 2**40
-MODEL_KEY = -1  # the key of the model rows (data keys are 0..P-1)
+ROUTE = "_route"  # the column repartition(T, _route) sends each row to its task by
+MODEL = "_model"  # a model row's bytes; NULL on data rows. A model row's key is NULL too.
 
 
 def key_of(position: int, part: int, shift: int, partitions: int) -> int:
@@ -47,6 +48,45 @@ def key_of(position: int, part: int, shift: int, partitions: int) -> int:
 
 def order_of(part: int, offset: int | None, position: int) -> int:
     return (part << ORDER_BITS) + ((position if offset is None else offset) & ((1 << ORDER_BITS) - 1))
+
+
+def route_keys(spark: SparkSession, partitions: int) -> list[int]:
+    """For each slot j < P a long value that ``repartition(P, col)`` sends to shuffle partition j.
+
+    Spark's hash partitioning is ``pmod(murmur3(value), P)``, which is what ``F.hash`` computes, so
+    one small query finds a value per partition; keys then never share a task.
+    """
+    found: dict[int, int] = {}
+    upper = 64 * partitions
+    while len(found) < partitions:
+        rows = spark.range(0, upper).select("id", F.pmod(F.hash(F.col("id")), F.lit(partitions)).alias("p")).collect()
+        for row in rows:
+            found.setdefault(int(row["p"]), int(row["id"]))
+        upper *= 4
+    return [found[j] for j in range(partitions)]
+
+
+def route_of(routes: Sequence[int], slot: Column) -> Column:
+    """The route value of task ``slot`` (0-based): a long, as :func:`route_keys` found it (an int
+    literal would hash differently)."""
+    return F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), slot.cast("int") + 1)
+
+
+def to_tasks(rows: DataFrame, routes: Sequence[int]) -> DataFrame:
+    """``rows`` moved to their tasks by ``_route``, which is then dropped."""
+    return rows.repartition(len(routes), F.col(ROUTE)).drop(ROUTE)
+
+
+def slots(spark: SparkSession, routes: Sequence[int]) -> DataFrame:
+    """One row per task (``id``, ``_route``): what reaches every task once."""
+    return spark.range(len(routes)).withColumn(ROUTE, route_of(routes, F.col("id")))
+
+
+def model_rows(spark: SparkSession, routes: Sequence[int], model: bytes) -> DataFrame:
+    """One row per task, ``_route`` and ``_model`` (the model's bytes): what a union before
+    :func:`to_tasks` delivers to every task where there is no broadcast (training below, and
+    scoring under Spark Connect)."""
+    return slots(spark, routes).select(ROUTE, F.lit(bytearray(model)).alias(MODEL))
 
 
 def keyed_rows(valid: DataFrame, shift: int, partitions: int, routes: Sequence[int], model: bytes | None = None) -> DataFrame:
@@ -63,19 +103,17 @@ def keyed_rows(valid: DataFrame, shift: int, partitions: int, routes: Sequence[i
     part: Column = F.coalesce(F.col(f"{POSITION}.p"), F.spark_partition_id().cast("long"))
     order = F.shiftleft(part, ORDER_BITS) + F.coalesce(F.col(f"{POSITION}.o"), position).bitwiseAND((1 << ORDER_BITS) - 1)
     key = F.pmod(position + part + F.lit(shift), F.lit(partitions)).cast("int")
-    task = F.pmod(F.col("key"), F.lit(tasks)) + 1  # key k runs in task k mod T
-    route = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), task)
-    keyed = with_mid.withColumn("_idx", order).withColumn("key", key).withColumn("_route", route).drop(POSITION)
+    route = route_of(routes, F.pmod(F.col("key"), F.lit(tasks)))  # key k runs in task k mod T
+    keyed = with_mid.withColumn("_idx", order).withColumn("key", key).withColumn(ROUTE, route).drop(POSITION, "_mid")
     if model is None:
-        return keyed.repartition(tasks, F.col("_route")).drop("_route", "_mid")
-    slots = model_rows(valid.sparkSession, routes, model).select(F.lit(MODEL_KEY).alias("key"), F.lit(-1).cast("long").alias("_idx"), "_route", "_model")
-    both = keyed.withColumn("_model", F.lit(None).cast("binary")).unionByName(slots, allowMissingColumns=True)
-    return both.repartition(tasks, F.col("_route")).drop("_route", "_mid")
+        return to_tasks(keyed, routes)
+    shipped = model_rows(valid.sparkSession, routes, model).select(F.lit(None).cast("int").alias("key"), F.lit(-1).cast("long").alias("_idx"), ROUTE, MODEL)
+    return to_tasks(keyed.withColumn(MODEL, F.lit(None).cast("binary")).unionByName(shipped, allowMissingColumns=True), routes)
 
 
-def model_rows(spark: SparkSession, routes: Sequence[int], model: bytes) -> DataFrame:
-    """One row per task, ``_route`` (its route value) and ``_model`` (the model's bytes): what a
-    union before ``repartition(T, _route)`` delivers to every task where there is no broadcast
-    (training above, and predictor.py under Spark Connect)."""
-    route = F.element_at(F.array(*[F.lit(r).cast("long") for r in routes]), F.col("id").cast("int") + 1)
-    return spark.range(len(routes)).select(route.alias("_route"), F.lit(bytearray(model)).alias("_model"))
+def with_model_rows(rows: DataFrame, routes: Sequence[int], model: bytes) -> DataFrame:
+    """``rows`` kept together by input partition (partition i goes whole to task i mod T), plus one
+    model row per task: scoring where there is no broadcast."""
+    pick = route_of(routes, F.pmod(F.spark_partition_id(), F.lit(len(routes))))
+    data = rows.withColumn(ROUTE, pick).withColumn(MODEL, F.lit(None).cast("binary"))
+    return to_tasks(data.unionByName(model_rows(rows.sparkSession, routes, model), allowMissingColumns=True), routes)

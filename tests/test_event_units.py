@@ -36,7 +36,7 @@ def test_the_shipped_event_config_loads_and_shapes_a_forecaster() -> None:
         ({"data.task": "regress"}, "data.task: must be one of classify, forecast, got 'regress'"),
         ({"data.targets": "[]"}, "data.targets: forecasting needs at least one target column"),
         ({"data.targets": '["sun"]'}, "data.columns: must contain 'sun'"),
-        ({"data.entity": ""}, "data.entity: event mode needs the entity column"),
+        ({"data.entity": "station"}, "data.columns: must contain 'station'"),  # optional, but a named entity must be a column
         ({"data.time": "when"}, "data.columns: must contain 'when'"),
         ({"data.horizon": 0}, "data.horizon: must be >= 1, got 0"),
         ({"data.stride": 0}, "data.stride: must be >= 1, got 0"),

@@ -58,7 +58,7 @@ def test_balanced_partitions_exactly_once_and_it_learns(spark: Any, iris_lines: 
             feed(rows[start : start + 50])
         history = trainer.history
     assert [m["batch_id"] for m in history] == list(range(12))
-    assert not any(m["count_job"] for m in history), "clean batches need no counting job (batch_counts.py)"
+    assert not any(m["count_job"] for m in history), "clean batches need no counting job (parse/counts.py)"
     for m in history:
         sizes = m["partition_rows"]
         assert len(sizes) == 3 and max(sizes) - min(sizes) <= 1, sizes
@@ -225,8 +225,8 @@ def test_observed_counts_are_used_only_when_provably_exact(spark: Any) -> None:
     merges every attempt of a re-executed stage) or saw any other row falls back to an exact count."""
     from pyspark.sql import functions as F
 
+    from streaming_lstm.parse import counts as batch_counts
     from streaming_lstm.parse.rows import HEADER
-    from streaming_lstm.trainer import batch_counts
 
     parsed = spark.createDataFrame([(None,), (None,), (None,), ("bad",), (HEADER,)], "reason string")
     clean = parsed.filter(F.col("reason").isNull())

@@ -24,7 +24,8 @@ from pyspark.sql import functions as F
 
 from streaming_lstm.core.config import DataConfig, data_columns
 from streaming_lstm.parse import rows
-from streaming_lstm.parse.spark_parse import POSITION, field_count_reason, field_stage, first_true, named, number_rules, with_counts
+from streaming_lstm.parse.counts import with_counts
+from streaming_lstm.parse.spark_parse import POSITION, field_stage, number_rules, structure_reason
 
 MAX_EPOCH_SECONDS = 1e11  # about the year 5138: larger numbers are not event times
 
@@ -62,14 +63,7 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
     stage = stage.select("*", nums.alias("_nums"), field(data.entity).alias("entity"), when.alias("t"), *[v.alias(f"v{i}") for i, v in enumerate(values)])
 
     nums = F.col("_nums")
-    all_columns = F.array(*[F.lit(c) for c in columns])
-    reason = F.when(F.col("_blank"), F.lit(rows.EMPTY)).when(F.col("_malformed"), F.lit(rows.MALFORMED_QUOTING)).when(fields == all_columns, F.lit(rows.HEADER))
-    if data.format == "csv":
-        reason = reason.when(F.col("_count") != len(columns), field_count_reason(F.col("_count"), len(columns)))
-    else:
-        missing = first_true(F.transform(fields, lambda x: x.isNull()))
-        reason = reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))
-    reason = reason.when(F.col("entity").isNull() | (F.col("entity") == ""), F.lit(missing_entity_reason(data.entity))).when(
+    reason = structure_reason(data).when(F.col("entity").isNull() | (F.col("entity") == ""), F.lit(missing_entity_reason(data.entity))).when(
         F.col("t").isNull(), F.lit(invalid_time_reason(data.time))
     )
     reason = number_rules(reason, nums, names, data.max_abs_value)

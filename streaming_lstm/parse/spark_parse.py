@@ -12,9 +12,9 @@ from pyspark.sql import functions as F
 
 from streaming_lstm.core.config import DataConfig, data_columns
 from streaming_lstm.parse import rows
+from streaming_lstm.parse.counts import with_counts
 
 RAW_LIMIT = rows.RAW_LIMIT
-OBSERVATION = "streaming_lstm"  # the name of the query's observed metrics
 
 
 def feature_names(data: DataConfig) -> list[str]:
@@ -95,6 +95,20 @@ def field_count_reason(count: Column, n: int) -> Column:
     return F.concat(F.lit(rows.field_count_reason(n, 0)[:-1]), count.cast("string"))
 
 
+def structure_reason(data: DataConfig) -> Column:
+    """The rules a line meets before its values are read (rows.local_row's first half), over
+    :func:`field_stage`'s columns: not blank; CSV: well quoted, not the header, as many fields as
+    columns; JSON: every column present."""
+    columns = data_columns(data)
+    fields, all_columns = F.col("_fields"), F.array(*[F.lit(c) for c in columns])
+    reason = F.when(F.col("_blank"), F.lit(rows.EMPTY))
+    if data.format == "csv":
+        reason = reason.when(F.col("_malformed"), F.lit(rows.MALFORMED_QUOTING)).when(fields == all_columns, F.lit(rows.HEADER))
+        return reason.when(F.col("_count") != len(columns), field_count_reason(F.col("_count"), len(columns)))
+    missing = first_true(F.transform(fields, lambda x: x.isNull()))
+    return reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))
+
+
 def number_rules(reason: Column, nums: Column, names: Column, limit: float) -> Column:
     """rows.py's number rules over an array of parsed doubles (NULL: did not parse), named by
     ``names``, appended to ``reason``: non-numeric, non-finite, out of range, in that order."""
@@ -125,15 +139,8 @@ def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> Dat
     label = F.try_element_at(class_map, F.try_element_at(fields, F.lit(index[data.label])))
     stage = stage.select("*", F.transform(raw, lambda x: x.try_cast("double")).alias("_nums"), label.cast("int").alias("label"))
 
-    nums, names, all_columns = F.col("_nums"), F.array(*[F.lit(n) for n in data.features]), F.array(*[F.lit(c) for c in columns])
-    reason = F.when(F.col("_blank"), F.lit(rows.EMPTY))
-    if data.format == "csv":
-        reason = reason.when(F.col("_malformed"), F.lit(rows.MALFORMED_QUOTING)).when(fields == all_columns, F.lit(rows.HEADER))
-        reason = reason.when(F.col("_count") != len(columns), field_count_reason(F.col("_count"), len(columns)))
-    else:
-        missing = first_true(F.transform(fields, lambda x: x.isNull()))
-        reason = reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))
-    reason = number_rules(reason, nums, names, data.max_abs_value)
+    nums, names = F.col("_nums"), F.array(*[F.lit(n) for n in data.features])
+    reason = number_rules(structure_reason(data), nums, names, data.max_abs_value)
     if require_label:
         reason = reason.when(F.col("label").isNull(), F.lit(rows.UNKNOWN_LABEL))
     return stage.select("value", *[nums[i].alias(n) for i, n in enumerate(feature_names(data))], "label", reason.alias("reason"), POSITION)
@@ -175,18 +182,6 @@ def observed(source: DataFrame, data: DataConfig, *, require_label: bool = True)
     parsed instead of parsing it again.
     """
     return with_counts(parse(source, data, require_label=require_label))
-
-
-def with_counts(parsed: DataFrame) -> DataFrame:
-    """``parsed`` (a ``reason`` column) with its counts as the observed metrics :func:`observed` names."""
-    reason = F.col("reason")
-    return parsed.observe(
-        OBSERVATION,
-        F.count(F.lit(1)).alias("rows_in"),
-        F.count_if(reason.isNull()).alias("rows_valid"),
-        F.count_if(reason.isNotNull() & (reason != rows.HEADER)).alias("rows_dead"),
-        F.count_if(reason == rows.HEADER).alias("headers_skipped"),
-    )
 
 
 def parsed_batch(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:

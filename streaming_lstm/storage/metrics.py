@@ -38,7 +38,7 @@ class BatchMetrics(TypedDict, total=False):
     latency_s: float  # the handler's wall time for this batch
     time: float  # unix time when the batch was applied
     step_seconds: dict[str, float]
-    count_job: bool  # the batch's counts needed their own Spark job (batch_counts.settle)
+    count_job: bool  # the batch's counts needed their own Spark job (parse/counts.settle)
     drift: int  # 1 if ADWIN raised an alarm at this batch
     drift_raised: bool
     drift_detections: int

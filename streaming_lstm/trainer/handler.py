@@ -5,7 +5,7 @@ For each micro-batch ``(df, batch_id)``:
 1. A batch id the state has already applied is skipped and logged (Spark replays the last
    uncommitted batch after a restart; the model that includes it may already be on disk).
 2. Rows are parsed and validated in Spark SQL and cached, their counts observed by the training
-   job as it reads them (batch_counts.py: one Spark job for a clean batch; an exact count of the
+   job as it reads them (parse/counts.py: one Spark job for a clean batch; an exact count of the
    cached rows when a batch has rejected rows or the observation could be off).
 3. Valid rows are keyed in the same job (keying.py): ``(position in its source partition + that
    partition + a shift seeded by the batch id) mod P``, so P partitions whose sizes differ by at
@@ -38,6 +38,8 @@ from streaming_lstm.core.drift import Adwin
 from streaming_lstm.core.results import RESULT_SCHEMA, Fold, PartitionResult, decode
 from streaming_lstm.core.seeds import key_shift
 from streaming_lstm.core.weights import LSTMConfig
+from streaming_lstm.parse import counts as batch_counts
+from streaming_lstm.parse.counts import BatchCounts
 from streaming_lstm.parse.spark_parse import POSITION, dead_letters, parsed_batch
 from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
@@ -46,8 +48,7 @@ from streaming_lstm.storage.fs import join
 from streaming_lstm.storage.metrics import METRICS_FILE, BatchMetrics, MetricsLog, forecast_fields, format_line
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
-from streaming_lstm.trainer import batch_counts, executor, routing
-from streaming_lstm.trainer.batch_counts import BatchCounts
+from streaming_lstm.trainer import executor, routing
 from streaming_lstm.trainer.routing import keyed_rows, route_keys
 from streaming_lstm.trainer.state import TrainerState, Update
 from streaming_lstm.trainer.window_state import in_window_order
@@ -178,7 +179,7 @@ class StreamingTrainer:
             return  # an empty batch changes nothing and needs no version
         metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
         # "read_parse_train" includes decoding the results (PartitionResult.from_row); "count" is
-        # batch_counts.exact_counts' job when the observed counts were not enough (else ~0).
+        # counts.exact_counts' job when the observed counts were not enough (else ~0).
         metrics["step_seconds"] = {"read_parse_train": t_train - started, "count": t_count - t_train, "dead_letters": t_dead - t_count}
         metrics["count_job"] = counts.exact_job
         self._apply(batch_id, results, folds, metrics)

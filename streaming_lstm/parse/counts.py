@@ -1,4 +1,10 @@
-"""A micro-batch's row counts, counted inside the training job where that is exact.
+"""A micro-batch's row counts, one vocabulary for every counter: ``rows_in``, ``rows_valid``,
+``rows_dead``, ``headers_skipped``, ``events_accepted``.
+
+Two counters use it. :func:`with_counts` puts the counts into the streaming plan as the query's
+observed metrics (``lastProgress["observedMetrics"]["streaming_lstm"]``, for users and any
+``StreamingQueryListener``). The trainer's own count, below, is counted inside the training job
+where that is exact.
 
 The trainer needs, per batch: valid rows (to check that each was trained exactly once), rejected
 rows per reason (the batch line, the dead letters), header rows and, in event mode, the events the
@@ -21,10 +27,32 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Observation
+from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
 from streaming_lstm.parse.rows import ACCEPTED, HEADER
+
+OBSERVATION = "streaming_lstm"  # the name of the query's observed metrics
+ROWS_IN, VALID, DEAD, HEADERS, EVENTS = "rows_in", "rows_valid", "rows_dead", "headers_skipped", "events_accepted"
+
+
+def count_columns(parsed: DataFrame) -> list[Column]:
+    """The counts of ``parsed`` (a ``reason`` column; event mode's tally rows also ``events``) as
+    aggregate columns. Header rows and tally rows are counted, not dead."""
+    reason = F.col("reason")
+    cols = [
+        F.count_if(reason.isNull()).alias(VALID),
+        F.count_if(reason.isNotNull() & ~reason.isin(HEADER, ACCEPTED)).alias(DEAD),
+        F.count_if(reason == HEADER).alias(HEADERS),
+    ]
+    if "events" in parsed.columns:
+        cols.append(F.coalesce(F.sum(F.when(reason == ACCEPTED, F.col("events"))), F.lit(0)).cast("long").alias(EVENTS))
+    return cols
+
+
+def with_counts(parsed: DataFrame) -> DataFrame:
+    """``parsed`` with its counts (and ``rows_in``) as the streaming query's observed metrics."""
+    return parsed.observe(OBSERVATION, F.count(F.lit(1)).alias(ROWS_IN), *count_columns(parsed))
 
 
 @dataclass(frozen=True)
@@ -50,17 +78,8 @@ class BatchCounts:
 def observe(parsed: DataFrame) -> tuple[DataFrame, Observation]:
     """``parsed`` (a ``reason`` column; event mode also ``events``) with its counts observed by
     whichever action runs on it or on a frame derived from it."""
-    reason = F.col("reason")
-    events = F.sum(F.when(reason == ACCEPTED, F.col("events"))) if "events" in parsed.columns else F.lit(0)
     obs = Observation(f"streaming_lstm_counts_{uuid.uuid4().hex}")  # one-shot: a new name per batch
-    observed = parsed.observe(
-        obs,
-        F.count_if(reason.isNull()).alias("valid"),
-        F.count_if(reason.isNotNull() & ~reason.isin(HEADER, ACCEPTED)).alias("dead"),
-        F.count_if(reason == HEADER).alias("headers"),
-        F.coalesce(events, F.lit(0)).cast("long").alias("events"),
-    )
-    return observed, obs
+    return parsed.observe(obs, *count_columns(parsed)), obs
 
 
 def settle(obs: Observation, rows_trained: int, parsed: DataFrame) -> BatchCounts:
@@ -72,7 +91,7 @@ def settle(obs: Observation, rows_trained: int, parsed: DataFrame) -> BatchCount
         # Spark may prune the observed node from an empty batch's plan; classic PySpark then fails
         # converting the empty metrics row (an AssertionError in PythonSQLUtils.toPyRow).
         return exact_counts(parsed)
-    valid, dead, headers, events = (int(seen.get(k) or 0) for k in ("valid", "dead", "headers", "events"))
+    valid, dead, headers, events = (int(seen.get(k) or 0) for k in (VALID, DEAD, HEADERS, EVENTS))
     if valid == rows_trained and dead == 0 and headers == 0 and events == 0:
         return BatchCounts(valid, {})
     return exact_counts(parsed)
@@ -81,7 +100,7 @@ def settle(obs: Observation, rows_trained: int, parsed: DataFrame) -> BatchCount
 def exact_counts(parsed: DataFrame) -> BatchCounts:
     """One small aggregation over the batch: rows per reason, tally rows' events."""
     events = F.sum("events") if "events" in parsed.columns else F.lit(0)
-    rows = parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("count"), events.alias("events")).collect()
+    rows = parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("count"), events.alias("events")).collect()  # a few rows: one per reason
     by_reason = {r["reason"]: int(r["count"]) for r in rows}
     accepted = sum(int(r["events"] or 0) for r in rows if r["reason"] == ACCEPTED)
     valid = by_reason.pop(None, 0)

@@ -53,7 +53,7 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
         spark = session.spark
         noop_feed, train_feed = FileFeed(base / "noop"), FileFeed(base / "train")
         noop_q = file_source(spark, noop_feed.dir, cfg).writeStream.foreachBatch(noop).option("checkpointLocation", str(base / "ck-noop")).start()
-        trainer = make_trainer(spark, cfg, str(base / "ck-train"), echo=False)
+        trainer = make_trainer(spark, cfg, str(base / "ck-train"))
         trainer.warm_up()
         train_q = start_query(trainer, file_source(spark, train_feed.dir, cfg))
         spec = training.TrainSpec.from_app(cfg, streaming=True)

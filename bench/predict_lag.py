@@ -77,7 +77,7 @@ def measure(spark: Any, lines: list[str], pred_trigger: float, versions: int, rn
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.keep_versions": versions + 10})
     ck = tmp / "ck"
     train_src = MemorySource(spark)
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     trainer.warm_up()
     tq = start_query(trainer, train_src.df())
     train_src.add([lines[i] for i in rng.integers(0, len(lines), 50)])

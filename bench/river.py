@@ -122,7 +122,7 @@ def run_lstm(spark: Any, csv: Path, lines: list[str], batch: int, overrides: dic
         overrides = {"model.features_per_step": len(proposed["data"]["features"]) // int(overrides["model.timesteps"]), **overrides}
     cfg = load_config(conf, {"stream.trigger": "0s", "stream.tensorboard": False, **overrides})
     source = MemorySource(spark)
-    trainer = StreamingTrainer(spark, cfg, workdir / "ck", echo=False)
+    trainer = StreamingTrainer(spark, cfg, workdir / "ck")
     trainer.warm_up()
     started = time.perf_counter()
     query = start_query(trainer, source.df())

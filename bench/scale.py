@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in ps:
             over = {"stream.partitions": n, "stream.trigger": "0s", "model.hidden": "128,256", "train.batch_size": 10}
             cfg = load_config(ROOT / "conf" / "iris.toml", {**over, "train.local_epochs": 1, "train.warmup_epochs": 0})
-            trainer = StreamingTrainer(spark, cfg, base / f"ck-{n}", echo=False)
+            trainer = StreamingTrainer(spark, cfg, base / f"ck-{n}")
             trainer.warm_up()
             feed = FileFeed(base / f"in-{n}")
             queries[n] = (feed, start_query(trainer, file_source(spark, feed.dir, cfg)))

@@ -57,7 +57,7 @@ def child_stream(partitions: int, epochs: int, started: float) -> dict[str, Any]
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     source = MemorySource(spark)
     with tempfile.TemporaryDirectory() as ck:
-        trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+        trainer = StreamingTrainer(spark, cfg, ck)
         query = start_query(trainer, source.df())
         try:
             source.add(rows)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         feed = FileFeed(base / "in")
-        trainer = StreamingTrainer(spark, cfg, base / "ck", echo=False)
+        trainer = StreamingTrainer(spark, cfg, base / "ck")
         trainer.warm_up()
         query = start_query(trainer, file_source(spark, feed.dir, cfg))
         try:

@@ -238,7 +238,7 @@ def test_spark_submit_to_a_standalone_cluster_on_hdfs_survives_a_killed_worker(
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.trigger": "0s"})
     local_ck = join(base, "local")
-    trainer = StreamingTrainer(spark, cfg, local_ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, local_ck)
     run(trainer, file_source(spark, join(base, "incoming"), cfg), max_batches=BATCHES)
     assert trainer.state.rows_seen == 600 * BATCHES
     _, cluster_ev = evaluate(ck, iris_csv)

@@ -64,7 +64,7 @@ def classic_weights(spark: Any, stream_files: Path, tmp_path_factory: pytest.Tem
         cfg = config_from_args(args)
     finally:
         os.chdir(cwd)
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     trainer.warm_up()
     result = runner.run(trainer, file_source(spark, stream_files, cfg), idle_timeout=5)
     assert result.rows_trained == FILES * ROWS

@@ -118,7 +118,7 @@ def trainer_on(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[A
     from streaming_lstm.trainer.sources import MemorySource
 
     source = MemorySource(spark)
-    trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
+    trainer = StreamingTrainer(spark, cfg, checkpoint)
     with state_partitions(spark, 2):
         query = start_query(trainer, source.df())
 

@@ -99,7 +99,7 @@ def test_driver_killed_on_the_event_path_forms_and_trains_each_window_once(spark
 
     reference = tmp_path / "reference"
     ref_cfg = config_from_args(build_parser().parse_args(["train", *args(reference)]))
-    trainer = StreamingTrainer(spark, ref_cfg, reference, echo=False)
+    trainer = StreamingTrainer(spark, ref_cfg, reference)
     run(trainer, read_kafka(spark, ref_cfg, kafka.bootstrap, topic, {}), idle_timeout=6)
 
     killed_m, ref_m = metrics(ck), metrics(reference)

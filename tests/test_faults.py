@@ -79,7 +79,7 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
 
     reference = tmp_path / "reference"
     cfg = config_from_args(build_parser().parse_args(["train", *args(reference), "--conf", str(ROOT / "conf" / "iris.toml")]))
-    trainer = StreamingTrainer(spark, cfg, reference, echo=False)
+    trainer = StreamingTrainer(spark, cfg, reference)
     run(trainer, read_kafka(spark, cfg, broker.bootstrap, topic, {}), idle_timeout=6)
 
     killed_m, ref_m = metrics(ck), metrics(reference)
@@ -177,7 +177,7 @@ def test_broker_killed_and_restarted_on_its_data_dir_mid_stream_loses_and_double
     sink = KafkaSink(broker.bootstrap, topic, 3, {})
     replay(iris_lines, sink, rate=0, loops=4, seed=1)  # 600 rows: ten capped batches of backlog
     sink.close()
-    trainer = StreamingTrainer(spark, cfg, tmp_path / "ck", echo=False)
+    trainer = StreamingTrainer(spark, cfg, tmp_path / "ck")
     source = read_kafka(spark, cfg, broker.bootstrap, topic, {"brokerWaitSeconds": "120"})
     stop = threading.Event()
     outcome: list[RunResult | BaseException] = []

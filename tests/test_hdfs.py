@@ -61,7 +61,7 @@ def test_stream_on_hdfs_trains_every_row_once_and_evaluate_export_report_predict
     incoming, ck = join(base, "in"), join(base, "ck")
     put_shuffled(incoming, iris_lines, 3, seed=4, extra="5.1,3.5,oops,0.2,Iris-setosa")
     cfg = config()
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     result = run(trainer, file_source(spark, incoming, cfg), max_batches=3)
     assert result.rows_trained == 450 and trainer.state.rows_seen == 450
 
@@ -164,7 +164,7 @@ def test_driver_killed_with_input_and_checkpoint_on_hdfs_and_a_server_optimizer_
 
     reference = join(base, "reference")
     cfg = config_from_args(build_parser().parse_args(["train", *args(reference), "--conf", str(ROOT / "conf" / "iris.toml")]))
-    trainer = StreamingTrainer(spark, cfg, reference, echo=False)
+    trainer = StreamingTrainer(spark, cfg, reference)
     run(trainer, file_source(spark, incoming, cfg), max_batches=5)
 
     killed_m, ref_m = read_metrics(killed), read_metrics(reference)

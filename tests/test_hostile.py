@@ -80,7 +80,7 @@ def test_fuzz_ten_thousand_hostile_rows(spark: Any, iris_lines: list[str], tmp_p
 
     cfg = config(**{"stream.max_files_per_trigger": 1, "stream.partitions": 2})
     ck = tmp_path / "ck"
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     query = start_query(trainer, file_source(spark, incoming, cfg))
     try:
         query.processAllAvailable()

@@ -45,7 +45,7 @@ def train_until(
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import start_query
 
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     query = start_query(trainer, read_kafka(spark, cfg, broker.bootstrap, name, options or {}))
     try:
         if after_start:
@@ -157,7 +157,7 @@ def test_records_deleted_before_they_were_read_stop_the_query_naming_partitions_
     name, ck, _cut, lost = lost_records
     assert lost > 0
     cfg = config(reader)
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     with pytest.raises(RuntimeError, match=r"the streaming query failed: .*(offset|Offset).*") as err:
         run(trainer, read_kafka(spark, cfg, kafka.bootstrap, name, {}), idle_timeout=20)
     message = str(err.value)
@@ -175,7 +175,7 @@ def test_records_deleted_before_they_were_read_are_skipped_and_counted_without_f
 
     name, ck, _cut, lost = lost_records
     cfg = config(reader, **{"stream.fail_on_data_loss": False})
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     result = run(trainer, read_kafka(spark, cfg, kafka.bootstrap, name, {}), idle_timeout=6)
     assert trainer.state.rows_seen == 150 - lost
     assert result.records_skipped == lost
@@ -223,7 +223,7 @@ def test_socket_producer_feeds_the_trainer(spark: Any, iris_lines: list[str], tm
     sink = SocketSink("127.0.0.1", 0, stop, lambda _m: None)
     sent = threading.Thread(target=lambda: replay(iris_lines, sink, rate=0, loops=2, stop=stop), daemon=True)
     sent.start()
-    trainer = StreamingTrainer(spark, config(), tmp_path / "ck", echo=False)
+    trainer = StreamingTrainer(spark, config(), tmp_path / "ck")
     query = start_query(trainer, socket_source(spark, "127.0.0.1", sink.port))
     try:
         deadline = time.monotonic() + 120

@@ -35,7 +35,7 @@ def streaming(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[An
     from streaming_lstm.trainer.sources import MemorySource
 
     source = MemorySource(spark)
-    trainer = StreamingTrainer(spark, cfg, checkpoint, echo=False)
+    trainer = StreamingTrainer(spark, cfg, checkpoint)
     query = start_query(trainer, source.df())
 
     def feed(rows: list[str]) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def test_replayed_batch_changes_nothing_and_restart_continues(spark: Any, iris_l
 
     cfg = config()
     ck = tmp_path / "ck"
-    trainer = StreamingTrainer(spark, cfg, ck, echo=False)
+    trainer = StreamingTrainer(spark, cfg, ck)
     df = spark.createDataFrame([Row(value=v) for v in iris_lines[:40]])
     spark.conf.set("spark.sql.adaptive.enabled", "true")
     trainer.handle(df, 0)
@@ -96,7 +96,7 @@ def test_replayed_batch_changes_nothing_and_restart_continues(spark: Any, iris_l
     for k in weights:
         np.testing.assert_array_equal(trainer.state.weights[k], weights[k])
     assert trainer.state.rows_seen == 90 and trainer.state.version == 2
-    restarted = StreamingTrainer(spark, cfg, ck, echo=False)
+    restarted = StreamingTrainer(spark, cfg, ck)
     assert (restarted.state.version, restarted.state.last_batch_id, restarted.state.rows_seen) == (2, 1, 90)
     restarted.handle(df, 1)  # still skipped after the restart
     restarted.handle(spark.createDataFrame([Row(value=v) for v in iris_lines[90:]]), 2)
@@ -205,7 +205,7 @@ def test_socket_source_end_to_end(spark: Any, iris_lines: list[str], tmp_path: P
             done.wait(60)
 
     threading.Thread(target=serve, daemon=True).start()
-    trainer = StreamingTrainer(spark, config(), tmp_path / "ck", echo=False)
+    trainer = StreamingTrainer(spark, config(), tmp_path / "ck")
     query = start_query(trainer, socket_source(spark, "127.0.0.1", port))
     try:
         deadline = time.monotonic() + 120

@@ -23,7 +23,7 @@ from streaming_lstm.commands.common import ConfigFlag, add_reader, add_remote, c
 from streaming_lstm.commands.output import print_result
 from streaming_lstm.core.config import AppConfig, parse_duration
 from streaming_lstm.local.broker import ENGINES
-from streaming_lstm.storage.metrics import forecast_last, prequential_last
+from streaming_lstm.storage.metrics import forecast_last, prequential_last, print_line
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -169,7 +169,7 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
         session = stack.enter_context(runner.session_scope(cfg, getattr(args, "remote", None), checkpoint))
         stream = open_stream(stack, session.spark, cfg, args, say, producer.stop)
         stack.callback(producer.stop.set)  # unwound first: the producer stops before its sink and broker
-        trainer = make_trainer(session.spark, cfg, checkpoint, echo=not args.json)
+        trainer = make_trainer(session.spark, cfg, checkpoint, on_batch=None if args.json else print_line)
         say(f"demo: Python workers ready in {trainer.warm_up():.1f} s")
         say(f"demo: replaying {producer.count} {'events' if events else 'rows'} of {args.data} at {args.rate:g} rows/s into {stream.where}")
         say(f"demo: training with {cfg.stream.partitions} partitions, trigger {cfg.stream.trigger}; checkpoint {checkpoint}")

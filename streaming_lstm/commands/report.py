@@ -26,73 +26,35 @@ def write_report(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     metrics = read_metrics(checkpoint)
     out_dir = os.fspath(out) if out else join(checkpoint, "report")
     fs = filesystem(out_dir)
+    if fs.exists(out_dir) and not fs.is_dir(out_dir):
+        raise ValueError(f"--out {out_dir} is a file: report writes a directory (charts and summary.md)")
     fs.mkdirs(out_dir)
-
     save = forecast_report.saver(plt, fs, out_dir)
     forecasting = "prequential_mae" in metrics[-1]
-
     rows_seen = np.cumsum([m["rows_valid"] for m in metrics])
-    batch = [m["batch_id"] for m in metrics]
-    acc = [m["prequential_accuracy"] for m in metrics]
-    loss = [m["prequential_loss"] for m in metrics]
-    latency = [m["latency_s"] for m in metrics]
     drift_at = [int(r) for r, m in zip(rows_seen, metrics, strict=True) if m.get("drift")]
-
     if forecasting:
         save(forecast_report.error_chart(plt, metrics, rows_seen), "prequential.png")
     else:
+        acc, loss = [m["prequential_accuracy"] for m in metrics], [m["prequential_loss"] for m in metrics]
         save(_accuracy_chart(plt, rows_seen, acc, loss, drift_at), "prequential.png")
     extra: dict[str, Any] = {}
     if data is not None:
         fig, extra["forecast_vs_actual"] = forecast_report.forecast_chart(plt, os.fspath(checkpoint), data)
         save(fig, "forecast.png")
-
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(batch, latency, marker="o", ms=3, color="tab:green")
-    ax.set_xlabel("batch id")
-    ax.set_ylabel("batch latency (s)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.set_title("Micro-batch latency (parse, train, aggregate, save)")
-    fig.tight_layout()
-    save(fig, "latency.png")
-
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    valid = [m["rows_valid"] for m in metrics]
-    dead = [m["rows_dead"] for m in metrics]
-    ax.bar(batch, valid, color="tab:blue", label="trained")
-    ax.bar(batch, dead, bottom=valid, color="tab:gray", label="dead-lettered")
-    ax.set_xlabel("batch id")
-    ax.set_ylabel("rows per batch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
-    ax.set_title("Rows per micro-batch")
-    fig.tight_layout()
-    save(fig, "rows.png")
-
+    save(_latency_chart(plt, metrics), "latency.png")
+    save(_rows_chart(plt, metrics), "rows.png")
     charts = ["prequential.png", *(["forecast.png"] if data is not None else []), "latency.png", "rows.png"]
-    if forecasting:
-        windows = int(rows_seen[-1])
-        last = forecast_last(metrics, windows // 5)
-        quality = {"prequential_mae_last_fifth": last["prequential_mae"], "naive_mae_last_fifth": last["naive_mae"], "skill_last_fifth": last["skill"]}
-        quality_md = [
-            f"| prequential MAE, last fifth of the windows | {last['prequential_mae']:.4g} (naive {last['naive_mae']:.4g}) |",
-            f"| skill (1 - MAE / naive MAE), last fifth | {last['skill']:+.3f} |",
-        ]
-    else:
-        quality = {"prequential_accuracy_last_150": prequential_last(metrics)}
-        quality_md = [f"| prequential accuracy, last 150 rows | {quality['prequential_accuracy_last_150']:.3f} |"]
+    quality, quality_md = _quality(metrics, int(rows_seen[-1]), forecasting)
+    latency = [m["latency_s"] for m in metrics]
     summary = {
         "batches": len(metrics),
         "rows_trained": int(rows_seen[-1]),
-        "rows_dead_lettered": int(sum(dead)),
+        "rows_dead_lettered": int(sum(m["rows_dead"] for m in metrics)),
         **quality,
         "latency_p50_s": float(np.percentile(latency, 50)),
         "latency_p95_s": float(np.percentile(latency, 95)),
@@ -101,30 +63,84 @@ def write_report(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]
         **extra,
         "charts": [join(out_dir, n) for n in charts],
     }
-    md = [
-        f"# Training report: {basename(checkpoint)}",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| batches | {summary['batches']} (ids {batch[0]}..{batch[-1]}) |",
-        f"| {'windows' if forecasting else 'rows'} trained | {summary['rows_trained']} |",
-        f"| rows dead-lettered | {summary['rows_dead_lettered']} |",
-        *quality_md,
-        f"| batch latency p50 / p95 | {summary['latency_p50_s']:.2f} s / {summary['latency_p95_s']:.2f} s |",
-        f"| model version | {summary['model_version']} |",
-        f"| drift alarms | {summary['drift_alarms']} |",
-        "",
-        *[x for n in charts[1:-2] for x in (f"![{n[:-4]}]({n})", "")],
-        "![prequential](prequential.png)",
-        "",
-        "![latency](latency.png)",
-        "",
-        "![rows](rows.png)",
-        "",
-    ]
-    fs.write_atomic(join(out_dir, "summary.md"), "\n".join(md).encode())
+    md = _markdown(basename(checkpoint), summary, metrics, quality_md, charts, forecasting)
+    fs.write_atomic(join(out_dir, "summary.md"), md.encode())
     summary["summary"] = join(out_dir, "summary.md")
     return summary
+
+
+def _quality(metrics: list[Any], windows: int, forecasting: bool) -> tuple[dict[str, Any], list[str]]:
+    """The learning figure of the run's end, as summary keys and as markdown table rows."""
+    if forecasting:
+        last = forecast_last(metrics, windows // 5)
+        quality = {"prequential_mae_last_fifth": last["prequential_mae"], "naive_mae_last_fifth": last["naive_mae"], "skill_last_fifth": last["skill"]}
+        return quality, [
+            f"| prequential MAE, last fifth of the windows | {last['prequential_mae']:.4g} (naive {last['naive_mae']:.4g}) |",
+            f"| skill (1 - MAE / naive MAE), last fifth | {last['skill']:+.3f} |",
+        ]
+    accuracy = prequential_last(metrics)
+    return {"prequential_accuracy_last_150": accuracy}, [f"| prequential accuracy, last 150 rows | {accuracy:.3f} |"]
+
+
+def _markdown(name: str, summary: dict[str, Any], metrics: list[Any], quality_md: list[str], charts: list[str], forecasting: bool) -> str:
+    return "\n".join(
+        [
+            f"# Training report: {name}",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| batches | {summary['batches']} (ids {metrics[0]['batch_id']}..{metrics[-1]['batch_id']}) |",
+            f"| {'windows' if forecasting else 'rows'} trained | {summary['rows_trained']} |",
+            f"| rows dead-lettered | {summary['rows_dead_lettered']} |",
+            *quality_md,
+            f"| batch latency p50 / p95 | {summary['latency_p50_s']:.2f} s / {summary['latency_p95_s']:.2f} s |",
+            f"| model version | {summary['model_version']} |",
+            f"| drift alarms | {summary['drift_alarms']} |",
+            "",
+            *[x for n in charts[1:-2] for x in (f"![{n[:-4]}]({n})", "")],
+            "![prequential](prequential.png)",
+            "",
+            "![latency](latency.png)",
+            "",
+            "![rows](rows.png)",
+            "",
+        ]
+    )
+
+
+def _latency_chart(plt: Any, metrics: list[Any]) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot([m["batch_id"] for m in metrics], [m["latency_s"] for m in metrics], marker="o", ms=3, color="tab:green")
+    ax.set_xlabel("batch id")
+    ax.set_ylabel("batch latency (s)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title("Micro-batch latency (parse, train, aggregate, save)")
+    fig.tight_layout()
+    return fig
+
+
+def _rows_chart(plt: Any, metrics: list[Any]) -> Any:
+    """Trained and dead-lettered rows per batch, stacked; the legend sits outside the plot, where
+    it covers no bar."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    batch = [m["batch_id"] for m in metrics]
+    valid, dead = [m["rows_valid"] for m in metrics], [m["rows_dead"] for m in metrics]
+    ax.bar(batch, valid, color="tab:blue", label="trained")
+    ax.bar(batch, dead, bottom=valid, color="tab:gray", label="dead-lettered")
+    ax.set_xlabel("batch id")
+    ax.set_ylabel("rows per batch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title("Rows per micro-batch")
+    fig.tight_layout()
+    return fig
 
 
 def _accuracy_chart(plt: Any, rows_seen: np.ndarray, acc: list[float], loss: list[float], drift_at: list[int]) -> Any:

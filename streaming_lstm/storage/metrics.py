@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 from streaming_lstm.storage.fs import filesystem, join
@@ -74,19 +75,53 @@ class MetricsLog:
         self.fs.append(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
 
-def _records(path: str) -> list[BatchMetrics]:
-    fs = filesystem(path)
-    if not fs.exists(path):
-        return []
+def parse_records(data: bytes) -> list[BatchMetrics]:
+    """``metrics.jsonl`` lines as records; a line that is not one (torn by a crash) is skipped."""
     out: list[BatchMetrics] = []
-    for line in fs.read_bytes(path).splitlines():
+    for line in data.splitlines():
         try:
             record = json.loads(line)
             int(record["batch_id"])
         except (ValueError, KeyError, TypeError):
-            continue  # a torn last line after a crash
+            continue
         out.append(record)
     return out
+
+
+def _records(path: str) -> list[BatchMetrics]:
+    fs = filesystem(path)
+    return parse_records(fs.read_bytes(path)) if fs.exists(path) else []
+
+
+class MetricsTail:
+    """The records appended to a local ``metrics.jsonl`` since the last :meth:`read_new`: whole
+    lines only (a line still being written is read next time)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+
+    def read_new(self) -> list[BatchMetrics]:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return []
+        if size <= self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read(size - self.offset)
+        end = chunk.rfind(b"\n") + 1
+        self.offset += end
+        return parse_records(chunk[:end])
+
+
+BatchCallback = Callable[[BatchMetrics], None]
+
+
+def print_line(m: BatchMetrics) -> None:
+    """The console's batch line (a :data:`BatchCallback`)."""
+    print(format_line(m), flush=True)
 
 
 def read_metrics(checkpoint: str | os.PathLike[str]) -> list[BatchMetrics]:

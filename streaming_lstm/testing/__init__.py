@@ -1,5 +1,5 @@
-"""Generators and doubles shipped for tests and benchmarks (a seeded synthetic event stream). Not
-used by any production module.
+"""Generators and tools shipped for tests, benchmarks and the docs: a seeded synthetic event
+stream, and the generator of the README's Layout section. Not used by any production module.
 
 May import: anything in the project; nothing in production imports it.
 """

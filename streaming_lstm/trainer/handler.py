@@ -45,7 +45,7 @@ from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage import tb_log
 from streaming_lstm.storage.fs import join
-from streaming_lstm.storage.metrics import METRICS_FILE, BatchMetrics, MetricsLog, forecast_fields, format_line
+from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, MetricsLog, forecast_fields
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
 from streaming_lstm.trainer import executor, routing
@@ -88,7 +88,7 @@ def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, routes: list[i
 class StreamingTrainer:
     """Holds the state and the per-run Spark objects; :meth:`handle` is the foreachBatch function."""
 
-    def __init__(self, spark: SparkSession, cfg: AppConfig, checkpoint: str | os.PathLike[str], *, echo: bool = True) -> None:
+    def __init__(self, spark: SparkSession, cfg: AppConfig, checkpoint: str | os.PathLike[str], *, on_batch: BatchCallback | None = None) -> None:
         self.spark = spark
         self.cfg = cfg
         self.checkpoint = ensure_private_dir(checkpoint)  # a local path or a Hadoop URI (fs.py)
@@ -98,7 +98,7 @@ class StreamingTrainer:
         self.lstm = LSTMConfig.from_app(cfg)
         self.partitions = cfg.stream.partitions
         self.tasks, self.routes, self.threads = plan_tasks(spark, cfg)
-        self.echo = echo
+        self.on_batch = on_batch  # told each applied batch's metrics (the console line, or nothing)
         self._lock = threading.Lock()
         self._stopping = False
         self.busy = False
@@ -251,8 +251,8 @@ class StreamingTrainer:
         self.batches_applied += 1
         if metrics["rows_valid"]:
             self.last_rows_at = time.monotonic()
-        if self.echo:
-            print(format_line(metrics), flush=True)
+        if self.on_batch is not None:
+            self.on_batch(metrics)
 
     def _watch_drift(self, metrics: BatchMetrics, batch_id: int) -> None:
         """ADWIN on the prequential error; while an alarm is raised, optionally forget faster.

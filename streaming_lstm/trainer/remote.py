@@ -35,7 +35,7 @@ from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.core.config_load import from_dict
 from streaming_lstm.spark import connect
 from streaming_lstm.storage.fs import is_local, join
-from streaming_lstm.storage.metrics import METRICS_FILE, BatchMetrics, format_line
+from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, MetricsTail, print_line
 from streaming_lstm.storage.store import ModelStore
 from streaming_lstm.trainer.handler import StreamingTrainer, plan_tasks, warm_workers
 
@@ -58,7 +58,7 @@ class RemoteHandler:
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
         if self._trainer is None:
-            self._trainer = StreamingTrainer(df.sparkSession, from_dict(self.config_dict), self.checkpoint)
+            self._trainer = StreamingTrainer(df.sparkSession, from_dict(self.config_dict), self.checkpoint, on_batch=print_line)  # the server's log
         self._trainer.handle(df, batch_id)
 
 
@@ -77,13 +77,13 @@ class RemoteTrainer:
     spark: SparkSession
     cfg: AppConfig
     checkpoint: str
-    echo: bool = True
+    on_batch: BatchCallback | None = None
     state: FollowedState = field(default_factory=FollowedState)
     history: list[BatchMetrics] = field(default_factory=list)
     batches_applied: int = 0
     busy: bool = False
     last_rows_at: float = field(default_factory=time.monotonic)
-    _offset: int = 0  # bytes of metrics.jsonl already read
+    _tail: MetricsTail | None = None
 
     def __post_init__(self) -> None:
         require_local_path(os.fspath(self.checkpoint), "--checkpoint")
@@ -93,7 +93,8 @@ class RemoteTrainer:
         saved = ModelStore(join(self.checkpoint, "model")).load_latest()
         if saved is not None:
             self.state = FollowedState(saved.version, int(saved.meta.get("batch_id", -1)))
-        self._read_new()  # lines of earlier runs: not this run's history
+        self._tail = MetricsTail(self.metrics_path)
+        self._tail.read_new()  # lines of earlier runs: not this run's history
 
     @property
     def metrics_path(self) -> str:
@@ -106,32 +107,11 @@ class RemoteTrainer:
     def request_stop(self) -> None:
         """Nothing to tell: the handler runs in the server (see the module docstring)."""
 
-    def _read_new(self) -> list[BatchMetrics]:
-        import json
-
-        try:
-            size = os.path.getsize(self.metrics_path)
-        except OSError:
-            return []
-        if size <= self._offset:
-            return []
-        with open(self.metrics_path, "rb") as f:
-            f.seek(self._offset)
-            chunk = f.read(size - self._offset)
-        end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
-        self._offset += end
-        out: list[BatchMetrics] = []
-        for line in chunk[:end].splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
     def follow(self, query: StreamingQuery) -> None:
         """Take in the batches the server applied since the last call (runner.run's tick)."""
         self.busy = bool(query.status.get("isTriggerActive", False))
-        for m in self._read_new():
+        assert self._tail is not None
+        for m in self._tail.read_new():
             if int(m["batch_id"]) <= self.state.last_batch_id:
                 continue
             self.history.append(m)
@@ -139,15 +119,17 @@ class RemoteTrainer:
             self.state = FollowedState(int(m.get("version", self.state.version + 1)), int(m["batch_id"]))
             if m.get("rows_valid"):
                 self.last_rows_at = time.monotonic()
-            if self.echo:
-                print(format_line(m), flush=True)
+            if self.on_batch is not None:
+                self.on_batch(m)
 
 
-def make_trainer(spark: SparkSession, cfg: AppConfig, checkpoint: str | os.PathLike[str], *, echo: bool = True) -> StreamingTrainer | RemoteTrainer:
+def make_trainer(
+    spark: SparkSession, cfg: AppConfig, checkpoint: str | os.PathLike[str], *, on_batch: BatchCallback | None = None
+) -> StreamingTrainer | RemoteTrainer:
     """The trainer for ``spark``'s kind: in this process (classic) or in the Connect server."""
     if connect.is_remote(spark):
-        return RemoteTrainer(spark, cfg, os.fspath(checkpoint), echo)
-    return StreamingTrainer(spark, cfg, checkpoint, echo=echo)
+        return RemoteTrainer(spark, cfg, os.fspath(checkpoint), on_batch)
+    return StreamingTrainer(spark, cfg, checkpoint, on_batch=on_batch)
 
 
 def require_local_path(path: str, what: str) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame
@@ -30,13 +30,33 @@ from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.spark_parse import observed
 from streaming_lstm.spark import connect
 from streaming_lstm.storage.fs import join
-from streaming_lstm.storage.metrics import BatchMetrics, forecast_last, prequential_last
-from streaming_lstm.trainer.handler import StreamingTrainer
-from streaming_lstm.trainer.remote import RemoteTrainer, make_trainer
+from streaming_lstm.storage.metrics import BatchMetrics, forecast_last, prequential_last, print_line
+from streaming_lstm.trainer.remote import make_trainer
 from streaming_lstm.trainer.sources import SourceSpec, open_source
 from streaming_lstm.trainer.window_state import windowed
 
-Trainer = StreamingTrainer | RemoteTrainer  # in this process, or in a Spark Connect server
+
+class Trainer(Protocol):
+    """What the runner needs of a trainer: :class:`~streaming_lstm.trainer.handler.StreamingTrainer`
+    (the handler runs in this process) or :class:`~streaming_lstm.trainer.remote.RemoteTrainer`
+    (it runs in a Spark Connect server, and this process follows its metrics log)."""
+
+    cfg: AppConfig
+    checkpoint: Any
+    state: Any  # its version and last_batch_id
+    history: list[BatchMetrics]
+    batches_applied: int
+    busy: bool
+    last_rows_at: float
+
+    def handle(self, df: DataFrame, batch_id: int) -> None: ...
+    def warm_up(self) -> float: ...
+    def follow(self, query: StreamingQuery) -> None:
+        """Take in what was applied elsewhere since the last call (a trainer in this process has nothing to take in)."""
+
+    def request_stop(self) -> None:
+        """Refuse batches from now on (a remote trainer's server-side handler stops with its query)."""
+
 
 log = logging.getLogger("streaming_lstm.trainer.runner")
 
@@ -212,7 +232,6 @@ def run(
     query = start_query(trainer, source)
     trainer.last_rows_at = time.monotonic()
     progress = ProgressWatch()
-
     first = [on_first_trigger]
 
     def tick() -> str | None:
@@ -224,17 +243,7 @@ def run(
         if broker_watch is not None:
             broker_watch.check()
         reason = on_tick() if on_tick else None
-        if reason:
-            return reason
-        if stop_event.is_set():
-            return "signal"
-        if max_batches is not None and trainer.batches_applied >= max_batches:
-            return f"max batches ({max_batches})"
-        # Idle: no rows for idle_timeout and no trigger running (the first batch of a stateful query
-        # plans and starts its workers before the handler sees it).
-        if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout and not trigger_active(query):
-            return f"idle for {idle_timeout:g} s"
-        return None
+        return reason or stop_reason(trainer, query, stop_event, max_batches, idle_timeout)
 
     try:
         stopped_by = wait(query, tick)
@@ -252,6 +261,19 @@ def run(
     return RunResult(
         trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, time.monotonic() - started, trainer.history, progress.records_skipped
     )
+
+
+def stop_reason(trainer: Trainer, query: StreamingQuery, stop_event: threading.Event, max_batches: int | None, idle_timeout: float | None) -> str | None:
+    """Why the run should stop now, if it should: a signal, the batch limit, or idleness: no rows
+    for ``idle_timeout`` since the last batch that had rows, and no trigger running (the first
+    batch of a stateful query plans and starts its workers before the handler sees it)."""
+    if stop_event.is_set():
+        return "signal"
+    if max_batches is not None and trainer.batches_applied >= max_batches:
+        return f"max batches ({max_batches})"
+    if idle_timeout is not None and not trainer.busy and time.monotonic() - trainer.last_rows_at > idle_timeout and not trigger_active(query):
+        return f"idle for {idle_timeout:g} s"
+    return None
 
 
 def trigger_active(query: StreamingQuery) -> bool:
@@ -293,7 +315,7 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
         spark = session.spark
         spec = SourceSpec.from_args(args)
         source = open_source(spark, cfg, spec)
-        trainer = make_trainer(spark, cfg, checkpoint)
+        trainer = make_trainer(spark, cfg, checkpoint, on_batch=print_line)
         where = f" over Spark Connect at {session.url}" if session.kind == "connect" else ""
         print(
             f"streaming-lstm: training from {args.source} into {checkpoint}{where} with {cfg.stream.partitions} partitions, "

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "local": {"core"},
     "spark": {"core", "local"},
-    "storage": {"core", "spark"},
+    "storage": {"core"},
     "kafka": {"core", "spark"},
     "parse": {"core", "storage"},
     "trainer": {"core", "storage", "parse", "kafka", "spark"},

@@ -46,9 +46,6 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
     # and deploy settings are the submitted ones and must not be overridden here.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     if not submitted:
-        # Files the JVM creates natively inherit this umask. (Hadoop chmods the files it writes to
-        # 0644 regardless; the checkpoint directory itself is created 0700, which fences them in.)
-        os.umask(0o077)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     java_opts = f"-Dlog4j2.configurationFile=file:{log4j2_path()}"

@@ -2,6 +2,6 @@
 ``hdfs://``, ``s3a://`` ...), the model store (versions written atomically, the newest read back),
 the metrics log (``metrics.jsonl``, its reader and the console line) and TensorBoard event files.
 
-May import: ``core``; ``spark.session`` only to reach Hadoop's ``FileSystem`` through a JVM when a
-path is a Hadoop URI and no session is active. No TensorFlow.
+May import: ``core``. A Hadoop URI is reached through a JVM: the active Spark session's, or else a
+bare JVM gateway started by Spark's launcher. No TensorFlow.
 """

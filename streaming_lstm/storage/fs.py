@@ -237,18 +237,27 @@ _LOCAL = LocalFileSystem()
 _cache: dict[tuple[str, str], HadoopFileSystem] = {}
 
 
-def _spark_jvm() -> tuple[Any, Any]:
-    """The active session's JVM and Hadoop configuration; a small local session if there is none."""
+_gateway: Any = None
+
+
+def _hadoop_jvm() -> tuple[Any, Any]:
+    """A JVM to reach Hadoop's ``FileSystem`` through, and its Hadoop configuration: the active
+    Spark session's (with its ``spark.hadoop.*`` settings), or else a bare JVM gateway started once
+    for this process by Spark's launcher (Spark's jars and ``HADOOP_CONF_DIR`` on its classpath; no
+    SparkContext, no executors, no UI), for a command that only reads or writes a few files."""
     from pyspark.sql import SparkSession
 
     spark = SparkSession.getActiveSession()
-    if spark is None:
-        from streaming_lstm.core.config import SparkConfig
-        from streaming_lstm.spark.session import get_session
+    if spark is not None:
+        sc = spark.sparkContext
+        return sc._jvm, sc._jsc.hadoopConfiguration()
+    global _gateway
+    if _gateway is None:
+        from pyspark.java_gateway import launch_gateway
 
-        spark = get_session(SparkConfig(master="local[1]", app_name="streaming-lstm files"))
-    sc = spark.sparkContext
-    return sc._jvm, sc._jsc.hadoopConfiguration()
+        _gateway = launch_gateway()
+    jvm = _gateway.jvm
+    return jvm, jvm.org.apache.hadoop.conf.Configuration()
 
 
 def filesystem(location: str | os.PathLike[str]) -> FileSystem:
@@ -259,11 +268,6 @@ def filesystem(location: str | os.PathLike[str]) -> FileSystem:
     parsed = urlparse(loc)
     key = (parsed.scheme, parsed.netloc)
     if key not in _cache:
-        jvm, conf = _spark_jvm()
+        jvm, conf = _hadoop_jvm()
         _cache[key] = HadoopFileSystem(jvm, conf, f"{parsed.scheme}://{parsed.netloc}/")
     return _cache[key]
-
-
-def forget_cached() -> None:
-    """Drop cached Hadoop file systems (their JVM is gone after ``spark.stop()``)."""
-    _cache.clear()

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from streaming_lstm.core.config import SparkConfig
     from streaming_lstm.spark.session import CHECKPOINT_MANAGER, get_session
-    from streaming_lstm.trainer.sources import MemorySource
+    from streaming_lstm.testing.memory_source import MemorySource
 
     spark = get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     samples: dict[str, list[float]] = {name: [] for name in MANAGERS}

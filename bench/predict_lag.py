@@ -70,9 +70,9 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 def measure(spark: Any, lines: list[str], pred_trigger: float, versions: int, rng: np.random.Generator, tmp: Path) -> dict[str, Any]:
     from streaming_lstm.core.config import parse_duration
     from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import start_query
-    from streaming_lstm.trainer.sources import MemorySource
 
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.keep_versions": versions + 10})
     ck = tmp / "ck"

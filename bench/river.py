@@ -111,9 +111,9 @@ def run_lstm(spark: Any, csv: Path, lines: list[str], batch: int, overrides: dic
     """The real trainer over the stream, ``batch`` rows per micro-batch, in order."""
     from streaming_lstm.commands.init_config import propose, to_toml
     from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import start_query
-    from streaming_lstm.trainer.sources import MemorySource
 
     proposed = propose(csv)
     conf = workdir / "conf.toml"

@@ -48,9 +48,9 @@ def child_stream(partitions: int, epochs: int, started: float) -> dict[str, Any]
     from streaming_lstm.core.config import SparkConfig
     from streaming_lstm.core.config_load import load_config
     from streaming_lstm.spark.session import get_session
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import start_query
-    from streaming_lstm.trainer.sources import MemorySource
 
     cfg = load_config(ROOT / "conf" / "iris.toml", overrides(epochs, partitions))
     rows = (ROOT / "data" / "iris.csv").read_text().splitlines()[1:]

@@ -44,7 +44,7 @@ def event_config(**over: Any) -> AppConfig:
 def windows_of(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[list[dict[str, Any]], Callable[[list[str]], None], Any]]:
     """The window operator alone on a memory stream: every row it emits, per batch, collected."""
     from streaming_lstm.parse.events import observed_events
-    from streaming_lstm.trainer.sources import MemorySource
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.window_state import windowed
 
     source = MemorySource(spark)
@@ -113,9 +113,9 @@ def test_windows_span_batches_once_each_with_entities_interleaved(spark: Any, tm
 @contextmanager
 def trainer_on(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[Any, Callable[[list[str]], None]]]:
     """The streaming trainer in event mode on a fresh memory stream."""
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import start_query
-    from streaming_lstm.trainer.sources import MemorySource
 
     source = MemorySource(spark)
     trainer = StreamingTrainer(spark, cfg, checkpoint)
@@ -158,8 +158,8 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
 
     from streaming_lstm.core import training
     from streaming_lstm.storage.store import ModelStore
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.predictor import StreamPredictor
-    from streaming_lstm.trainer.sources import MemorySource
 
     out = io.StringIO()
     predictor = StreamPredictor(spark, tmp_path / "ck" / "model", out)

@@ -112,8 +112,8 @@ def test_report_writes_charts_and_summary(tmp_path: Path) -> None:
 def test_tensorboard_events_and_stream_prediction_pick_up_new_versions(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     import tensorflow as tf
 
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.predictor import StreamPredictor
-    from streaming_lstm.trainer.sources import MemorySource
     from tests.test_streaming import config, streaming
 
     ck = tmp_path / "ck"

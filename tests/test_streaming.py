@@ -30,9 +30,9 @@ def shuffled(lines: list[str], copies: int, seed: int = 0) -> list[str]:
 @contextmanager
 def streaming(spark: Any, cfg: AppConfig, checkpoint: Path) -> Iterator[tuple[Any, Callable[[list[str]], None]]]:
     """A trainer on a fresh memory stream; ``feed(rows)`` makes exactly one micro-batch."""
+    from streaming_lstm.testing.memory_source import MemorySource
     from streaming_lstm.trainer.handler import StreamingTrainer
     from streaming_lstm.trainer.runner import start_query
-    from streaming_lstm.trainer.sources import MemorySource
 
     source = MemorySource(spark)
     trainer = StreamingTrainer(spark, cfg, checkpoint)

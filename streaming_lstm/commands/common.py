@@ -92,10 +92,8 @@ def source_parent(*, required: bool) -> argparse.ArgumentParser:
     """The stream source flags shared by ``train`` and ``predict``."""
     p = parent()
     src = p.add_argument_group("source")
-    choices = ("socket", "file", "kafka", "memory") if required else ("socket", "file", "kafka")
-    src.add_argument(
-        "--source", choices=choices, required=required, help="where rows come from" + (" (memory: tests only)" if required else "; omit to score --data")
-    )
+    what = "where rows come from" + ("" if required else "; omit to score --data")
+    src.add_argument("--source", choices=("socket", "file", "kafka"), required=required, help=what)
     src.add_argument("--host", default="127.0.0.1", help="socket source host (default 127.0.0.1)")
     src.add_argument("--port", type=int, help="socket source port")
     src.add_argument("--path", metavar="DIR", help="file source: directory of CSV (or JSON lines) files")

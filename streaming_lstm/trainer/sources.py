@@ -3,8 +3,6 @@ row of the dataset (a CSV line or a JSON object); everything after that is share
 
 Offsets and what a micro-batch includes:
 
-* ``memory``: Spark's ``MemoryStream`` (tests). A batch holds the rows added since the previous
-  batch; offsets live in the checkpoint like any source's.
 * ``socket``: Spark's socket source. Not fault-tolerant: rows received but not yet in a committed
   batch are lost if the driver dies (Spark keeps no replayable log of them). For demos and tests.
 * ``file``: new files in a directory, at most ``stream.max_files_per_trigger`` per batch; a file is
@@ -15,7 +13,7 @@ Offsets and what a micro-batch includes:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +29,7 @@ from streaming_lstm.storage.fs import filesystem, is_local
 class SourceSpec:
     """Which stream to read, as the ``train`` and ``predict`` commands take it."""
 
-    kind: str  # socket | file | kafka (memory: tests only, through MemorySource)
+    kind: str  # socket | file | kafka
     host: str = "127.0.0.1"
     port: int | None = None
     path: str | None = None
@@ -69,33 +67,7 @@ def open_source(spark: SparkSession, cfg: AppConfig, spec: SourceSpec) -> DataFr
             raise ConfigError("--topic is required for --source kafka")
         assert spec.bootstrap is not None
         return kafka_source(spark, cfg, spec.bootstrap, spec.topic, spec.kafka_options)
-    raise ConfigError(f"--source {spec.kind}: the memory source exists for tests only")
-
-
-class MemorySource:
-    """A thin wrapper over Spark's ``MemoryStream[String]`` (reached through py4j; tests only)."""
-
-    JVM_CLASS = "org.apache.spark.sql.execution.streaming.runtime.MemoryStream"
-
-    def __init__(self, spark: SparkSession) -> None:
-        jvm = spark._jvm
-        assert jvm is not None
-        encoder = jvm.org.apache.spark.sql.Encoders.STRING()
-        # py4j reaches the Scala companion object's apply(Encoder, SparkSession).
-        self._stream = jvm.org.apache.spark.sql.execution.streaming.runtime.MemoryStream.apply(encoder, spark._jsparkSession)
-        self._jvm = jvm
-        self._spark = spark
-
-    def add(self, lines: Iterable[str]) -> None:
-        """Append rows; they form (part of) the next micro-batch."""
-        java_list = self._jvm.java.util.ArrayList()
-        for line in lines:
-            java_list.add(line)
-        seq = self._jvm.scala.jdk.javaapi.CollectionConverters.asScala(java_list).toSeq()
-        self._stream.addData(seq)
-
-    def df(self) -> DataFrame:
-        return DataFrame(self._stream.toDF(), self._spark)
+    raise ConfigError(f"--source {spec.kind}: expected socket, file or kafka")
 
 
 def socket_source(spark: SparkSession, host: str, port: int) -> DataFrame:

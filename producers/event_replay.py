@@ -21,12 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from producers.pacing import ProgressLog, at_rate, paced
 from streaming_lstm.core.config import DataConfig, data_columns
 from streaming_lstm.parse.rows import MALFORMED_QUOTING, csv_fields
 
@@ -108,26 +108,13 @@ def replay_events(
     time (0 and 0: as fast as possible). ``stats`` is updated in place (read it after a stop)."""
     stop = stop or threading.Event()
     stats = stats if stats is not None else EventStats()
-    started = last = time.monotonic()
     first = schedule[0][0].time if schedule else 0.0
-    for n, (event, late) in enumerate(schedule):
-        if rate > 0:
-            due = started + n / rate
-        elif speedup > 0:
-            due = started + max(0.0, event.time - first) / speedup
-        else:
-            due = 0.0
-        delay = due - time.monotonic()
-        if delay > 0 and stop.wait(delay):
-            break
-        if stop.is_set():
-            break
+    due = at_rate(rate) if rate > 0 or speedup <= 0 else (lambda _n, item: max(0.0, item[0].time - first) / speedup)
+    progress = ProgressLog(log, progress_every, "events")
+    for event, late in paced(schedule, due, stop):
         sink.send(event.line, event.entity)
         stats.events_sent += 1
         stats.late_sent += int(late)
-        now = time.monotonic()
-        if log and now - last >= progress_every:
-            log(f"sent {stats.events_sent} events ({stats.late_sent} late on purpose), {stats.events_sent / (now - started):.1f} events/s")
-            last = now
-    stats.seconds = time.monotonic() - started
+        progress.sent(stats.events_sent, f"{stats.late_sent} late on purpose")
+    stats.seconds = progress.elapsed()
     return stats

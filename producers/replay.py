@@ -18,12 +18,12 @@ import random
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from producers.pacing import ProgressLog, at_rate, paced
 from streaming_lstm.kafka.settings import BOOTSTRAP_ENV, client_config, parse_options
 
 
@@ -79,22 +79,6 @@ def schedule(rows: Sequence[str], *, seed: int, loops: int, limit: int | None, c
                 yield rows[i], False
             sent += 1
         loop += 1
-
-
-class Pacer:
-    """Sleeps so that row n leaves at ``start + n / rate`` (no drift, no bursts)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.start = time.monotonic()
-        self.n = 0
-
-    def wait(self, stop: threading.Event) -> None:
-        if self.rate > 0:
-            delay = self.start + self.n / self.rate - time.monotonic()
-            if delay > 0:
-                stop.wait(delay)
-        self.n += 1
 
 
 class SocketSink:
@@ -196,20 +180,13 @@ def replay(
     """
     stop = stop or threading.Event()
     stats = stats if stats is not None else ReplayStats()
-    pacer = Pacer(rate)
-    started = last = time.monotonic()
-    for row, bad in schedule(rows, seed=seed, loops=loops, limit=limit, corrupt_rate=corrupt_rate):
-        pacer.wait(stop)
-        if stop.is_set():
-            break
+    progress = ProgressLog(log, progress_every, "rows")
+    for row, bad in paced(schedule(rows, seed=seed, loops=loops, limit=limit, corrupt_rate=corrupt_rate), at_rate(rate), stop):
         sink.send(row, stats.rows_sent)
         stats.rows_sent += 1
         stats.corrupt_sent += int(bad)
-        now = time.monotonic()
-        if log and now - last >= progress_every:
-            log(f"sent {stats.rows_sent} rows ({stats.corrupt_sent} corrupt), {stats.rows_sent / (now - started):.1f} rows/s")
-            last = now
-    stats.seconds = time.monotonic() - started
+        progress.sent(stats.rows_sent, f"{stats.corrupt_sent} corrupt")
+    stats.seconds = progress.elapsed()
     return stats
 
 

@@ -9,7 +9,6 @@ and the final model's accuracy on Iris.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import parser as bench_parser
 from bench.common import write
 from streaming_lstm.core import training
 from streaming_lstm.core.config_load import load_config
@@ -112,12 +112,11 @@ def aggregation_cost_ms(partitions: int = 15, hidden: tuple[int, ...] = (128, 25
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench averaging", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("averaging", __doc__)
     p.add_argument("--copies", type=int, default=6, help="Iris replays (default 6 = 900 rows)")
     p.add_argument("--batch-rows", type=int, default=50)
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--seeds", type=int, default=2, help="replay orders averaged per setting")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rows = []
     for s in SETTINGS:

@@ -8,13 +8,13 @@ file) and ``commitOffsets`` (the commits file) from each batch's progress report
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.common import parser as bench_parser
 from bench.common import write
 
 MANAGERS = {
@@ -24,10 +24,9 @@ MANAGERS = {
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench checkpoint-io", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("checkpoint-io", __doc__)
     p.add_argument("--batches", type=int, default=20, help="micro-batches per manager and round")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     from streaming_lstm.core.config import SparkConfig

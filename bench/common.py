@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -89,3 +90,11 @@ def matmul_peak_gflops(threads: int = 0, n: int = 1024, seconds: float = 3.0) ->
         f().numpy()
         reps += 1
     return 2 * n**3 * reps / (time.perf_counter() - started) / 1e9
+
+
+def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line, ``python -m bench NAME``, with the ``--json`` every benchmark takes
+    (one JSON object on standard output instead of the text summary)."""
+    p = argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    return p

@@ -7,13 +7,13 @@ TrainerState.apply, Adwin) batch after batch without Spark.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.common import parser as bench_parser
 from bench.common import write
 from streaming_lstm.core import training
 from streaming_lstm.core.config import decay_for_half_life
@@ -80,13 +80,12 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench drift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("drift", __doc__)
     p.add_argument("--before", type=int, default=12)
     p.add_argument("--after", type=int, default=12)
     p.add_argument("--batch-rows", type=int, default=50)
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     results = []
     for hl in (0.0, 0.5):

@@ -12,7 +12,6 @@ batch's end), so session start-up and query planning are left out.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -21,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.common import parser as bench_parser
 from bench.common import synthetic_rows, write
 from bench.memory import measure_demo
 
@@ -86,7 +86,7 @@ def reader_part(runs: int, rows: int, batch: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench kafka", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("kafka", __doc__)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--demo-rows", type=int, default=900)
     p.add_argument("--rate", type=float, default=150.0)
@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload["demo"] = demo_part(args.runs, args.demo_rows, args.rate)
         payload["demo_rows"], payload["demo_rate"] = args.demo_rows, args.rate
     path = write("kafka", payload)
-    print(json.dumps(payload, indent=1))
-    print(f"wrote {path}")
+    print(json.dumps(payload) if args.json else f"{json.dumps(payload, indent=1)}\nwrote {path}")
     return payload
 
 

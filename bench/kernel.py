@@ -12,8 +12,8 @@ Writes bench/results/kernel.json.
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import json
 import statistics
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import parser as bench_parser
 from bench.common import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +49,11 @@ def old_training(rev: str, into: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench kernel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("kernel", __doc__)
     p.add_argument("--against", default="HEAD", help="git revision whose kernel is the baseline (default HEAD: measure uncommitted changes)")
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args(argv)
+    say = (lambda *_a, **_k: None) if args.json else print
     rev = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
     from streaming_lstm.core import training
@@ -79,13 +81,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratios = [a / b for a, b in zip(rps["new"], rps["old"], strict=True)]
             diff = max(float(np.abs(out["old"][k] - out["new"][k]).max()) for k in out["old"])
             results[name] = {"old_rows_per_s": rps["old"], "new_rows_per_s": rps["new"], "new_over_old": ratios, "max_weight_difference": diff}
-            print(
+            say(
                 f"{name}: {rev} {statistics.median(rps['old']):.0f} rows/s, this checkout {statistics.median(rps['new']):.0f}; "
                 f"new/old min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}; max |weight diff| {diff:.1e}",
                 flush=True,
             )
-    path = write("kernel", {"against": rev, "runs": args.runs, "shapes": results})
-    print(f"wrote {path}")
+    payload = {"against": rev, "runs": args.runs, "shapes": results}
+    path = write("kernel", payload)
+    print(json.dumps(payload) if args.json else f"wrote {path}")
     return results
 
 

@@ -7,7 +7,6 @@ Samples /proc every 0.2 s over the demo's process tree (RSS); per process the ke
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import parser as bench_parser
 from bench.common import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,11 +117,10 @@ def measure_demo(rows: int, rate: float, extra: list[str] | None = None) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("memory", __doc__)
     p.add_argument("--rows", type=int, default=900)
     p.add_argument("--rate", type=float, default=150.0)
     p.add_argument("--broker", choices=("apache-kafka", "tansu"), default="apache-kafka")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     payload = measure_demo(args.rows, args.rate, ["--broker", args.broker])
     payload["broker"] = args.broker

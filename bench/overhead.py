@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import FileFeed, synthetic_rows, write
+from bench.common import parser as bench_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,13 +93,12 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench overhead", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("overhead", __doc__)
     p.add_argument("--sizes", default="50,20000")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--remote", metavar="URL", help="also measure over Spark Connect: 'local' (start a server) or sc://HOST:PORT")
     p.add_argument("--connect-only", action="store_true", help=argparse.SUPPRESS)  # the second process of --remote
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.connect_only:
         print(json.dumps(measure(args, args.remote)))

@@ -7,18 +7,18 @@ step does; median of ``--runs`` timed runs after one warm-up, side by side in on
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
 import time
 from typing import Any
 
+from bench.common import parser as bench_parser
 from bench.common import write
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench parse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("parse", __doc__)
     p.add_argument("--features", default="4,64,600")
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=5)
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spark.stop()
     payload = {"rows": args.rows, "runs": args.runs, "by_features": out}
     path = write("parse", payload)
-    print(json.dumps(payload, indent=1))
-    print(f"wrote {path}")
+    print(json.dumps(payload) if args.json else f"wrote {path}")
     return payload
 
 

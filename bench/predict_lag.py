@@ -15,7 +15,6 @@ p95 within one trigger interval.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import parser as bench_parser
 from bench.common import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,10 +140,9 @@ def measure(spark: Any, lines: list[str], pred_trigger: float, versions: int, rn
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench predict-lag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("predict-lag", __doc__)
     p.add_argument("--versions", type=int, default=20, help="model versions to observe per predictor trigger")
     p.add_argument("--triggers", default="2,1,0.5", help="predictor trigger intervals to measure, seconds, comma-separated")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     from streaming_lstm.core.config import SparkConfig

@@ -24,7 +24,6 @@ measure a change of the trainer in a third of the time; the results name the fil
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import resource
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, write
+from bench.common import parser as bench_parser
 
 DRIFT_AT = 3_000
 DRIFT_ROWS = 6_000
@@ -221,7 +221,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench river", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("river", __doc__)
     p.add_argument("--datasets", default="ImageSegments,Phishing,Bananas,SEA-drift,Agrawal-drift")
     p.add_argument("--batch", type=int, default=50, help="rows per micro-batch (default 50)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=key=value,...", help="also run the trainer with these overrides")
@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write(args.out, {"batch_rows": args.batch, "variants": dict(variants), "datasets": results})  # so far
     spark.stop()
     payload = {"batch_rows": args.batch, "variants": dict(variants), "datasets": results}
-    print(f"wrote {write(args.out, payload)} and {plot(payload, RESULTS / f'{args.out}.png')}")
+    written = f"wrote {write(args.out, payload)} and {plot(payload, RESULTS / f'{args.out}.png')}"
     keys = ("streaming_lstm", "river_best", "river_best_model", "river_best_at_batches", "streaming_lstm_variants")
-    print(json.dumps({k: {x: v[x] for x in keys if x in v} for k, v in results.items()}, indent=1))
+    summary = {k: {x: v[x] for x in keys if x in v} for k, v in results.items()}
+    print(json.dumps(summary) if args.json else "\n".join([*(f"{k}: {v}" for k, v in summary.items()), written]))
     return payload

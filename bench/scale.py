@@ -10,7 +10,6 @@ Target (#13): P = 64 <= 1.5x P = 2 in batch time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import FileFeed, synthetic_rows, write
+from bench.common import parser as bench_parser
 from bench.memory import kind, status, tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +56,10 @@ class Sampler:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench scale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("scale", __doc__)
     p.add_argument("--partitions", default="2,16,64")
     p.add_argument("--rows", type=int, default=3000)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     from streaming_lstm.core.config import SparkConfig

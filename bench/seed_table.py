@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import parser as bench_parser
 from bench.common import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,9 +107,8 @@ def run_child(kind: str, epochs: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench seed-table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("seed-table", __doc__)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--json", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -13,7 +13,6 @@ sum_l T (2 F_l 4H_l + 2 H_l 4H_l) + 2 H_L C.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import FileFeed, lstm_flops_per_row, matmul_peak_gflops, synthetic_rows, write
+from bench.common import parser as bench_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = {"model.hidden": "128,256", "train.batch_size": 256, "train.local_epochs": 1, "train.warmup_epochs": 0, "train.epochs": 1, "stream.trigger": "0s"}
@@ -67,13 +67,12 @@ def small_batch_rows_per_s(spec: Any, xn: np.ndarray, y: np.ndarray, timesteps: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench throughput", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("throughput", __doc__)
     p.add_argument("--sizes", default="20000,100000")
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--runs", type=int, default=3, help="measurements of each row; min/median/max reported (default 3)")
     p.add_argument("--small-rows", type=int, default=3000, help="rows for the small mini-batch row (default 3000)")
     p.add_argument("--small-batch", type=int, default=10, help="the small mini-batch size (default 10, the seed's)")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     from streaming_lstm.core import training

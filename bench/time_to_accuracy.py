@@ -8,7 +8,6 @@ the first batch to the end of the batch that crosses the threshold.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.common import parser as bench_parser
 from bench.common import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +39,11 @@ def crossing(metrics: list[dict[str, Any]], window: int = 150, target: float = 0
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m bench time-to-accuracy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("time-to-accuracy", __doc__)
     p.add_argument("--rate", type=float, default=50.0, help="rows per second (default 50)")
     p.add_argument("--rows", type=int, default=900)
     p.add_argument("--trigger", default="1s")
     p.add_argument("--runs", type=int, default=2, help="replay seeds (default 2)")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     runs = []
     for seed in range(args.runs):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.pacing import ProgressLog, at_rate, paced
-from streaming_lstm.core.config import DataConfig, data_columns
+from streaming_lstm.core.config import SINGLE_ENTITY, DataConfig, data_columns
 from streaming_lstm.parse.rows import MALFORMED_QUOTING, csv_fields
 
 
@@ -59,7 +59,7 @@ def event_time(text: str) -> float:
 def read_events(path: str | Path, data: DataConfig) -> list[Event]:
     """The file's events in event-time order (ties keep file order); a header line is skipped."""
     columns = list(data_columns(data))
-    at_entity, at_time = columns.index(data.entity), columns.index(data.time)
+    at_entity, at_time = (columns.index(data.entity) if data.entity else None), columns.index(data.time)
     out: list[Event] = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
@@ -72,7 +72,7 @@ def read_events(path: str | Path, data: DataConfig) -> list[Event]:
         if len(fields) != len(columns):
             raise ValueError(f"{path}:{n}: expected {len(columns)} fields ({', '.join(columns)}), got {len(fields)}")
         try:
-            out.append(Event(event_time(fields[at_time]), fields[at_entity], line))
+            out.append(Event(event_time(fields[at_time]), fields[at_entity] if at_entity is not None else SINGLE_ENTITY, line))
         except ValueError:
             raise ValueError(f"{path}:{n}: invalid time {fields[at_time]!r} in column '{data.time}'") from None
     if not out:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install streaming-lstm with its dev and embedded-broker extras, then fetch the JVM
-# parts (Spark's Kafka connector, Apache Kafka's broker) into .jars/ with Maven.
+# parts with Maven into .jars/: the jar sets named as arguments (kafka-connector, kafka-broker, hdfs),
+# or all of them when none is named. scripts/demo.sh names the two the demo uses; scripts/test.sh all.
 # Idempotent: reinstalls only when pyproject.toml changed; cached jars are reused without network.
 # Fails with one clear line if Java, Python or Maven is missing.
 set -euo pipefail
@@ -28,5 +29,5 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   touch .venv/.installed
 fi
 
-# The JVM parts: one progress line per jar set; a failure names the artifact and what to do.
-.venv/bin/python -m streaming_lstm.local.jvm_deps
+# The JVM parts: one progress line per jar set with its size; a failure names the artifact and what to do.
+.venv/bin/python -m streaming_lstm.local.jvm_deps "$@"

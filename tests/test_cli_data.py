@@ -43,13 +43,35 @@ def test_predict_data_writes_one_line_per_row_in_order(model: Path, tmp_path: Pa
     assert code == 0
     lines = [strict_loads(x) for x in out.splitlines()]
     assert [x["row"] for x in lines] == [0, 1, 2, 3, 4], "every non-header row, in order"
-    assert [x.get("error") for x in lines] == [None, None, "non-numeric feature 'petal_length'", None, "expected 5 fields, got 6"]
+    assert [x.get("error") for x in lines] == [None, None, "non-numeric feature 'petal_length'", None, "expected 4 fields (or 5 with the label), got 6"]
     assert lines[2]["value"] == "5.1,3.5,abc,0.2,0"
     assert all("class" in x and len(x["probabilities"]) == 3 for x in lines if "error" not in x)
     assert 'scored 3 rows, 2 rejected (an "error" line each), 1 header line skipped' in err
     assert "WARNING: 2 of 5 rows" in err, "a rejected share above 1 % is a warning"
     code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(f), "--strict")
     assert code == 1 and "2 of 5 rows rejected (--strict)" in err
+
+
+def test_predict_scores_rows_without_their_label_with_or_without_a_header(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rows to score carry the features only; a file of them may start with the header of those
+    columns. Rows that also carry the label are scored the same, and the accuracy over them reported."""
+    good = (ROOT / "data" / "iris.csv").read_text().splitlines()[1:]
+    features_only = [",".join(line.split(",")[:4]) for line in good]
+    for name, lines in {"headed": [HEADER.rsplit(",", 1)[0], *features_only], "bare": features_only}.items():
+        f = tmp_path / f"{name}.csv"
+        f.write_text("\n".join(lines) + "\n")
+        code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(f))
+        assert code == 0, err
+        records = [strict_loads(x) for x in out.splitlines()]
+        assert len(records) == 150 and all("class" in r and "label" not in r for r in records)
+        assert "scored 150 rows, 0 rejected" in err and "accuracy" not in err
+    f = tmp_path / "mixed.csv"
+    f.write_text("\n".join([*features_only[:50], *good[50:]]) + "\n")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(f))
+    records = [strict_loads(x) for x in out.splitlines()]
+    assert code == 0 and [("label" in r) for r in records] == [False] * 50 + [True] * 100
+    accuracy = sum(r["class"] == r["label"] for r in records[50:]) / 100
+    assert f"accuracy {accuracy:.4f} on the 100 rows that carry a label" in err
 
 
 def test_evaluate_reports_rejected_rows_by_reason_in_text_and_strict_json(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,10 +90,10 @@ def test_evaluate_reports_rejected_rows_by_reason_in_text_and_strict_json(model:
 def test_a_model_that_does_not_fit_the_data_is_one_clear_error(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nine = tmp_path / "nine.csv"
     nine.write_text("\n".join(",".join(["0.5"] * 9 + [str(i % 2)]) for i in range(20)) + "\n")
-    for command in ("evaluate", "predict"):
+    for command, reason in (("evaluate", "expected 5 fields, got 10"), ("predict", "expected 4 fields (or 5 with the label), got 10")):
         code, out, err = run(capsys, command, "--model", str(model), "--data", str(nine))
         assert code == 1 and out == ""
-        assert 'no usable row: all 20 were rejected, most as "expected 5 fields, got 10" (20); does the model match this data?' in err
+        assert f'no usable row: all 20 were rejected, most as "{reason}" (20); does the model match this data?' in err
     headed = tmp_path / "headed.csv"
     headed.write_text(",".join(f"x{i}" for i in range(9)) + ",y\n" + nine.read_text())
     code, _, err = run(capsys, "evaluate", "--model", str(model), "--data", str(headed))

@@ -1,6 +1,6 @@
 """The trainer under spark-submit on a real standalone cluster on this machine, storage on HDFS.
 
-The commands are the README's (the block after ``<!-- cluster-commands``), run line by line with
+The commands are docs/cluster.md's (the block after ``<!-- cluster-commands``), run line by line with
 free ports, the HDFS fixture and temporary directories swapped in: a Spark standalone Master and
 two Workers started with ``bin/spark-class`` (separate JVMs, one core each), the package as a zip in
 ``--py-files``, input and checkpoint on ``hdfs://``. One Worker is killed mid-stream.
@@ -32,9 +32,9 @@ BATCHES = 6
 
 
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "cluster.md").read_text()
     block = re.search(r"<!-- cluster-commands[^>]*-->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README.md has no cluster-commands block"
+    assert block, "docs/cluster.md has no cluster-commands block"
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 

@@ -128,18 +128,22 @@ def test_tensorboard_events_and_stream_prediction_pick_up_new_versions(spark: An
             source.add([*iris_lines[:5], "not,a,row", *iris_lines[5:10]])
             query.processAllAvailable()
             feed(iris_lines[1::3])  # the trainer writes version 2
-            source.add(iris_lines[10:20])
+            unlabelled = [",".join(line.split(",")[:4]) for line in iris_lines[20:25]]  # features only: what scoring is for
+            source.add([*iris_lines[10:20], *unlabelled])
             query.processAllAvailable()
             observed = [p["observedMetrics"]["streaming_lstm"] for p in query.recentProgress if p["numInputRows"] > 0]
         finally:
             query.stop()
     records = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert [r["model_version"] for r in records if "class" in r] == [1] * 10 + [2] * 10
+    assert [r["model_version"] for r in records if "class" in r] == [1] * 10 + [2] * 15
     # One line per row, the rejected row in its place (a memory stream batch is one partition).
-    assert [r["value"] for r in records] == [*iris_lines[:5], "not,a,row", *iris_lines[5:20]]
-    assert records[5]["error"] == "expected 5 fields, got 3" and "class" not in records[5]
-    assert (predictor.rows_scored, predictor.rows_rejected) == (20, 1)
-    assert [(o["rows_in"], o["rows_valid"], o["rows_dead"]) for o in observed] == [(11, 10, 1), (10, 10, 0)]
+    assert [r["value"] for r in records] == [*iris_lines[:5], "not,a,row", *iris_lines[5:20], *unlabelled]
+    assert records[5]["error"] == "expected 4 fields (or 5 with the label), got 3" and "class" not in records[5]
+    assert (predictor.rows_scored, predictor.rows_rejected) == (25, 1)
+    # Rows that carried a label say so (and count towards the accuracy); rows without one are scored all the same.
+    assert [("label" in r) for r in records if "class" in r] == [True] * 20 + [False] * 5
+    assert predictor.rows_labelled == 20 and 0 <= predictor.rows_correct <= 20
+    assert [(o["rows_in"], o["rows_valid"], o["rows_dead"]) for o in observed] == [(11, 10, 1), (15, 15, 0)]
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 and r["class"] in ("setosa", "versicolor", "virginica") for r in records if "class" in r)
     tags = set()
     for f in (ck / "tensorboard").glob("events.out.tfevents.*"):

@@ -26,7 +26,7 @@ def corpus(rng: random.Random, valid: list[str]) -> bytes:
     lines: list[bytes] = [b"\xef\xbb\xbf" + valid[0].encode()]  # a UTF-8 BOM on the first line
     for _ in range(1500):
         base = rng.choice(valid).split(",")
-        kind = rng.randrange(16)
+        kind = rng.randrange(17)
         if kind == 0:
             lines.append(",".join((base * 2)[: rng.choice([1, 2, 3, 4, 6, 7, 9])]).encode())
         elif kind == 1:
@@ -68,6 +68,8 @@ def corpus(rng: random.Random, valid: list[str]) -> bytes:
                     ]
                 ).encode()
             )
+        elif kind == 14:  # a row to score: the features only, or the header without the label
+            lines.append(rng.choice([",".join(base[:4]), ",".join(header.decode().split(",")[:4]), f'"{base[0]}",{",".join(base[1:4])}']).encode())
         else:
             lines.append(",".join(base).encode())
     lines.append(b"7" * 1_000_000)  # a 1 MB line
@@ -76,7 +78,9 @@ def corpus(rng: random.Random, valid: list[str]) -> bytes:
 
 
 @pytest.mark.spark
-def test_spark_and_local_executors_agree_on_every_line_of_a_hostile_corpus(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("require_label", [True, False], ids=["training", "scoring"])
+def test_spark_and_local_executors_agree_on_every_line_of_a_hostile_corpus(spark: Any, iris_lines: list[str], tmp_path: Path, require_label: bool) -> None:
+    """Training rules, and scoring rules (a row may leave out its label column)."""
     from streaming_lstm.parse.spark_parse import parse
 
     cfg = load_config(ROOT / "conf" / "iris.toml")
@@ -84,12 +88,13 @@ def test_spark_and_local_executors_agree_on_every_line_of_a_hostile_corpus(spark
     path.write_bytes(corpus(random.Random(17), iris_lines))
     lines = list(read_lines(path))
     # One file of ~2 MB is one partition, read in order: Spark's rows line up with the file's lines.
-    spark_rows = parse(spark.read.text(str(path)).coalesce(1), cfg.data).select("reason", "label", *cfg.data.feature_columns()).collect()
+    parsed = parse(spark.read.text(str(path)).coalesce(1), cfg.data, require_label=require_label)
+    spark_rows = parsed.select("reason", "label", *cfg.data.feature_columns()).collect()
     assert len(spark_rows) == len(lines), "both read the same lines"
     disagreements = []
     reasons: dict[str, int] = {}
     for i, (line, s) in enumerate(zip(lines, spark_rows, strict=True)):
-        local = local_row(line, cfg.data)
+        local = local_row(line, cfg.data, require_label=require_label)
         reasons[str(local.reason)] = reasons.get(str(local.reason), 0) + 1
         same = local.reason == s["reason"]
         if same and local.reason is None:
@@ -98,18 +103,11 @@ def test_spark_and_local_executors_agree_on_every_line_of_a_hostile_corpus(spark
             disagreements.append((i, line[:80], local.reason, s["reason"]))
     assert not disagreements, disagreements[:10]
     # The corpus exercised every rule.
-    for prefix in (
-        "None",
-        "empty row",
-        "header row",
-        "malformed quoting",
-        "expected 5 fields",
-        "non-numeric feature",
-        "non-finite feature",
-        "out of range",
-        "unknown label",
-    ):
+    rules = ("None", "empty row", "header row", "malformed quoting", "non-numeric feature", "non-finite feature", "out of range")
+    for prefix in (*rules, *(("expected 5 fields", "unknown label") if require_label else ("expected 4 fields (or 5 with the label)",))):
         assert any(r.startswith(prefix) or prefix in r for r in reasons), (prefix, reasons)
+    if not require_label:  # rows without their label were scored
+        assert sum(1 for line in lines if local_row(line, cfg.data, require_label=False).reason is None and line.count(",") == 3) > 20
 
 
 def test_numbers_parse_as_sparks_cast_does() -> None:

@@ -1,4 +1,8 @@
-"""``streaming-lstm init-config``: a starting TOML for a CSV file, from its header and values.
+"""``streaming-lstm init-config``: a starting TOML for a CSV file, from its header and values. The
+file is read as the stream reads it (parse/rows.csv_records: RFC 4180 quoting, a byte-order mark,
+CRLF line ends).
+
+Row mode (classification), by default.
 
 Which ``[data]`` keys it writes and which are optional (config.DataConfig):
 
@@ -16,6 +20,12 @@ row's columns are usually separate measurements, not a sequence; read as one ste
 all of them at once. Measured with ``python -m bench river`` (prequential accuracy, 50-row
 batches): ImageSegments 0.768 with one feature per step -> 0.874 with one step, Phishing 0.874 ->
 0.881. Pass ``--timesteps`` when the columns are a sequence (Iris read as 4 steps, as the 2016 experiment did).
+
+Event mode (``--events --time COL [--entity COL] --targets COL[,COL]``: forecasting): ``mode``,
+``task = "forecast"``, ``time``, ``entity`` (left out for a single series: the whole file is one
+entity), ``targets``, and as ``features`` every numeric column but the time and the entity (the
+targets included: the model reads their past). ``[model]``: ``timesteps`` (``--timesteps``, default
+16 events per window) with ``features_per_step`` = the feature columns.
 """
 
 from __future__ import annotations
@@ -27,29 +37,45 @@ from typing import Any
 
 from streaming_lstm.core.config import ConfigError
 from streaming_lstm.core.config_load import load_config
-from streaming_lstm.parse.rows import WHITESPACE, parse_double, read_lines
+from streaming_lstm.parse.rows import csv_records, parse_double
 
 SAMPLE_ROWS = 10_000
+EVENT_TIMESTEPS = 16
 
 
-def propose(path: str | Path, label: str | None = None, timesteps: int | None = None) -> dict[str, dict[str, Any]]:
-    lines = [line for line in read_lines(path) if line.strip(WHITESPACE)]
-    if not lines:
+def read_sample(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """The columns (the header, or c0, c1, ...) and up to :data:`SAMPLE_ROWS` rows with that many fields."""
+    records = csv_records(path)
+    first = next((fields for _, fields in records if fields is not None), None)
+    if first is None:
         raise ConfigError(f"{path}: the file is empty")
-    first = [f.strip(WHITESPACE) for f in lines[0].split(",")]
     has_header = all(parse_double(f) is None for f in first)
     columns = first if has_header else [f"c{i}" for i in range(len(first))]
     if len(set(columns)) != len(columns):
         raise ConfigError(f"{path}: the header names a column twice: {columns}")
-    rows = [[f.strip(WHITESPACE) for f in line.split(",")] for line in lines[1 if has_header else 0 :][:SAMPLE_ROWS]]
-    rows = [r for r in rows if len(r) == len(columns)]
+    rows = [] if has_header else [first]
+    for _, fields in records:
+        if len(rows) >= SAMPLE_ROWS:
+            break
+        if fields is not None and len(fields) == len(columns):
+            rows.append(fields)
     if not rows:
         raise ConfigError(f"{path}: no row has the header's {len(columns)} fields")
+    return columns, rows
+
+
+def _numeric(columns: list[str], rows: list[list[str]], leave_out: set[str]) -> list[str]:
+    return [c for i, c in enumerate(columns) if c not in leave_out and all(parse_double(r[i]) is not None for r in rows)]
+
+
+def propose(path: str | Path, label: str | None = None, timesteps: int | None = None) -> dict[str, dict[str, Any]]:
+    """Row mode: numeric features, the label and its classes (module docstring)."""
+    columns, rows = read_sample(path)
     label = label or columns[-1]
     if label not in columns:
         raise ConfigError(f"--label {label!r}: not a column of {path} (columns: {', '.join(columns)})")
     li = columns.index(label)
-    numeric = [c for i, c in enumerate(columns) if i != li and all(parse_double(r[i]) is not None for r in rows)]
+    numeric = _numeric(columns, rows, {label})
     if not numeric:
         raise ConfigError(f"{path}: no numeric feature column besides the label {label!r}")
     classes = list(dict.fromkeys(r[li] for r in rows))
@@ -66,6 +92,31 @@ def propose(path: str | Path, label: str | None = None, timesteps: int | None = 
     return {"data": data, "model": {"timesteps": steps, "features_per_step": len(numeric) // steps}}
 
 
+def propose_events(
+    path: str | Path, time: str | None, targets: list[str], entity: str | None = None, timesteps: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Event mode, forecasting ``targets`` one step ahead from windows of ``timesteps`` events."""
+    columns, rows = read_sample(path)
+    if not time:
+        raise ConfigError(f"--events needs --time COLUMN (the event-time column; columns: {', '.join(columns)})")
+    if not targets:
+        raise ConfigError(f"--events needs --targets COLUMN[,COLUMN] (what to forecast; columns: {', '.join(columns)})")
+    for flag, name in [("--time", time), ("--entity", entity), *[("--targets", t) for t in targets]]:
+        if name is not None and name not in columns:
+            raise ConfigError(f"{flag} {name!r}: not a column of {path} (columns: {', '.join(columns)})")
+    features = _numeric(columns, rows, {time, *([entity] if entity else [])})
+    wrong = [t for t in targets if t not in features]
+    if wrong:
+        raise ConfigError(f"--targets {wrong[0]!r}: not numeric in the first {len(rows)} rows of {path}")
+    steps = timesteps or EVENT_TIMESTEPS
+    if steps <= 0:
+        raise ConfigError(f"--timesteps {steps}: must be positive")
+    data: dict[str, Any] = {"mode": "events", "task": "forecast", "columns": columns, "time": time, "features": features, "targets": targets}
+    if entity:
+        data["entity"] = entity
+    return {"data": data, "model": {"timesteps": steps, "features_per_step": len(features)}}
+
+
 def to_toml(conf: dict[str, dict[str, Any]], source: str) -> str:
     out = [f"# Generated by 'streaming-lstm init-config' from {source}; edit freely.", ""]
     for section, values in conf.items():
@@ -76,18 +127,23 @@ def to_toml(conf: dict[str, dict[str, Any]], source: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    conf = propose(args.data, args.label, args.timesteps)
-    text = to_toml(conf, str(args.data))
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not args.force:
-            raise ConfigError(f"--out {out}: exists (add --force to overwrite)")
-        out.write_text(text)
-        load_config(out)  # what was written loads and validates
-        d = conf["data"]
-        print(f"wrote {out}: {len(d['features'])} features, label {d['label']!r} with {len(d['classes'])} classes, timesteps {conf['model']['timesteps']}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.force:
+        raise ConfigError(f"--out {out}: exists (add --force to overwrite)")
+    if args.events:
+        targets = [t.strip() for t in (args.targets or "").split(",") if t.strip()]
+        conf = propose_events(args.data, args.time, targets, args.entity, args.timesteps)
     else:
+        conf = propose(args.data, args.label, args.timesteps)
+    text = to_toml(conf, str(args.data))
+    if out is None:
         print(text, end="")
+        return 0
+    out.write_text(text)
+    load_config(out)  # what was written loads and validates
+    d = conf["data"]
+    what = f"targets {', '.join(d['targets'])}" if args.events else f"label {d['label']!r} with {len(d['classes'])} classes"
+    print(f"wrote {out}: {len(d['features'])} features, {what}, timesteps {conf['model']['timesteps']}")
     return 0
 
 
@@ -95,15 +151,22 @@ def add_command(sub: Any) -> None:
     p = sub.add_parser(
         "init-config",
         help="write a starting TOML configuration for a CSV file",
-        description=__doc__.split("\n\n")[0] + " Prints it, or writes it with --out.",
+        description="Propose a starting TOML configuration for a CSV file from its header and values: row mode (classification), "
+        "or with --events event mode (forecasting). Prints it, or writes it with --out.",
     )
     p.add_argument("--data", required=True, metavar="CSV", help="the data file (a header line names the columns; without one they are c0, c1, ...)")
-    p.add_argument("--label", help="the label column (default: the last column)")
+    p.add_argument("--label", help="row mode: the label column (default: the last column)")
     p.add_argument(
         "--timesteps",
         type=int,
-        help="sequence length T; features per step = features / T (default 1: all features in one step; set it when the columns are a sequence)",
+        help="sequence length T. Row mode: features per step = features / T (default 1: all features in one step; set it when the columns "
+        f"are a sequence). Event mode: events per window (default {EVENT_TIMESTEPS})",
     )
+    ev = p.add_argument_group("event mode (forecasting)")
+    ev.add_argument("--events", action="store_true", help="propose an event-mode configuration: windows of events in time order, forecast the targets")
+    ev.add_argument("--time", metavar="COLUMN", help="the event-time column (seconds since the epoch, or a timestamp)")
+    ev.add_argument("--entity", metavar="COLUMN", help="the column naming each event's series (default: none, the file is one series)")
+    ev.add_argument("--targets", metavar="COLUMN[,COLUMN]", help="the columns to forecast one step ahead")
     p.add_argument("--out", metavar="TOML", help="write here instead of printing")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=run)

@@ -67,5 +67,6 @@ def score_file(args: argparse.Namespace, out: Any) -> int:
         out.write(json.dumps(record, allow_nan=False) + "\n")
     warn(summary.warnings)
     skipped = f", {summary.headers_skipped} header line{'s' if summary.headers_skipped != 1 else ''} skipped" if summary.headers_skipped else ""
-    print(f'streaming-lstm: scored {summary.rows_scored} rows, {summary.rows_rejected} rejected (an "error" line each){skipped}', file=sys.stderr)
+    accuracy = f"; accuracy {summary.accuracy:.4f} on the {summary.rows_labelled} rows that carry a label" if summary.accuracy is not None else ""
+    print(f'streaming-lstm: scored {summary.rows_scored} rows, {summary.rows_rejected} rejected (an "error" line each){skipped}{accuracy}', file=sys.stderr)
     return 0

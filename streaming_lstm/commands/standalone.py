@@ -85,9 +85,9 @@ def read_checked(path: str | Path, cfg: AppConfig, *, strict: bool, what: str, r
             f'data.mode = "events": fit, evaluate and predict --data read rows; an event-mode model learns from a stream '
             f"(streaming-lstm train or demo --events) and scores one (predict --source ...); report --data {path} charts its forecasts"
         )
-    check_header(path, cfg.data, what)
+    check_header(path, cfg.data, what, require_label=require_label)
     data = load_csv(path, cfg.data, require_label=require_label)
-    return data, check_rows(data, path, cfg.data, strict=strict, what=what)
+    return data, check_rows(data, path, cfg.data, strict=strict, what=what, require_label=require_label)
 
 
 def fit(cfg: AppConfig, data_path: str | Path, out: str | Path, holdout: float = 0.0, *, strict: bool = False) -> dict[str, Any]:
@@ -154,7 +154,14 @@ class PredictSummary:
     rows_scored: int = 0
     rows_rejected: int = 0
     headers_skipped: int = 0
+    rows_labelled: int = 0  # scored rows that carried a known label
+    rows_correct: int = 0  # ... and whose predicted class was it
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Over the labelled rows, as ``evaluate`` reports it; None when no row had a label."""
+        return self.rows_correct / self.rows_labelled if self.rows_labelled else None
 
 
 def predict_csv(model_path: str | Path, data_path: str | Path, summary: PredictSummary | None = None, *, strict: bool = False) -> Iterator[dict[str, Any]]:
@@ -177,6 +184,8 @@ def predict_csv(model_path: str | Path, data_path: str | Path, summary: PredictS
         record: dict[str, Any] = {"row": i, "class": names[int(p.argmax())], "probabilities": [round(float(v), 6) for v in p]}
         if verdict.label is not None:
             record["label"] = names[verdict.label]
+            summary.rows_labelled += 1
+            summary.rows_correct += int(int(p.argmax()) == verdict.label)
         record["model_version"] = saved.version
         summary.rows_scored += 1
         yield record

@@ -224,11 +224,14 @@ def effective_decay(stream: StreamConfig) -> float:
     return stream.decay
 
 
+SINGLE_ENTITY = "series"  # the entity of every event when data.entity is empty: one series
+
+
 def data_columns(d: DataConfig) -> tuple[str, ...]:
     """The fields of one row in order; defaults to (entity, time,) features, then label or targets."""
     if d.columns:
         return d.columns
-    head = (d.entity, d.time) if d.mode == "events" else ()
+    head = ((d.entity,) if d.entity else ()) + (d.time,) if d.mode == "events" else ()
     tail = (d.label,) if d.task == "classify" else tuple(t for t in d.targets if t not in d.features)
     return (*head, *d.features, *tail)
 

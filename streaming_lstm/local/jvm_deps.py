@@ -143,7 +143,7 @@ def require(name: str) -> list[Path]:
     found = jars(name)
     if found is None:
         raise JarsError(
-            f"the '{name}' jars ({', '.join(str(a) for a in artifacts(name))}) are not in {set_dir(name)}: run scripts/setup.sh (or 'streaming-lstm jars')"
+            f"the '{name}' jars ({', '.join(str(a) for a in artifacts(name))}) are not in {set_dir(name)}: fetch them with 'streaming-lstm jars {name}'"
         )
     return found
 
@@ -159,7 +159,7 @@ def fetch(name: str, *, say: bool = True) -> list[Path]:
     label = ", ".join(str(a) for a in wanted)
     if done is not None:
         if say:
-            print(f"jars: {name}: {len(done)} jars cached in {set_dir(name)} ({label})", file=sys.stderr, flush=True)
+            print(f"jars: {name}: {len(done)} jars, {_megabytes(done)} cached in {set_dir(name)} ({label})", file=sys.stderr, flush=True)
         return done
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -192,9 +192,14 @@ def fetch(name: str, *, say: bool = True) -> list[Path]:
         kept.append(jar.name)
     shutil.rmtree(staging)
     (folder / "set.json").write_text(json.dumps({"artifacts": [str(a) for a in wanted], "jars": kept}, indent=1))
+    found = [lib / j for j in kept]
     if say:
-        print(f"jars: {name}: {len(kept)} jars in {lib}", file=sys.stderr, flush=True)
-    return [lib / j for j in kept]
+        print(f"jars: {name}: {len(kept)} jars, {_megabytes(found)} in {lib}", file=sys.stderr, flush=True)
+    return found
+
+
+def _megabytes(files: list[Path]) -> str:
+    return f"{sum(f.stat().st_size for f in files if f.exists()) / 1e6:.1f} MB"
 
 
 def _artifact_of(jar_name: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from streaming_lstm.core.config import DataConfig, data_columns
-from streaming_lstm.parse.rows import HEADER, WHITESPACE, Verdict, csv_fields, local_row, parse_double, read_lines
+from streaming_lstm.parse.rows import BOM, HEADER, WHITESPACE, Verdict, csv_fields, local_row, parse_double, read_lines
 
 
 @dataclass
@@ -65,11 +65,12 @@ def reasons_summary(rejected: Counter[str], most: int = 3) -> str:
     return "; ".join(f"{r}: {n}" for r, n in rejected.most_common(most)) + ("; ..." if len(rejected) > most else "")
 
 
-def check_header(path: str | Path, data: DataConfig, what: str) -> None:
-    """A first line whose fields are all non-numeric names columns: they must be the configured ones."""
+def check_header(path: str | Path, data: DataConfig, what: str, *, require_label: bool = True) -> None:
+    """A first line whose fields are all non-numeric names columns: they must be the configured ones
+    (to score: or those without the label)."""
     for line in read_lines(path):
-        fields = [f.strip(WHITESPACE) for f in csv_fields(line) or []] if data.format == "csv" else []
-        if fields and local_row(line, data).reason != HEADER and all(parse_double(f) is None for f in fields):
+        fields = [f.strip(WHITESPACE) for f in csv_fields(line.lstrip(BOM)) or []] if data.format == "csv" else []
+        if fields and local_row(line, data, require_label=require_label).reason != HEADER and all(parse_double(f) is None for f in fields):
             expected = list(data_columns(data))
             raise DataError(
                 f"{path}: its header names {len(fields)} columns ({', '.join(fields[:8])}{' ...' if len(fields) > 8 else ''}) "
@@ -78,7 +79,7 @@ def check_header(path: str | Path, data: DataConfig, what: str) -> None:
         return
 
 
-def check_rows(ds: Dataset, path: str | Path, data: DataConfig, *, strict: bool, what: str) -> list[str]:
+def check_rows(ds: Dataset, path: str | Path, data: DataConfig, *, strict: bool, what: str, require_label: bool = True) -> list[str]:
     """Raise :class:`DataError` when no row is usable, or (``strict``) when any row was rejected;
     return the warnings to show (a rejected share above :data:`REJECTED_WARNING_SHARE`)."""
     total = len(ds.y) + ds.rows_rejected
@@ -89,6 +90,7 @@ def check_rows(ds: Dataset, path: str | Path, data: DataConfig, *, strict: bool,
         raise DataError(
             f'{path}: no usable row: all {total} were rejected, most as "{reason}" ({n}); does the {what} match this data? '
             f"It expects {len(data_columns(data))} fields per row ({', '.join(data_columns(data)[:8])}) and labels {', '.join(data.classes[:8])}"
+            + ("; a row to score may leave out the label" if not require_label else "")
         )
     if ds.rows_rejected and strict:
         raise DataError(f"{path}: {ds.rows_rejected} of {total} rows rejected (--strict): {reasons_summary(ds.rejected)}")

@@ -13,19 +13,21 @@ entity and time rules below). The window operator (window_state.py) reads this f
 * **Time**: a number is seconds since the epoch; anything else is parsed by Spark as a timestamp
   (ISO-8601, with or without an offset; no offset means the session time zone). Neither:
   ``invalid time 'c'``. An empty entity: ``missing entity 'c'``.
+* **No entity column** (``data.entity`` empty): the stream is one series, every event's entity is
+  ``series`` (core.config.SINGLE_ENTITY), and its windows form in time order under one state key.
 * Features and targets follow rows.py's rules (non-numeric, non-finite, out of range), named by
   their column. An unknown class label is ``unknown label``.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from streaming_lstm.core.config import DataConfig, data_columns
+from streaming_lstm.core.config import SINGLE_ENTITY, DataConfig
 from streaming_lstm.parse import rows
 from streaming_lstm.parse.counts import with_counts
-from streaming_lstm.parse.spark_parse import POSITION, field_stage, number_rules, structure_reason
+from streaming_lstm.parse.spark_parse import POSITION, field_at, field_stage, number_rules, structure_reason
 
 MAX_EPOCH_SECONDS = 1e11  # about the year 5138: larger numbers are not event times
 
@@ -41,13 +43,8 @@ def missing_entity_reason(name: str) -> str:
 def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
     """``value, entity, t, v0.., reason, _pos`` (module docstring); header rows get ``header row``.
     With ``require_label=False`` (prediction) an unknown or absent class label is -1, not a reason."""
-    columns = data_columns(data)
-    index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
-    stage = field_stage(df, data)
-    fields = F.col("_fields")
-
-    def field(name: str) -> Column:
-        return F.try_element_at(fields, F.lit(index[name]))
+    stage = field_stage(df, data, require_label)
+    field = field_at(data, require_label)
 
     numeric = [*data.features, *(data.targets if data.task == "forecast" else ())]
     names = F.array(*[F.lit(n) for n in numeric])
@@ -60,12 +57,14 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
         class_map = F.create_map(*[x for i, c in enumerate(data.classes) for x in (F.lit(c), F.lit(i))])
         label = F.try_element_at(class_map, field(data.label))
         values.append(label.cast("double") if require_label else F.coalesce(label, F.lit(-1)).cast("double"))
-    stage = stage.select("*", nums.alias("_nums"), field(data.entity).alias("entity"), when.alias("t"), *[v.alias(f"v{i}") for i, v in enumerate(values)])
+    entity = field(data.entity) if data.entity else F.lit(SINGLE_ENTITY)
+    stage = stage.select("*", nums.alias("_nums"), entity.alias("entity"), when.alias("t"), *[v.alias(f"v{i}") for i, v in enumerate(values)])
 
     nums = F.col("_nums")
-    reason = structure_reason(data).when(F.col("entity").isNull() | (F.col("entity") == ""), F.lit(missing_entity_reason(data.entity))).when(
-        F.col("t").isNull(), F.lit(invalid_time_reason(data.time))
-    )
+    reason = structure_reason(data, require_label)
+    if data.entity:
+        reason = reason.when(F.col("entity").isNull() | (F.col("entity") == ""), F.lit(missing_entity_reason(data.entity)))
+    reason = reason.when(F.col("t").isNull(), F.lit(invalid_time_reason(data.time)))
     reason = number_rules(reason, nums, names, data.max_abs_value)
     if data.task == "classify":
         reason = reason.when(F.col(f"v{len(numeric)}").isNull(), F.lit(rows.UNKNOWN_LABEL))

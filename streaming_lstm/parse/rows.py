@@ -64,6 +64,19 @@ def field_count_reason(expected: int, got: int) -> str:
     return f"expected {expected} fields, got {got}"
 
 
+def scoring_count_reason(without_label: int, got: int) -> str:
+    """A row to score has the columns without the label, or all of them."""
+    return f"expected {without_label} fields (or {without_label + 1} with the label), got {got}"
+
+
+def scoring_columns(data: DataConfig, require_label: bool) -> tuple[str, ...] | None:
+    """The columns of a row to score that carries no label (the label's column left out, the rest in
+    order), or None where no such row is valid: when the label is required, or there is none."""
+    if require_label or data.task != "classify" or not data.label:
+        return None
+    return tuple(c for c in data_columns(data) if c != data.label)
+
+
 def missing_field_reason(name: str) -> str:
     return f"missing field '{name}'"
 
@@ -118,30 +131,14 @@ class Verdict:
 
 
 def local_row(line: str | None, data: DataConfig, *, require_label: bool = True) -> Verdict:
-    """The rules above, in Python, for one row."""
-    columns = data_columns(data)
+    """The rules above, in Python, for one row. Scoring (``require_label=False``) also takes a row
+    without its label column (:func:`scoring_columns`)."""
     if line is None or not line.strip(WHITESPACE):
         return Verdict(EMPTY)
     value = line[1:] if line.startswith(BOM) else line
-    if data.format == "csv":
-        split = csv_fields(value)
-        if split is None:
-            return Verdict(MALFORMED_QUOTING)
-        fields: list[str | None] = [f.strip(WHITESPACE) for f in split]
-        if fields == list(columns):
-            return Verdict(HEADER)
-        if len(fields) != len(columns):
-            return Verdict(field_count_reason(len(columns), len(fields)))
-        by_name = dict(zip(columns, fields, strict=True))
-    else:
-        try:
-            obj = json.loads(value)
-        except ValueError:
-            obj = None
-        by_name = {c: _json_field(obj, c) for c in columns}
-        for c in columns:
-            if by_name[c] is None:
-                return Verdict(missing_field_reason(c))
+    by_name = _csv_by_name(value, data, require_label) if data.format == "csv" else _json_by_name(value, data, require_label)
+    if isinstance(by_name, Verdict):
+        return by_name
     numbers = [parse_double(by_name[f] or "") if by_name[f] is not None else None for f in data.features]
     for name, x in zip(data.features, numbers, strict=True):
         if x is None:
@@ -152,11 +149,42 @@ def local_row(line: str | None, data: DataConfig, *, require_label: bool = True)
     for name, x in zip(data.features, numbers, strict=True):
         if x is not None and abs(x) > data.max_abs_value:
             return Verdict(out_of_range_reason(name, data.max_abs_value))
-    label_text = by_name[data.label]
+    label_text = by_name.get(data.label)
     label = data.classes.index(label_text) if label_text in data.classes else None
     if require_label and label is None:
         return Verdict(UNKNOWN_LABEL)
     return Verdict(None, tuple(float(x) for x in numbers if x is not None), label)
+
+
+def _csv_by_name(value: str, data: DataConfig, require_label: bool) -> dict[str, str | None] | Verdict:
+    columns, short = data_columns(data), scoring_columns(data, require_label)
+    split = csv_fields(value)
+    if split is None:
+        return Verdict(MALFORMED_QUOTING)
+    fields = [f.strip(WHITESPACE) for f in split]
+    if fields == list(columns) or (short is not None and fields == list(short)):
+        return Verdict(HEADER)
+    if len(fields) == len(columns):
+        return dict(zip(columns, fields, strict=True))
+    if short is None:
+        return Verdict(field_count_reason(len(columns), len(fields)))
+    if len(fields) == len(short):
+        return dict(zip(short, fields, strict=True))
+    return Verdict(scoring_count_reason(len(short), len(fields)))
+
+
+def _json_by_name(value: str, data: DataConfig, require_label: bool) -> dict[str, str | None] | Verdict:
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        obj = None
+    columns = data_columns(data)
+    by_name = {c: _json_field(obj, c) for c in columns}
+    needed = scoring_columns(data, require_label) or columns
+    for c in needed:
+        if by_name[c] is None:
+            return Verdict(missing_field_reason(c))
+    return by_name
 
 
 # A quoted section: "..." (a doubled quote inside is two adjacent sections). Linear in the line.
@@ -211,3 +239,15 @@ def read_lines(path: str | os.PathLike[str]) -> Iterator[str]:
     if lines and lines[-1] == "":
         lines.pop()
     yield from lines
+
+
+def csv_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[str] | None]]:
+    """A CSV file as the stream reads it: (line number, fields) for every non-blank line, fields
+    per RFC 4180 and trimmed, a byte-order mark dropped, ``None`` for malformed quoting. What
+    ``init-config`` and the replay producers read a file with."""
+    for n, line in enumerate(read_lines(path), 1):
+        value = line[1:] if line.startswith(BOM) else line
+        if not value.strip(WHITESPACE):
+            continue
+        fields = csv_fields(value)
+        yield n, None if fields is None else [f.strip(WHITESPACE) for f in fields]

@@ -7,6 +7,8 @@ why it is rejected. Rejected rows go to the dead-letter sink with ``value`` and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -37,10 +39,11 @@ def named(template: str, position: Column, among: Column) -> Column:
     return F.concat(F.lit(before), F.element_at(among, position), F.lit(after))
 
 
-def csv_fields(row: Column, n: int) -> tuple[Column, Column, Column]:
+def csv_fields(row: Column, n: int, *, one_short: bool = False) -> tuple[Column, Column, Column]:
     """A CSV line (a string column) read per RFC 4180 as rows.csv_fields reads it: the ``n`` fields
-    trimmed (an array; NULL when the quoting is malformed or the count is not ``n``), the field
-    count, and whether the quoting is malformed.
+    trimmed (an array; NULL when the quoting is malformed or the count is not ``n``, or with
+    ``one_short`` ``n - 1``: then the last element is NULL), the field count, and whether the
+    quoting is malformed.
 
     A line without quotes is split at its commas. Only a well-quoted line with ``n`` fields reaches
     Spark's own CSV parser: univocity fails the whole task on a line of more than 20 480 fields
@@ -62,20 +65,22 @@ def csv_fields(row: Column, n: int) -> tuple[Column, Column, Column]:
     # charToEscapeQuoteEscaping: univocity's default (NUL) drops NUL characters inside quoted fields.
     struct = F.from_csv(row, schema, {"mode": "PERMISSIVE", "escape": '"', "quote": '"', "charToEscapeQuoteEscaping": '"'})
     quoted = F.map_values(F.from_json(F.to_json(struct, {"ignoreNullFields": "false"}), "map<string,string>"))
-    fields = F.when(plain, split).when(~malformed & (count == n), quoted)
+    fits = (count == n) | (count == n - 1) if one_short else count == n
+    fields = F.when(plain, split).when(~malformed & fits, quoted)
     return F.transform(fields, trim_ws), count, malformed
 
 
-def fields_of(row: Column, data: DataConfig) -> tuple[Column, Column, Column]:
-    """Every configured column's text (an array, in ``data_columns`` order), the CSV field count and
-    whether its quoting is malformed (:func:`csv_fields`); JSON: no count, never malformed."""
+def fields_of(row: Column, data: DataConfig, require_label: bool = True) -> tuple[Column, Column, Column]:
+    """Every configured column's text (an array, in ``data_columns`` order; a scoring row without
+    its label: in rows.scoring_columns order), the CSV field count and whether its quoting is
+    malformed (:func:`csv_fields`); JSON: no count, never malformed."""
     columns = data_columns(data)
     if data.format == "csv":
-        return csv_fields(row, len(columns))
+        return csv_fields(row, len(columns), one_short=rows.scoring_columns(data, require_label) is not None)
     return F.array(*[trim_ws(F.get_json_object(row, f"$.{c}")) for c in columns]), F.lit(None), F.lit(False)
 
 
-def field_stage(df: DataFrame, data: DataConfig) -> DataFrame:
+def field_stage(df: DataFrame, data: DataConfig, require_label: bool = True) -> DataFrame:
     """``value, _blank, _fields, _count, _malformed, _pos``: a line's fields (:func:`fields_of`) and
     whether it is blank, for both row mode (:func:`parse`) and event mode (events.parse_events)."""
     value = F.col("value")
@@ -85,28 +90,61 @@ def field_stage(df: DataFrame, data: DataConfig) -> DataFrame:
     unmarked = F.when(value.startswith(rows.BOM), F.substr(value, F.lit(2))).otherwise(value)  # no regex per row
     stage = df.select(value, unmarked.alias("_row"), source_position(df).alias(POSITION))
     row = F.col("_row")
-    fields, count, malformed = fields_of(row, data)
+    fields, count, malformed = fields_of(row, data, require_label)
     blank = value.isNull() | (trim_ws(row) == "")
     return stage.select(value, blank.alias("_blank"), fields.alias("_fields"), count.alias("_count"), malformed.alias("_malformed"), F.col(POSITION))
 
 
 def field_count_reason(count: Column, n: int) -> Column:
     """rows.field_count_reason with the count from a column."""
-    return F.concat(F.lit(rows.field_count_reason(n, 0)[:-1]), count.cast("string"))
+    return count_reason(rows.field_count_reason(n, 0), count)
 
 
-def structure_reason(data: DataConfig) -> Column:
+def count_reason(with_zero: str, count: Column) -> Column:
+    """A reason whose text ends in the field count: ``with_zero`` is it for a count of 0."""
+    return F.concat(F.lit(with_zero[:-1]), count.cast("string"))
+
+
+def structure_reason(data: DataConfig, require_label: bool = True) -> Column:
     """The rules a line meets before its values are read (rows.local_row's first half), over
     :func:`field_stage`'s columns: not blank; CSV: well quoted, not the header, as many fields as
-    columns; JSON: every column present."""
-    columns = data_columns(data)
+    columns (a row to score: or those without the label); JSON: every column present (a row to
+    score: but the label)."""
+    columns, short = data_columns(data), rows.scoring_columns(data, require_label)
     fields, all_columns = F.col("_fields"), F.array(*[F.lit(c) for c in columns])
+    count = F.col("_count")
     reason = F.when(F.col("_blank"), F.lit(rows.EMPTY))
     if data.format == "csv":
-        reason = reason.when(F.col("_malformed"), F.lit(rows.MALFORMED_QUOTING)).when(fields == all_columns, F.lit(rows.HEADER))
-        return reason.when(F.col("_count") != len(columns), field_count_reason(F.col("_count"), len(columns)))
-    missing = first_true(F.transform(fields, lambda x: x.isNull()))
-    return reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, all_columns))
+        header = fields == all_columns
+        if short is not None:
+            header = header | ((count == len(short)) & (F.slice(fields, 1, len(short)) == F.array(*[F.lit(c) for c in short])))
+        reason = reason.when(F.col("_malformed"), F.lit(rows.MALFORMED_QUOTING)).when(header, F.lit(rows.HEADER))
+        if short is None:
+            return reason.when(count != len(columns), field_count_reason(count, len(columns)))
+        return reason.when((count != len(columns)) & (count != len(short)), count_reason(rows.scoring_count_reason(len(short), 0), count))
+    needed = [i for i, c in enumerate(columns) if short is None or c in short]
+    missing = first_true(F.transform(F.array(*[fields[i] for i in needed]), lambda x: x.isNull()))
+    return reason.when(missing > 0, named(rows.missing_field_reason("\0"), missing, F.array(*[F.lit(columns[i]) for i in needed])))
+
+
+def field_at(data: DataConfig, require_label: bool = True) -> Callable[[str], Column]:
+    """The text of a named column in :func:`field_stage`'s ``_fields``: at its place among all
+    columns, or in a CSV row to score that is one field short, among those without the label (whose
+    own text is then NULL)."""
+    columns, short = data_columns(data), rows.scoring_columns(data, require_label)
+    fields = F.col("_fields")
+    full = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
+    if short is None or data.format != "csv":
+        return lambda name: F.try_element_at(fields, F.lit(full[name]))
+    at = {c: i + 1 for i, c in enumerate(short)}
+    is_short = F.col("_count") == len(short)
+
+    def field(name: str) -> Column:
+        if name not in at:
+            return F.when(~is_short, F.try_element_at(fields, F.lit(full[name])))
+        return F.try_element_at(fields, F.when(is_short, F.lit(at[name])).otherwise(F.lit(full[name])))
+
+    return field
 
 
 def number_rules(reason: Column, nums: Column, names: Column, limit: float) -> Column:
@@ -125,22 +163,21 @@ def number_rules(reason: Column, nums: Column, names: Column, limit: float) -> C
 def parse(df: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:
     """Add ``f*``, ``label`` and ``reason`` columns (rows.py's rules, in Spark SQL); keeps ``value``.
 
-    With ``require_label=False`` (prediction) the label column may be empty or unknown. A header row
+    With ``require_label=False`` (prediction) the label column may be empty, unknown, or left out
+    (rows.scoring_columns). A header row
     gets the reason ``header row`` (callers skip and count it; it is not a dead letter). CSV per RFC 4180
     (:func:`csv_fields`). Four projections: the line without a BOM and its fields (:func:`field_stage`),
     the numbers, the reason.
     """
-    columns = data_columns(data)
-    stage = field_stage(df, data)
-    index = {c: i + 1 for i, c in enumerate(columns)}  # element_at is 1-based
-    fields = F.col("_fields")
-    raw = F.transform(F.array(*[F.lit(index[f]) for f in data.features]), lambda i: F.try_element_at(fields, i))
+    stage = field_stage(df, data, require_label)
+    field = field_at(data, require_label)
+    raw = F.array(*[field(f) for f in data.features])
     class_map = F.create_map(*[x for i, c in enumerate(data.classes) for x in (F.lit(c), F.lit(i))])
-    label = F.try_element_at(class_map, F.try_element_at(fields, F.lit(index[data.label])))
+    label = F.try_element_at(class_map, field(data.label))
     stage = stage.select("*", F.transform(raw, lambda x: x.try_cast("double")).alias("_nums"), label.cast("int").alias("label"))
 
     nums, names = F.col("_nums"), F.array(*[F.lit(n) for n in data.features])
-    reason = number_rules(structure_reason(data), nums, names, data.max_abs_value)
+    reason = number_rules(structure_reason(data, require_label), nums, names, data.max_abs_value)
     if require_label:
         reason = reason.when(F.col("label").isNull(), F.lit(rows.UNKNOWN_LABEL))
     return stage.select("value", *[nums[i].alias(n) for i, n in enumerate(feature_names(data))], "label", reason.alias("reason"), POSITION)

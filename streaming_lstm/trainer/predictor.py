@@ -56,6 +56,8 @@ class StreamPredictor:
         self.routes = route_keys(spark, connect.default_parallelism(spark))
         self.rows_scored = 0
         self.rows_rejected = 0
+        self.rows_labelled = 0
+        self.rows_correct = 0
         self.rescored_batches = 0  # batches scored again because a version appeared meanwhile
         self.last_batch_id = -1  # the last micro-batch handled (scored and written out)
         self._refresh()
@@ -127,13 +129,22 @@ class StreamPredictor:
         # Arrow, not collect(): one round trip, no per-row pickling.
         return self._with_model_rows(parsed).mapInPandas(self._scorer(), executor.SCORE_SCHEMA).toArrow().sort_by("_pos")
 
+    def _labelled(self, r: dict[str, Any], names: list[str]) -> dict[str, str]:
+        """``label`` for a row that carried a known one (counted, with whether it was predicted)."""
+        label = r.get("label")
+        if label is None or label != label or label < 0:  # None or NaN: no known label
+            return {}
+        self.rows_labelled += 1
+        self.rows_correct += int(int(label) == r["predicted"])
+        return {"label": names[int(label)]}
+
     def handle(self, df: DataFrame, batch_id: int) -> None:
         self._refresh()
         saved = self.saved
         assert saved is not None
         parsed = parsed_batch(df, saved.config.data, require_label=False).filter(F.col("reason").isNull() | ~F.col("reason").isin(HEADER, ACCEPTED))
-        window = ["entity", "end_time"] if saved.config.data.mode == "events" else []
-        parsed = parsed.select("value", *saved.config.input_columns(), "reason", *window)  # header and tally rows skipped, not scored
+        extra = ["entity", "end_time"] if saved.config.data.mode == "events" else ["label"] if saved.config.data.task == "classify" else []
+        parsed = parsed.select("value", *saved.config.input_columns(), "reason", *extra)  # header and tally rows skipped, not scored
         table = self._score(parsed, batch_id)
         # A version written while this batch was scored would otherwise wait for the next trigger:
         # score the batch once more with it, so what goes out is the newest model's (once per
@@ -158,6 +169,7 @@ class StreamPredictor:
                     what: dict[str, Any] = {"forecast": [round(v, 6) for v in r["outputs"]]}
                 else:
                     what = {"class": names[r["predicted"]], "probabilities": [round(p, 6) for p in r["outputs"]]}
+                    what.update(self._labelled(r, names))
                 record = {"batch_id": batch_id, **where, **what, "model_version": saved.version, "scored_at": now}
             else:
                 record = {"batch_id": batch_id, "value": r["value"], "error": r["error"], "model_version": saved.version, "scored_at": now}
@@ -167,6 +179,11 @@ class StreamPredictor:
         self.rows_scored += scored
         self.rows_rejected += table.num_rows - scored
         self.last_batch_id = batch_id
+
+
+def accuracy_note(labelled: int, correct: int) -> str:
+    """The summary's accuracy over the rows that carried a label, as ``evaluate`` reports it."""
+    return f"; accuracy {correct / labelled:.4f} on the {labelled} rows that carry a label" if labelled else ""
 
 
 class RemotePredictHandler:
@@ -190,17 +207,19 @@ class RemotePredictHandler:
         self._predictor.handle(df, batch_id)
 
 
-def _count_lines(path: str, start: int) -> tuple[int, int]:
-    """Scored and rejected lines appended to ``path`` after byte ``start``."""
+def _count_lines(path: str, start: int) -> tuple[int, int, int, int]:
+    """Scored and rejected lines appended to ``path`` after byte ``start``, and of the scored ones
+    those with a label and those whose class was it."""
     import os
 
     if not os.path.exists(path):
-        return 0, 0
+        return 0, 0, 0, 0
     with open(path, "rb") as f:
         f.seek(start)
         lines = [json.loads(x) for x in f.read().splitlines() if x.strip()]
     rejected = sum(1 for r in lines if "error" in r)
-    return len(lines) - rejected, rejected
+    labelled = [r for r in lines if "label" in r and "class" in r]
+    return len(lines) - rejected, rejected, len(labelled), sum(r["label"] == r["class"] for r in labelled)
 
 
 def predict_config(args: argparse.Namespace) -> AppConfig:
@@ -244,8 +263,10 @@ def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
         error = query.exception()
     if error is not None:
         raise RuntimeError(f"the prediction query failed: {runner.query_error(error)}")
-    scored, rejected = (predictor.rows_scored, predictor.rows_rejected) if not remote else _count_lines(args.out, out_start)
-    print(f'streaming-lstm: scored {scored} rows, {rejected} rejected (an "error" line each), in {time.monotonic() - started:.1f} s', file=sys.stderr)
+    p = predictor
+    scored, rejected, labelled, correct = (p.rows_scored, p.rows_rejected, p.rows_labelled, p.rows_correct) if not remote else _count_lines(args.out, out_start)
+    took = f"in {time.monotonic() - started:.1f} s"
+    print(f'streaming-lstm: scored {scored} rows, {rejected} rejected (an "error" line each), {took}{accuracy_note(labelled, correct)}', file=sys.stderr)
 
 
 class PredictFollower:

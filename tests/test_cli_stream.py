@@ -107,6 +107,58 @@ def test_sigterm_finishes_the_batch_saves_and_exits_zero(iris_lines: list[str], 
     assert len({m["batch_id"] for m in metrics}) == len(metrics)
 
 
+JVM_NOTICE = "WARNING: Using incubator modules"  # the JVM's own line at start, from Spark's launcher options
+
+
+def noise(stderr: str) -> list[str]:
+    """What a stop should not print: ERROR lines, tracebacks, Java exceptions."""
+    return [line for line in stderr.splitlines() if "ERROR" in line or "Traceback" in line or "Exception" in line]
+
+
+def test_a_stop_is_quiet_and_says_what_is_replayed(iris_lines: list[str], tmp_path: Path) -> None:
+    """Ctrl-C during start-up: exit 130 and one line. --max-batches with files still waiting, and
+    Ctrl-C to the process group mid-stream (as a terminal sends it): exit 0, no ERROR line and no
+    stack trace, and the closing lines say which batch was the last applied."""
+    import os
+    import signal
+    import time
+
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    for i in range(3):
+        (incoming / f"p{i}.csv").write_text("\n".join(iris_lines[i * 50 : (i + 1) * 50]) + "\n")
+
+    def train(ck: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "streaming_lstm.cli", "train", "--source", "file", "--path", str(incoming), "--checkpoint", ck, *extra]
+
+    def start(ck: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(train(ck, *extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def interrupt_after(proc: subprocess.Popen[str], prefix: str) -> tuple[str, str]:
+        assert proc.stdout is not None
+        seen = []
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith(prefix) or time.monotonic() > deadline:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        return "".join(seen) + out, err
+
+    out, err = interrupt_after(start(str(tmp_path / "early")), "streaming-lstm: starting Spark")
+    assert [line for line in err.splitlines() if not line.startswith(JVM_NOTICE)] == ["streaming-lstm: interrupted during start-up"], err[-3000:]
+
+    r = subprocess.run(train(str(tmp_path / "capped"), "--max-batches", "1", "--trigger", "0s"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not noise(r.stderr), r.stderr[-3000:]
+    assert "stopped (max batches (1))" in r.stdout and "last applied batch 0" in r.stdout, r.stdout
+
+    proc = start(str(tmp_path / "ctrl-c"), "--trigger", "1s")
+    out, err = interrupt_after(proc, "batch ")
+    assert proc.returncode == 0 and not noise(err), err[-3000:]
+    assert "stopped (signal)" in out and "last applied batch" in out, out
+
+
 @pytest.mark.parametrize("mode", ["classic", pytest.param("connect", marks=pytest.mark.connect)])
 def test_predict_scores_a_live_socket_stream_and_picks_up_a_new_version(
     iris_lines: list[str], tmp_path: Path, mode: str, request: pytest.FixtureRequest

@@ -9,6 +9,9 @@ the dedicated flags (``--epochs``, ``--partitions`` ...), each of which names it
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,3 +125,16 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
             raise ConfigError(f"no --conf given and {DEFAULT_CONF} not found in {Path.cwd()}: pass --conf FILE")
         path = DEFAULT_CONF
     return load_config(path, overrides)
+
+
+def interrupt_exits_quietly() -> None:
+    """Until the stream runs (the runner then installs its own handler, which finishes the batch in
+    flight): Ctrl-C exits 130 with one line. Raising KeyboardInterrupt into a py4j call instead
+    leaves py4j and the JVM to print pages of tracebacks while the process unwinds; the JVM
+    gateway exits when this process does."""
+
+    def _exit(_signum: int, _frame: object) -> None:
+        print("streaming-lstm: interrupted during start-up", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, _exit)

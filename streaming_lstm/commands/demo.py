@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from producers.event_replay import Event, EventStats, event_schedule, read_events, replay_events
 from producers.replay import KafkaSink, ReplayStats, SocketSink, read_rows, replay
-from streaming_lstm.commands.common import ConfigFlag, add_reader, add_remote, config_from_args, config_parent, json_parent
+from streaming_lstm.commands.common import ConfigFlag, add_reader, add_remote, config_from_args, config_parent, interrupt_exits_quietly, json_parent
 from streaming_lstm.commands.output import print_result
 from streaming_lstm.core.config import AppConfig, parse_duration
 from streaming_lstm.local.broker import ENGINES
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.events and not cfg.stream.max_offsets_per_trigger:
         cap = batch_cap(args.rate, parse_duration(cfg.stream.trigger, "stream.trigger"))
         cfg = config_from_args(args, defaults={"stream.trigger": "1s", "stream.max_offsets_per_trigger": cap})
+    interrupt_exits_quietly()
     summary = run_demo(cfg, args)
     print_result(summary, args.json, format_summary(summary))
     return 0

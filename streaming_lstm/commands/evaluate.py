@@ -7,6 +7,8 @@ from typing import Any
 
 from streaming_lstm.commands.common import json_parent, strict_parent
 from streaming_lstm.commands.output import print_result, warn
+from streaming_lstm.storage.fs import filesystem
+from streaming_lstm.storage.store import ModelStore
 
 
 def add_command(sub: Any) -> None:
@@ -22,6 +24,9 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    ModelStore.load_latest_or_raise(args.model)  # a missing or broken model answers before TensorFlow loads
+    if not filesystem(args.data).exists(args.data):
+        raise FileNotFoundError(f"--data {args.data}: no such file")
     from streaming_lstm.commands import standalone
 
     saved, ev = standalone.evaluate(args.model, args.data, strict=args.strict)

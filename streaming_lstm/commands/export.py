@@ -23,17 +23,24 @@ from typing import Any
 
 from streaming_lstm.commands.common import json_parent
 from streaming_lstm.commands.output import print_result
+from streaming_lstm.core.config import ConfigError
 from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.storage.fs import filesystem, is_local, join, local_path
 from streaming_lstm.storage.store import ModelStore
 
 
-def export_saved_model(model_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
+def export_saved_model(model_path: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
+    """The newest model of ``model_path`` as a SavedModel in ``out``, which must be new or empty
+    unless ``force`` (a SavedModel is not mixed into a directory of other files by accident)."""
+    saved = ModelStore.load_latest_or_raise(model_path)  # both checks before TensorFlow loads
+    names = filesystem(os.fspath(out)).list_names(os.fspath(out))
+    if names and not force:
+        shown = ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else "")
+        raise ConfigError(f"--out {os.fspath(out)}: not empty ({shown}); choose a new directory, or add --force to write the SavedModel into it")
     import tensorflow as tf
 
     from streaming_lstm.core.model import LSTMStack
 
-    saved = ModelStore.load_latest_or_raise(model_path)
     lstm = LSTMConfig.from_app(saved.config)
     shift, div = saved.norm.scale()
     nf, events = lstm.num_features, saved.config.data.mode == "events"
@@ -90,11 +97,12 @@ def add_command(sub: Any) -> None:
         ),
     )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="trainer checkpoint or model directory")
-    p.add_argument("--out", required=True, metavar="PATH", help="SavedModel directory to write")
+    p.add_argument("--out", required=True, metavar="PATH", help="SavedModel directory to write: new or empty")
+    p.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    r = export_saved_model(args.checkpoint, args.out)
+    r = export_saved_model(args.checkpoint, args.out, force=args.force)
     print_result(r, args.json, f"model version {r['model_version']} exported as a SavedModel to {r['out']}\n  {r['signature']}")
     return 0

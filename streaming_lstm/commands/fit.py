@@ -7,6 +7,8 @@ from typing import Any
 
 from streaming_lstm.commands.common import config_from_args, config_parent, json_parent, strict_parent
 from streaming_lstm.commands.output import print_result, warn
+from streaming_lstm.storage.fs import filesystem
+from streaming_lstm.storage.store import check_compatible
 
 
 def add_command(sub: Any) -> None:
@@ -23,9 +25,12 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # these three answer before TensorFlow loads
+    if not filesystem(args.data).exists(args.data):
+        raise FileNotFoundError(f"--data {args.data}: no such file")
+    check_compatible(args.out, cfg, "--out")
     from streaming_lstm.commands import standalone
 
-    cfg = config_from_args(args)
     r = standalone.fit(cfg, args.data, args.out, args.holdout, strict=args.strict)
     warn(r["warnings"])
     lines = [f"trained {r['rows_trained']} rows for {r['epochs']} epochs in {r['seconds']:.1f} s, final train loss {r['train_loss']:.4f}"]

@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from streaming_lstm import __version__
@@ -64,9 +65,13 @@ class _WithParents:
         return self.sub.add_parser(name, parents=parents, **kwargs)  # type: ignore[arg-type]
 
 
+STARTED = time.monotonic()  # about when the process started: "first batch applied N s after start"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
     args = build_parser().parse_args(argv)
+    args.started_at = STARTED if argv is None else time.monotonic()
     # Our own loggers at INFO; kafka-python and py4j chatter only from WARNING (or with -v).
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("streaming_lstm").setLevel(logging.DEBUG if args.verbose else logging.INFO)

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from streaming_lstm.commands.common import add_remote, source_parent, strict_parent
+from streaming_lstm.commands.common import add_remote, interrupt_exits_quietly, source_parent, strict_parent
 from streaming_lstm.commands.output import warn
 from streaming_lstm.core.config import ConfigError, parse_duration
 
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.data:
             return score_file(args, out)
+        interrupt_exits_quietly()
         from streaming_lstm.trainer.predictor import run_cli
 
         run_cli(args, out, trigger_ms)

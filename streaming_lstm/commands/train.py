@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streaming_lstm.commands.common import ConfigFlag, add_remote, config_from_args, config_parent, source_parent
+from streaming_lstm.commands.common import ConfigFlag, add_remote, config_from_args, config_parent, interrupt_exits_quietly, source_parent
 
 
 def add_command(sub: Any) -> None:
@@ -36,6 +36,8 @@ def add_command(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # before anything heavy: a bad key or value answers at once
+    interrupt_exits_quietly()
     from streaming_lstm.trainer import runner
 
-    return runner.run_cli(config_from_args(args), args)
+    return runner.run_cli(cfg, args)

@@ -56,17 +56,25 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return {str(k): str(v) for k, v in value.items()}
     else:  # pragma: no cover - a field type this loader does not know is a bug here
         raise TypeError(f"unsupported config type {annotation!r} for {key}")
+    if origin is tuple:
+        item = typing.get_args(annotation)[0]
+        raise ConfigError(f"{key}: expected a list of {item.__name__} (TOML: [a, b]; on the command line: a,b), got {value!r}")
     name = getattr(annotation, "__name__", str(annotation))
     raise ConfigError(f"{key}: expected {name}, got {value!r}")
 
 
-def _build_section(name: str, cls: type, values: Mapping[str, Any], source: str) -> Any:
+COMMAND_LINE = "the command line (--set or a flag)"
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any], source: str | Mapping[str, str]) -> Any:
+    """One section from ``values``; ``source`` says where a key came from (one name for all, or per key)."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(f"unknown key '{name}.{key}' in {source} (known: {', '.join(sorted(known))})")
+            where = source if isinstance(source, str) else source.get(key, "defaults")
+            raise ConfigError(f"unknown key '{name}.{key}' in {where} (known: {', '.join(sorted(known))})")
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
 
@@ -85,9 +93,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     String override values for non-string fields are parsed (``"4"`` -> 4, ``"128,256"`` -> (128, 256)).
     """
     merged: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-    source = "defaults"
+    origins: dict[str, dict[str, str]] = {name: {} for name in _SECTIONS}  # where each key was set
     if path is not None:
-        source = str(path)
         try:
             with open(path, "rb") as fh:
                 raw = tomllib.load(fh)
@@ -101,6 +108,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             if not isinstance(values, dict):
                 raise ConfigError(f"'{section}' in {path} must be a table, got {values!r}")
             merged[section].update(values)
+            origins[section].update(dict.fromkeys(values, str(path)))
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if section not in _SECTIONS or not key:
@@ -109,7 +117,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if isinstance(value, str) and hints.get(key) not in (str, None) and typing.get_origin(hints.get(key)) is not tuple:
             value = _parse_scalar(value)
         merged[section][key] = value
-    sections = {name: _build_section(name, cls, merged[name], source if merged[name] else "overrides") for name, cls in _SECTIONS.items()}
+        origins[section][key] = COMMAND_LINE
+    sections = {name: _build_section(name, cls, merged[name], origins[name]) for name, cls in _SECTIONS.items()}
     cfg = AppConfig(**sections)
     validate(cfg)
     return cfg

@@ -47,6 +47,12 @@ class LSTMConfig:
     def num_features(self) -> int:
         return self.timesteps * self.features_per_step
 
+    def describe(self) -> str:
+        """The shape in a user's words: ``4 timesteps x 1 feature, layers 64, 3 classes, seed 42``."""
+        plural = "" if self.features_per_step == 1 else "s"
+        outputs = f"{self.num_classes} forecast values" if self.forecast else f"{self.num_classes} classes"
+        return f"{self.timesteps} timesteps x {self.features_per_step} feature{plural}, layers {','.join(map(str, self.hidden))}, {outputs}, seed {self.seed}"
+
     @property
     def forecast(self) -> bool:
         return self.task == "forecast"

@@ -15,12 +15,17 @@ from streaming_lstm.core.config import SparkConfig
 from streaming_lstm.local.jvm_deps import connector_jars
 
 LOG4J2 = "log4j2.properties"
+LOG4J2_VERBOSE = "log4j2-verbose.properties"  # -v: also the JVM's stack traces of a query that ends
 CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 FILESYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
 
 def log4j2_path() -> str:
-    return str(resources.files("streaming_lstm").joinpath("resources", LOG4J2))
+    """The JVM's log settings: the quiet ones, or with ``-v`` (streaming_lstm's logger at DEBUG) the verbose ones."""
+    import logging
+
+    name = LOG4J2_VERBOSE if logging.getLogger("streaming_lstm").isEnabledFor(logging.DEBUG) else LOG4J2
+    return str(resources.files("streaming_lstm").joinpath("resources", name))
 
 
 def require_java() -> None:

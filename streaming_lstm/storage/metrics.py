@@ -138,13 +138,18 @@ def read_metrics(checkpoint: str | os.PathLike[str]) -> list[BatchMetrics]:
 def prequential_last(history: list[BatchMetrics] | list[dict[str, Any]], rows: int = 150) -> float:
     """Prequential accuracy over (about) the last ``rows`` rows: whole batches from the end, since
     per-row scores are not kept."""
+    return prequential_span(history, rows)[0]
+
+
+def prequential_span(history: list[BatchMetrics] | list[dict[str, Any]], rows: int = 150) -> tuple[float, int]:
+    """:func:`prequential_last` and the rows it covers (fewer than ``rows`` in a short run)."""
     correct = seen = 0
     for m in reversed(history):
         if seen >= rows:
             break
         correct += int(m["prequential_correct"])
         seen += int(m["rows_valid"])
-    return correct / seen if seen else math.nan
+    return (correct / seen if seen else math.nan), seen
 
 
 def forecast_fields(values: int, abs_sum: float, sq_sum: float, naive_sum: float) -> dict[str, Any]:
@@ -191,8 +196,10 @@ def format_line(m: BatchMetrics | dict[str, Any]) -> str:
     else:
         quality = f"preq acc {_num(m.get('prequential_accuracy'), '.3f')} loss {m['prequential_loss']:.4f}"
     events = f" events {m['events_accepted']:>5}" if "events_accepted" in m else ""
+    # rows = valid + dead + header lines skipped: shown when there were any, so the line adds up.
+    headers = f" hdr {m['headers_skipped']}" if m.get("headers_skipped") else ""
     return (
-        f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6}{events} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}"
+        f"batch {m['batch_id']:>5} | rows {m['rows_in']:>6}{events} valid {m['rows_valid']:>6} dead {m['rows_dead']:>4}{headers}"
         f" | {quality} | train loss {m['train_loss']:.4f}"
         f" | {m['rows_per_s']:>8.0f} rows/s | {m['latency_s']:.2f} s | v{m['version']}" + ("  DRIFT" if m.get("drift") else "")
     )

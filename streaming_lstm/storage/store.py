@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from streaming_lstm.core import faults
-from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.core.config_load import from_dict
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.weights import LSTMConfig, Weights, WeightsError, arrays_from_bytes, check_weights, weights_to_bytes
@@ -195,3 +195,22 @@ class ModelStore:
         if versions:
             raise ModelStoreError(f"no loadable model version in {self.dir}: " + "; ".join(errors))
         return None
+
+
+def shape_mismatch(saved: LSTMConfig, wanted: LSTMConfig, where: str) -> str | None:
+    """Why a configuration cannot continue the model saved in ``where`` (None if it can: the same
+    shapes and seed), in the user's words."""
+    if saved == wanted:
+        return None
+    return f"the model in {where} has {saved.describe()}; the configuration asks for {wanted.describe()}"
+
+
+def check_compatible(model_dir: str, cfg: AppConfig, flag: str) -> None:
+    """Refuse a model directory whose newest model has other shapes than ``cfg`` (ConfigError naming
+    both and what to do), before anything is trained or started."""
+    saved = ModelStore(model_dir).load_latest()
+    if saved is None:
+        return
+    why = shape_mismatch(LSTMConfig.from_app(saved.config), LSTMConfig.from_app(cfg), model_dir)
+    if why:
+        raise ConfigError(f"{flag}: {why}; use another {flag}, or the configuration the model was trained with")

@@ -57,7 +57,23 @@ log = logging.getLogger("streaming_lstm.trainer.handler")
 
 
 class StopRequested(RuntimeError):
-    """Raised inside a batch that starts after a stop was requested, so Spark does not commit it."""
+    """Raised inside a batch that starts after a stop was requested, so Spark does not commit it.
+
+    Raising is what keeps the batch uncommitted (it is replayed on restart); it is a normal stop,
+    so py4j's report of it is dropped (:class:`QuietStop`) and the JVM's is configured away
+    (resources/log4j2.properties). The runner says in one line which batch was the last applied."""
+
+
+class QuietStop(logging.Filter):
+    """Drops py4j's ERROR report of a :class:`StopRequested` raised in the foreachBatch callback
+    (a traceback on stderr for what is a normal stop); every other report passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] is not None and "StopRequested" in repr(record.exc_info[1]))
+
+
+# In every process that runs the handler: the driver, or a Spark Connect server's Python worker.
+logging.getLogger("py4j.clientserver").addFilter(QuietStop())
 
 
 def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int]:

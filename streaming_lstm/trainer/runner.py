@@ -29,8 +29,9 @@ from streaming_lstm.kafka.reader import READERS, BrokerWatch, choose_reader, rec
 from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.spark_parse import observed
 from streaming_lstm.spark import connect
-from streaming_lstm.storage.fs import join
-from streaming_lstm.storage.metrics import BatchMetrics, forecast_last, prequential_last, print_line
+from streaming_lstm.storage.fs import is_local, join
+from streaming_lstm.storage.metrics import BatchCallback, BatchMetrics, forecast_last, prequential_span, print_line
+from streaming_lstm.storage.store import check_compatible
 from streaming_lstm.trainer.remote import make_trainer
 from streaming_lstm.trainer.sources import SourceSpec, open_source
 from streaming_lstm.trainer.window_state import windowed
@@ -71,6 +72,8 @@ class RunResult:
     seconds: float
     history: list[BatchMetrics] = field(default_factory=list)
     records_skipped: int = 0  # Kafka records gone before they were read (failOnDataLoss=false)
+    last_batch_id: int = -1  # the last batch applied (in this run or before it)
+    refused_batch: int | None = None  # a batch Spark started after the stop: not committed, replayed on restart
 
 
 @contextmanager
@@ -256,11 +259,14 @@ def run(
     error = query.exception()
     if error is not None and "StopRequested" not in str(error):
         raise RuntimeError(f"the streaming query failed: {query_error(error)}")
+    refused = re.search(r"batch (\d+) not started", str(error)) if error is not None else None
     rows = sum(int(m["rows_valid"]) for m in trainer.history)
     dead = sum(int(m["rows_dead"]) for m in trainer.history)
+    seconds = time.monotonic() - started
     return RunResult(
-        trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, time.monotonic() - started, trainer.history, progress.records_skipped
-    )
+        trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, seconds, trainer.history, progress.records_skipped,
+        trainer.state.last_batch_id, int(refused.group(1)) if refused else None,
+    )  # fmt: skip
 
 
 def stop_reason(trainer: Trainer, query: StreamingQuery, stop_event: threading.Event, max_batches: int | None, idle_timeout: float | None) -> str | None:
@@ -294,28 +300,56 @@ def install_signal_handlers(event: threading.Event) -> None:
     signal.signal(signal.SIGTERM, _handler)
 
 
-def summarize(result: RunResult, checkpoint: str) -> str:
+def summarize(result: RunResult, checkpoint: str, started_at: float | None = None) -> str:
+    """The closing lines: why it stopped, the time since ``started_at`` (the process's start), what
+    was trained, the learning figure, the last applied batch (and a refused one) and the files."""
     skipped = f", {result.records_skipped} Kafka records skipped (gone before they were read)" if result.records_skipped else ""
     if result.history and "prequential_mae" in result.history[-1]:  # forecasts over event windows
         f = forecast_last(result.history, max(1, result.rows_trained // 5))
         quality = f"over the last fifth of the windows MAE {f['prequential_mae']:.4g}, naive {f['naive_mae']:.4g}, skill {f['skill']:+.3f}"
         what = "windows"
     else:
-        quality, what = f"prequential accuracy over the last 150 rows {prequential_last(result.history, 150):.3f}", "rows"
+        accuracy, span = prequential_span(result.history, 150)
+        quality, what = (f"prequential accuracy over the last {span} rows {accuracy:.3f}" if span else "nothing scored yet"), "rows"
+    total = time.monotonic() - started_at if started_at is not None else result.seconds
+    last = f"last applied batch {result.last_batch_id}" if result.last_batch_id >= 0 else "no batch applied yet"
+    if result.refused_batch is not None:
+        last += f"; batch {result.refused_batch} had started and was refused: it is replayed on restart"
+    files = f"model: {join(checkpoint, 'model')}   metrics: {join(checkpoint, 'metrics.jsonl')}"
+    if result.rows_dead:
+        files += f"   dead letters: {join(checkpoint, 'deadletter')}"
     return (
-        f"stopped ({result.stopped_by}) after {result.batches} batches in {result.seconds:.1f} s: "
+        f"stopped ({result.stopped_by}) after {result.batches} batches in {total:.1f} s ({result.seconds:.1f} s streaming): "
         f"{result.rows_trained} {what} trained, {result.rows_dead} dead-lettered{skipped}, model version {result.version}; {quality}\n"
-        f"model: {join(checkpoint, 'model')}   metrics: {join(checkpoint, 'metrics.jsonl')}   dead letters: {join(checkpoint, 'deadletter')}"
+        f"{last}\n{files}"
     )
 
 
+def announce_first_batch(started_at: float, then: BatchCallback) -> BatchCallback:
+    """``then``, and once, after the first applied batch: how long after the start that was."""
+    first = [True]
+
+    def on_batch(m: BatchMetrics) -> None:
+        then(m)
+        if first[0]:
+            first[0] = False
+            print(f"streaming-lstm: first batch applied {time.monotonic() - started_at:.1f} s after start", flush=True)
+
+    return on_batch
+
+
 def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
+    """``streaming-lstm train``: the source and the checkpoint are checked before Spark starts."""
     checkpoint = str(args.checkpoint)
+    started_at = getattr(args, "started_at", time.monotonic())
+    spec = SourceSpec.from_args(args)
+    spec.check()
+    check_checkpoint(checkpoint, cfg)
+    print(f"streaming-lstm: starting Spark ({describe_master(cfg, getattr(args, 'remote', None))}) ...", flush=True)
     with session_scope(cfg, getattr(args, "remote", None), checkpoint) as session:
         spark = session.spark
-        spec = SourceSpec.from_args(args)
         source = open_source(spark, cfg, spec)
-        trainer = make_trainer(spark, cfg, checkpoint, on_batch=print_line)
+        trainer = make_trainer(spark, cfg, checkpoint, on_batch=announce_first_batch(started_at, print_line))
         where = f" over Spark Connect at {session.url}" if session.kind == "connect" else ""
         print(
             f"streaming-lstm: training from {args.source} into {checkpoint}{where} with {cfg.stream.partitions} partitions, "
@@ -327,5 +361,21 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
         install_signal_handlers(event)
         watch = BrokerWatch(spec.bootstrap) if spec.kind == "kafka" and spec.bootstrap and choose_reader(spark, cfg) == READERS["spark"] else None
         result = run(trainer, source, max_batches=args.max_batches, idle_timeout=args.idle_timeout, stop_event=event, broker_watch=watch)
-    print(summarize(result, checkpoint), flush=True)
+    print(summarize(result, checkpoint, started_at), flush=True)
     return 0
+
+
+def describe_master(cfg: AppConfig, remote_flag: str | None) -> str:
+    remote = connect.remote_from(remote_flag)
+    if remote == "local":
+        return f"a local Spark Connect server, {cfg.spark.master}"
+    if remote is not None:
+        return f"Spark Connect at {remote}"
+    return "the spark-submit session" if "PYSPARK_GATEWAY_PORT" in os.environ else cfg.spark.master
+
+
+def check_checkpoint(checkpoint: str, cfg: AppConfig) -> None:
+    """A local checkpoint whose model has another shape is refused before anything starts (a
+    Hadoop URI is checked once Spark runs, by the trainer's state)."""
+    if is_local(checkpoint):
+        check_compatible(join(checkpoint, "model"), cfg, "--checkpoint")

@@ -51,21 +51,31 @@ class SourceSpec:
             kafka_options=parse_options(args.kafka_option),
         )
 
+    def check(self) -> None:
+        """The flags the source needs are there, and a local ``--path`` is a directory: said before
+        any engine starts (a Hadoop URI is checked when Spark reads it)."""
+        if self.kind == "socket" and not self.port:
+            raise ConfigError("--port is required for --source socket")
+        if self.kind == "file":
+            if not self.path:
+                raise ConfigError("--path is required for --source file")
+            if is_local(self.path) and not os.path.isdir(self.path):
+                raise FileNotFoundError(f"--path {self.path}: not a directory (the file source watches a directory for new files)")
+        if self.kind == "kafka" and not self.topic:
+            raise ConfigError("--topic is required for --source kafka")
+
 
 def open_source(spark: SparkSession, cfg: AppConfig, spec: SourceSpec) -> DataFrame:
     """The streaming DataFrame of ``spec``; a missing setting is a ConfigError naming the flag."""
+    spec.check()
     if spec.kind == "socket":
-        if not spec.port:
-            raise ConfigError("--port is required for --source socket")
+        assert spec.port is not None
         return socket_source(spark, spec.host, spec.port)
     if spec.kind == "file":
-        if not spec.path:
-            raise ConfigError("--path is required for --source file")
+        assert spec.path is not None
         return file_source(spark, spec.path, cfg)
     if spec.kind == "kafka":
-        if not spec.topic:
-            raise ConfigError("--topic is required for --source kafka")
-        assert spec.bootstrap is not None
+        assert spec.bootstrap is not None and spec.topic is not None
         return kafka_source(spark, cfg, spec.bootstrap, spec.topic, spec.kafka_options)
     raise ConfigError(f"--source {spec.kind}: expected socket, file or kafka")
 

@@ -34,7 +34,7 @@ from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.results import Fold
 from streaming_lstm.core.server_opt import ServerOptimizer
 from streaming_lstm.core.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
-from streaming_lstm.storage.store import ModelStore
+from streaming_lstm.storage.store import ModelStore, shape_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,9 @@ class TrainerState:
         state = cls(cfg, store)
         saved = store.load_latest()
         if saved is not None:
-            if LSTMConfig.from_app(saved.config) != state.lstm:
-                raise ValueError(
-                    f"the model in {store.dir} has shape {LSTMConfig.from_app(saved.config)}, the configuration asks for {state.lstm}: use another --checkpoint"
-                )
+            why = shape_mismatch(LSTMConfig.from_app(saved.config), state.lstm, store.dir)
+            if why:
+                raise ValueError(f"{why}: use another --checkpoint")
             state.weights = saved.weights
             state.next_weights = saved.next_weights if saved.next_weights is not None else saved.weights
             state.norm = saved.norm

@@ -58,7 +58,7 @@ def test_init_config_reads_the_shipped_data_files(capsys: pytest.CaptureFixture[
 def test_fit_refuses_another_models_directory_naming_both_shapes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "m"
     assert run(capsys, "fit", "--data", "data/iris.csv", "--out", str(out_dir), "--epochs", "1")[0] == 0
-    code, out, err = run(capsys, "fit", "--data", "data/iris.csv", "--out", str(out_dir), "--epochs", "1", "--hidden", "8")
+    code, _out, err = run(capsys, "fit", "--data", "data/iris.csv", "--out", str(out_dir), "--epochs", "1", "--hidden", "8")
     assert code == 2 and "layers 64" in err and "layers 8" in err and "LSTMConfig(" not in err, err
     assert sorted(p.name for p in out_dir.glob("v*.json")) == ["v0000000001.json"], "nothing was added"
 
@@ -68,9 +68,9 @@ def test_export_refuses_a_non_empty_directory_unless_forced(tmp_path: Path, caps
     assert run(capsys, "fit", "--data", "data/iris.csv", "--out", str(model), "--epochs", "1")[0] == 0
     out_dir.mkdir()
     (out_dir / "notes.txt").write_text("mine")
-    code, out, err = run(capsys, "export", "--checkpoint", str(model), "--out", str(out_dir))
+    code, _, err = run(capsys, "export", "--checkpoint", str(model), "--out", str(out_dir))
     assert code == 2 and "not empty (notes.txt)" in err and "--force" in err
-    code, out, err = run(capsys, "export", "--checkpoint", str(model), "--out", str(out_dir), "--force", "--json")
+    code, _out, err = run(capsys, "export", "--checkpoint", str(model), "--out", str(out_dir), "--force", "--json")
     assert code == 0 and (out_dir / "saved_model.pb").exists() and (out_dir / "notes.txt").exists(), err
 
 
@@ -131,7 +131,7 @@ def test_report_into_a_file_is_one_clear_error(tmp_path: Path, capsys: pytest.Ca
     (ck / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     target = tmp_path / "report.png"
     target.write_text("x")
-    code, out, err = run(capsys, "report", "--checkpoint", str(ck), "--out", str(target))
+    code, _out, err = run(capsys, "report", "--checkpoint", str(ck), "--out", str(target))
     assert code == 1 and "is a file" in err and "Traceback" not in err
 
 

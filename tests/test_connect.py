@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.test_cli_stream import noise
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.connect]
 FILES, ROWS = 5, 150
@@ -91,6 +93,7 @@ def test_train_over_connect_trains_every_row_once_and_equals_classic_mode(
     ck = tmp_path / "ck"
     r = subprocess.run(train_cmd(connect_url, stream_files, ck, 5), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not noise(r.stderr), r.stderr[-3000:]  # a stop is quiet under Connect too
     assert f"over Spark Connect at {connect_url}" in r.stdout
     assert len([x for x in r.stdout.splitlines() if x.startswith("batch ")]) == FILES  # the client's progress lines
     assert f"{FILES * ROWS} rows trained" in r.stdout
@@ -127,6 +130,9 @@ def test_demo_over_a_local_connect_server_trains_every_row(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout)
     assert summary["spark"] == "connect"
+    assert not noise(r.stderr), r.stderr[-3000:]
+    server_log = (tmp_path / "demo" / "connect-server.log").read_text()
+    assert "Traceback" not in server_log and "StopRequested" not in server_log, server_log[-3000:]
     assert summary["rows_trained"] == summary["rows_produced"] == 900
     assert summary["final_accuracy"] >= 0.95
     assert summary["batches"] >= 2

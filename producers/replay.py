@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.pacing import ProgressLog, at_rate, paced
-from streaming_lstm.kafka.settings import BOOTSTRAP_ENV, client_config, parse_options
+from streaming_lstm.kafka.settings import BOOTSTRAP_ENV, authentication_named, client_config, kafka_options
 
 
 @dataclass
@@ -131,7 +131,8 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, 
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **config)
+    with authentication_named(bootstrap):
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **config)
     try:
         if topic not in admin.list_topics():
             admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -149,7 +150,8 @@ class KafkaSink:
 
         ensure_topic(bootstrap, topic, partitions, config)
         self.topic = topic
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5, **config)
+        with authentication_named(bootstrap):
+            self.producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5, **config)
 
     def send(self, row: str, key: int | str) -> None:
         """Key: the row's sequence number, or (event mode) its entity: one entity, one partition."""
@@ -216,6 +218,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="Kafka client setting as for 'streaming-lstm train', e.g. kafka.security.protocol=SASL_SSL (repeatable)",
     )
+    p.add_argument("--kafka-properties", metavar="FILE", help="kafka: a Kafka client properties file (security settings; --kafka-option wins)")
     p.add_argument("--rate", type=float, default=50.0, help="rows per second, steady (0 = as fast as possible; default 50)")
     p.add_argument("--loops", type=int, default=1, help="passes over the data, each freshly shuffled (0 = forever; default 1)")
     p.add_argument("--limit", type=int, help="stop after this many rows")
@@ -281,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
             if not bootstrap:
                 print(f"replay: error: --bootstrap is required for --sink kafka (or set {BOOTSTRAP_ENV[0]})", file=sys.stderr)
                 return 2
-            config = client_config(parse_options(args.kafka_option))
+            config = client_config(kafka_options(args.kafka_option, args.kafka_properties))
             sink = KafkaSink(bootstrap, args.topic, args.partitions, config)
             log(f"producing to topic '{args.topic}' on {bootstrap}")
     except (OSError, ValueError) as exc:

@@ -82,7 +82,7 @@ def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from streaming_lstm.spark import connect_server
 
     server = connect_server.start("local[2]", log_path=str(tmp_path_factory.mktemp("connect") / "server.log"))
-    yield server.url
+    yield server.client_url  # the server takes only clients with its token
     server.stop()
 
 
@@ -93,3 +93,13 @@ def reader(request: pytest.FixtureRequest) -> str:
 
 
 READER_SETTING = {"spark-connector": "spark", "python-source": "python"}
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> Iterator[object]:
+    """A real Apache Kafka broker whose client listener is SASL_SSL (SCRAM-SHA-512, TLS with a
+    certificate made at start-up): what production clusters require. Its own credentials."""
+    from streaming_lstm.local.kafka_broker import ApacheKafkaBroker
+
+    with ApacheKafkaBroker(secure=True) as broker:
+        yield broker

@@ -94,7 +94,7 @@ def test_train_over_connect_trains_every_row_once_and_equals_classic_mode(
     r = subprocess.run(train_cmd(connect_url, stream_files, ck, 5), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not noise(r.stderr), r.stderr[-3000:]  # a stop is quiet under Connect too
-    assert f"over Spark Connect at {connect_url}" in r.stdout
+    assert f"over Spark Connect at {connect_url.split('/;')[0]}" in r.stdout and "token=" not in r.stdout
     assert len([x for x in r.stdout.splitlines() if x.startswith("batch ")]) == FILES  # the client's progress lines
     assert f"{FILES * ROWS} rows trained" in r.stdout
     assert_exactly_once_and_equal(ck, classic_weights)
@@ -121,6 +121,19 @@ def test_a_killed_client_is_restarted_and_the_query_resumes_exactly_once(
     r = subprocess.run(train_cmd(connect_url, stream_files, ck, 5), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_exactly_once_and_equal(ck, classic_weights)
+
+
+def test_the_local_server_takes_only_clients_with_its_token(connect_url: str) -> None:
+    """A server this project starts (``--remote local``, the tests' server) checks Spark Connect's
+    pre-shared token: a client without it is refused, one with it is served."""
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_CONNECT_AUTHENTICATE_TOKEN"}
+    results = {}
+    for url in (connect_url.split("/;")[0], connect_url):
+        code = f"from pyspark.sql import SparkSession; print(SparkSession.builder.remote({url!r}).getOrCreate().range(3).count())"
+        results[url] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    bare, with_token = results.values()
+    assert bare.returncode != 0 and "UNAUTHENTICATED" in bare.stderr, bare.stderr[-2000:]
+    assert with_token.returncode == 0 and with_token.stdout.strip() == "3", with_token.stderr[-2000:]
 
 
 def test_demo_over_a_local_connect_server_trains_every_row(tmp_path: Path) -> None:

@@ -23,8 +23,13 @@ def add_command(sub: Any) -> None:
     p.add_argument("--engine", choices=ENGINES, default="apache-kafka", help="apache-kafka (default) or tansu")
     p.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092; 0 = a free one)")
     p.add_argument("--data-dir", metavar="DIR", help="Apache Kafka: keep its data here across restarts (default: a temporary directory, removed at stop)")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="Apache Kafka: a SASL_SSL listener (SCRAM-SHA-512 user, TLS with a certificate made at start); writes a client properties file",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_forever(args.engine, args.port, args.data_dir)
+    return run_forever(args.engine, args.port, args.data_dir, args.secure)

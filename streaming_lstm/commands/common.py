@@ -105,6 +105,7 @@ def source_parent(*, required: bool) -> argparse.ArgumentParser:
     src.add_argument(
         "--kafka-option", metavar="KEY=VALUE", action="append", default=[], help="passed to Kafka as is, e.g. kafka.security.protocol=SASL_SSL (repeatable)"
     )
+    src.add_argument("--kafka-properties", metavar="FILE", help="a Kafka client properties file (security.protocol=SASL_SSL ...); --kafka-option wins")
     add_reader(src)
     return p
 

@@ -22,6 +22,7 @@ from producers.replay import KafkaSink, ReplayStats, SocketSink, read_rows, repl
 from streaming_lstm.commands.common import ConfigFlag, add_reader, add_remote, config_from_args, config_parent, interrupt_exits_quietly, json_parent
 from streaming_lstm.commands.output import print_result
 from streaming_lstm.core.config import AppConfig, parse_duration
+from streaming_lstm.kafka.settings import client_config
 from streaming_lstm.local.broker import ENGINES
 from streaming_lstm.storage.metrics import forecast_last, prequential_last, print_line
 
@@ -57,6 +58,11 @@ def add_command(sub: Any) -> None:
         "read by the Python source unless --kafka-reader says otherwise: Tansu under-reports the offsets Spark's connector plans with)",
     )
     add_reader(p)
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="the broker listens on SASL_SSL (SCRAM-SHA-512, TLS with a certificate made at start), and producer and trainer authenticate",
+    )
     p.add_argument("--data", metavar="CSV", help=f"dataset to replay and to score the final model on (default {ROWS_DATA}; --events: {EVENTS_DATA})")
     p.add_argument("--rows", type=int, help=f"rows to produce (default {DEFAULT_ROWS}: six shuffled passes over Iris; --events: every event once)")
     p.add_argument(
@@ -145,10 +151,11 @@ def open_stream(stack: ExitStack, spark: SparkSession, cfg: AppConfig, args: arg
     # watermark too, so "auto" picks it on Tansu.
     tansu_auto = args.broker == "tansu" and cfg.stream.kafka_reader == "auto"
     reader = READERS["python"] if tansu_auto else choose_reader(spark, cfg)
-    broker = make_broker(args.broker)
+    broker = make_broker(args.broker, secure=getattr(args, "secure", False))
     stack.enter_context(broker)
-    sink = KafkaSink(broker.bootstrap, TOPIC, args.topic_partitions, {})
-    source = read_kafka(spark, cfg, broker.bootstrap, TOPIC, {}, reader)
+    options = getattr(broker, "client_options", {})  # a secured broker: the settings a user would pass
+    sink = KafkaSink(broker.bootstrap, TOPIC, args.topic_partitions, client_config(options))
+    source = read_kafka(spark, cfg, broker.bootstrap, TOPIC, options, reader)
     where = f"Kafka topic '{TOPIC}' ({args.topic_partitions} partitions) on {broker.description} at {broker.bootstrap}, read by the {reader}"
     return Stream(sink, source, where, reader, broker)
 

@@ -2,14 +2,21 @@
 replay producer): where the brokers are, and ``--kafka-option`` values.
 
 One spelling everywhere: ``--kafka-option kafka.<Java client name>=VALUE`` (``kafka.security.protocol
-=SASL_SSL``). Spark's connector takes these as they are; kafka-python (the Python source and the
-producer) gets them with the ``kafka.`` prefix dropped and dots as underscores (:func:`client_config`).
+=SASL_SSL``), or a Kafka client properties file (``--kafka-properties FILE``: Java names without the
+prefix; ``--kafka-option`` wins where both set a key). Spark's connector takes these as they are;
+kafka-python (the Python source and the producer) gets them translated (:func:`client_config`):
+the JAAS line's username and password, a PEM truststore as its CA file, and the other names with
+the ``kafka.`` prefix dropped and dots as underscores.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from streaming_lstm.core.config import ConfigError
@@ -38,10 +45,90 @@ def parse_options(items: list[str], flag: str = "--kafka-option") -> dict[str, s
     return out
 
 
+def load_properties(path: str | None) -> dict[str, str]:
+    """A Kafka client properties file as ``kafka.``-prefixed options ({} for None)."""
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"--kafka-properties {path}: {exc.strerror}") from None
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"--kafka-properties {path}:{n}: expected key=value")
+        out[f"kafka.{key.strip()}"] = value.strip()
+    return out
+
+
+def kafka_options(option_flags: list[str], properties: str | None) -> dict[str, str]:
+    """``--kafka-properties`` then ``--kafka-option`` (which wins), as one dict of options."""
+    return {**load_properties(properties), **parse_options(option_flags)}
+
+
+JAAS = re.compile(r'username\s*=\s*"(?P<user>[^"]*)"\s+password\s*=\s*"(?P<password>[^"]*)"')
+
+
+def _translated(key: str, value: str, options: Mapping[str, str]) -> dict[str, Any]:
+    """One Java client setting in kafka-python's terms."""
+    if key == "sasl.jaas.config":
+        found = JAAS.search(value)
+        if not found:
+            raise ConfigError("kafka.sasl.jaas.config: expected a login module line with username=\"...\" password=\"...\"")
+        return {"sasl_plain_username": found["user"], "sasl_plain_password": found["password"]}
+    if key == "ssl.truststore.location":
+        if options.get("kafka.ssl.truststore.type", "JKS").upper() != "PEM":
+            raise ConfigError(
+                "kafka.ssl.truststore.location: the Python Kafka reader and the producer read a PEM truststore; "
+                "set kafka.ssl.truststore.type=PEM (Java clients, Spark's connector included, read PEM too)"
+            )
+        return {"ssl_cafile": value}
+    if key == "ssl.truststore.type":
+        return {}
+    if key == "ssl.endpoint.identification.algorithm":
+        return {"ssl_check_hostname": bool(value)}
+    return {key.replace(".", "_"): value}
+
+
 def client_config(options: Mapping[str, str]) -> dict[str, Any]:
     """``kafka.*`` options as kafka-python keyword arguments (other options are not the client's)."""
     out: dict[str, Any] = {}
     for key, value in options.items():
         if key.startswith("kafka.") and key != "kafka.bootstrap.servers":
-            out[key[len("kafka.") :].replace(".", "_")] = value
+            out.update(_translated(key[len("kafka.") :], value, options))
     return out
+
+
+class AuthFailures(logging.Handler):
+    """kafka-python's reports of a failed SASL authentication while a client connects. It retries
+    such a failure until its bootstrap timeout and then says only that it could not bootstrap; this
+    keeps the first report, so the error can name the cause."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if self.seen is None and ("uthentication failed" in text or "SaslAuthentication" in text):
+            self.seen = text.removeprefix("Connection failed: ")
+
+
+@contextmanager
+def authentication_named(where: str) -> Iterator[AuthFailures]:
+    """Within the block, a failure after a failed authentication becomes one ConfigError naming it."""
+    watch = AuthFailures()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(watch)
+    try:
+        yield watch
+    except Exception:
+        if watch.seen:
+            raise ConfigError(f"Kafka at {where}: authentication failed: {watch.seen}") from None
+        raise
+    finally:
+        logger.removeHandler(watch)

@@ -30,7 +30,7 @@ from typing import Any
 
 from pyspark.sql.datasource import CaseInsensitiveDict, DataSource, DataSourceStreamReader, InputPartition
 
-from streaming_lstm.kafka.settings import client_config
+from streaming_lstm.kafka.settings import AuthFailures, client_config
 
 log = logging.getLogger(__name__)
 SOURCE_NAME = "streaming_lstm_kafka"
@@ -61,6 +61,8 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
     last = "no answer"
     while True:
         consumer = None
+        watch = AuthFailures()
+        logging.getLogger("kafka").addHandler(watch)
         try:
             left_ms = max(500, int((deadline - time.monotonic()) * 1000))
             # fetch_max_wait_ms: the high-watermark poll below must not sit in the broker's 500 ms
@@ -74,8 +76,12 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
             last = f"topic '{topic}' does not exist"
         except KafkaError as exc:
             last = f"{type(exc).__name__}: {exc}"
+        finally:
+            logging.getLogger("kafka").removeHandler(watch)
         if consumer is not None:
             consumer.close()
+        if watch.seen:  # retrying cannot help: the credentials are wrong
+            raise KafkaSourceError(f"Kafka at {bootstrap}, topic '{topic}': authentication failed: {watch.seen}")
         if time.monotonic() >= deadline:
             raise KafkaSourceError(f"Kafka at {bootstrap}, topic '{topic}': {last} (gave up after {timeout:g} s)")
         time.sleep(0.5)

@@ -19,25 +19,29 @@ ENGINES = ("apache-kafka", "tansu")
 Broker = ApacheKafkaBroker | TansuBroker
 
 
-def make_broker(engine: str = "apache-kafka", port: int = 0, data_dir: str | None = None) -> Broker:
-    """An unstarted broker of ``engine``; ``data_dir`` keeps Apache Kafka's data (Tansu has none)."""
+def make_broker(engine: str = "apache-kafka", port: int = 0, data_dir: str | None = None, *, secure: bool = False) -> Broker:
+    """An unstarted broker of ``engine``; ``data_dir`` keeps Apache Kafka's data (Tansu has none);
+    ``secure``: Apache Kafka with a SASL_SSL listener (kafka_security.py)."""
     if engine == "apache-kafka":
-        return ApacheKafkaBroker(port, data_dir)
+        return ApacheKafkaBroker(port, data_dir, secure=secure)
     if engine == "tansu":
-        if data_dir is not None:
-            raise BrokerError("--data-dir needs --engine apache-kafka: the Tansu broker keeps records in memory only")
+        if data_dir is not None or secure:
+            raise BrokerError("--data-dir and --secure need --engine apache-kafka: the Tansu broker keeps records in memory, on a plain listener")
         return TansuBroker(port)
     raise BrokerError(f"unknown broker engine {engine!r}; choose from {', '.join(ENGINES)}")
 
 
-def run_forever(engine: str, port: int, data_dir: str | None) -> int:
+def run_forever(engine: str, port: int, data_dir: str | None, secure: bool = False) -> int:
     """``streaming-lstm broker``: run until Ctrl-C or SIGTERM, then stop the broker cleanly."""
     import signal
 
-    broker = make_broker(engine, port, data_dir).start()
+    broker = make_broker(engine, port, data_dir, secure=secure).start()
     where = f"data in {data_dir}" if data_dir else ("a temporary data directory" if engine == "apache-kafka" else "memory storage")
     log_note = f"; its log: {broker.log_file}"
     print(f"{broker.description} broker on {broker.bootstrap} ({where}){log_note}; Ctrl-C stops it", flush=True)
+    if isinstance(broker, ApacheKafkaBroker) and broker.secure is not None:
+        props = broker.secure.write_client_properties(broker.data_dir / "client.properties")
+        print(f"SASL_SSL ({broker.secure.user}, SCRAM-SHA-512): clients pass --kafka-properties {props} (mode 0600)", flush=True)
 
     def _terminate(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

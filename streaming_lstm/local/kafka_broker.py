@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from streaming_lstm.local.jvm_deps import KAFKA_VERSION, JarsError, java_executable, require
+from streaming_lstm.local.kafka_security import SecureListener
 from streaming_lstm.local.process import Service, ServiceError, free_port, listening
 
 
@@ -66,17 +67,25 @@ logger.kafka.level = {level}
 """
 
 
-def _properties(node_port: int, controller_port: int, log_dir: Path) -> str:
+def _listeners(node_port: int, controller_port: int, secure: SecureListener | None) -> list[str]:
+    if secure is not None:
+        return secure.server_properties(node_port, controller_port)
+    return [
+        f"listeners=PLAINTEXT://127.0.0.1:{node_port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{node_port}",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    ]
+
+
+def _properties(node_port: int, controller_port: int, log_dir: Path, secure: SecureListener | None = None) -> str:
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{node_port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node_port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            *_listeners(node_port, controller_port, secure),
             f"log.dirs={log_dir}",
             "num.partitions=1",
             "auto.create.topics.enable=false",
@@ -113,13 +122,17 @@ class ApacheKafkaBroker(Service):
     name = "Apache Kafka"
     error = BrokerError
 
-    def __init__(self, port: int = 0, data_dir: str | Path | None = None, *, heap: str = "512m", log_level: str = "INFO") -> None:
+    def __init__(
+        self, port: int = 0, data_dir: str | Path | None = None, *, heap: str = "512m", log_level: str = "INFO", secure: bool = False
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self._temp = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="streaming-lstm-kafka-"))
         self.heap = heap
         self.log_level = log_level
+        # SASL_SSL on ``port`` (kafka_security.py); its credentials are made anew for each broker.
+        self.secure = SecureListener(free_port(self.host), conf_dir=self.data_dir / "config") if secure else None
 
     @property
     def bootstrap(self) -> str:
@@ -135,7 +148,7 @@ class ApacheKafkaBroker(Service):
 
     @property
     def description(self) -> str:
-        return f"apache-kafka {self.version}"
+        return f"apache-kafka {self.version}" + (" (SASL_SSL)" if self.secure is not None else "")
 
     @property
     def _conf_dir(self) -> Path:
@@ -158,10 +171,13 @@ class ApacheKafkaBroker(Service):
         ports = self._conf_dir / "controller.port"
         controller_port = int(ports.read_text()) if ports.exists() else free_port(self.host)
         ports.write_text(str(controller_port))
-        (self._conf_dir / "server.properties").write_text(_properties(self.port, controller_port, logs))
+        if self.secure is not None:
+            self.secure.make_certificate()
+        (self._conf_dir / "server.properties").write_text(_properties(self.port, controller_port, logs, self.secure))
         (self._conf_dir / "log4j2.properties").write_text(LOG4J2.format(log=self.log_file, level=self.log_level))
         if not (logs / "meta.properties").exists():
             fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(self._conf_dir / "server.properties"))
+            fmt += self.secure.format_args() if self.secure is not None else []
             with open(self.output_file, "ab") as out:
                 code = subprocess.run(fmt, stdout=out, stderr=subprocess.STDOUT).returncode
             if code != 0:
@@ -171,7 +187,13 @@ class ApacheKafkaBroker(Service):
         return self._java("kafka.Kafka", str(self._conf_dir / "server.properties"))
 
     def ready(self) -> bool:
-        return wait_for_metadata(self.bootstrap, 1.0)
+        # A secured broker answers its own, internal listener without credentials.
+        return wait_for_metadata(f"{self.host}:{self.secure.internal_port}" if self.secure else self.bootstrap, 1.0)
+
+    @property
+    def client_options(self) -> dict[str, str]:
+        """What a client passes to reach this broker (``--kafka-option`` form); none for PLAINTEXT."""
+        return self.secure.client_options() if self.secure is not None else {}
 
     def cleanup(self) -> None:
         """A temporary data directory is removed; a given one is kept."""

@@ -112,7 +112,7 @@ def open_session(cfg: SparkConfig, remote: str | None, *, server_log: str | None
         from streaming_lstm.spark import connect_server
 
         server = connect_server.start(cfg.master, conf=cfg.conf, log_path=server_log)
-        url = server.url
+        url = server.client_url
     try:
         # PySpark's builder, which also switches pyspark.sql.functions to Connect columns for this
         # process; so one process holds one kind of session (it refuses a remote one next to a
@@ -122,4 +122,9 @@ def open_session(cfg: SparkConfig, remote: str | None, *, server_log: str | None
         if server is not None:
             server.stop()
         raise
-    return Session(spark, "connect", url, server)
+    return Session(spark, "connect", shown(url), server)
+
+
+def shown(url: str) -> str:
+    """A Connect URL as it may be printed: without its parameters (a token among them)."""
+    return url.split("/;")[0]

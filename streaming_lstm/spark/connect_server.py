@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 from streaming_lstm.local.process import Service, free_port, listening
 
 PLUGIN = "org.apache.spark.sql.connect.SparkConnectPlugin"
+TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"  # read by the server for spark.connect.authenticate.token
 READY = "ready "
 
 
@@ -52,7 +54,12 @@ def serve(port: int, master: str, conf: dict[str, str]) -> None:
 
 class LocalServer(Service):
     """A server started by :func:`start` (a child process); :meth:`stop` ends it. In the caller's
-    process group: a terminal's Ctrl-C reaches it as it reaches the client."""
+    process group: a terminal's Ctrl-C reaches it as it reaches the client.
+
+    It accepts only clients that present its token (Spark Connect's pre-shared key,
+    ``spark.connect.authenticate.token``, handed over in the environment, never on a command line):
+    :attr:`client_url` carries it (gRPC local credentials on ``localhost``: no TLS needed on loopback).
+    """
 
     name = "the local Spark Connect server"
     start_timeout = 180.0
@@ -60,7 +67,17 @@ class LocalServer(Service):
 
     def __init__(self, master: str, port: int, conf: dict[str, str], log_path: str) -> None:
         self.master, self.port, self.conf, self._log = master, port, conf, Path(log_path)
-        self.url = ""
+        self.token = secrets.token_urlsafe(24)
+
+    @property
+    def url(self) -> str:
+        """The server's address, to show (no token)."""
+        return f"sc://localhost:{self.port}"
+
+    @property
+    def client_url(self) -> str:
+        """What a client connects with: the address and the token."""
+        return f"{self.url}/;token={self.token}"
 
     @property
     def log_file(self) -> Path:
@@ -71,14 +88,11 @@ class LocalServer(Service):
         return cmd + [a for key, value in self.conf.items() for a in ("--spark-conf", f"{key}={value}")]
 
     def env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}  # the server is a classic driver
+        env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}  # the server is a classic driver
+        return {**env, TOKEN_ENV: self.token}
 
     def ready(self) -> bool:
-        for line in self.new_log().splitlines():
-            if line.startswith(READY):
-                self.url = line[len(READY) :].strip()
-                return True
-        return False
+        return any(line.startswith(READY) for line in self.new_log().splitlines())
 
 
 def start(

@@ -15,6 +15,8 @@ from streaming_lstm.core.config import SparkConfig
 from streaming_lstm.local.jvm_deps import connector_jars
 
 LOG4J2 = "log4j2.properties"
+REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas"
+REDACTED_SETTINGS = "(?i)secret|password|token|access[.]?key|jaas"
 LOG4J2_VERBOSE = "log4j2-verbose.properties"  # -v: also the JVM's stack traces of a query that ends
 CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 FILESYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
@@ -68,6 +70,11 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
         # roughly doubles a micro-batch's round trips to the JVM. Set it to "true" in
         # [spark.conf] to get those call sites back.
         .config("spark.python.sql.dataFrameDebugging.enabled", "false")
+        # Kafka credentials travel as options (kafka.sasl.jaas.config holds the password): their
+        # values are redacted in plans, the UI and the event log, as Spark's defaults redact
+        # passwords and tokens in its own settings.
+        .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
+        .config("spark.redaction.regex", REDACTED_SETTINGS)
     )
     if not submitted:
         builder = builder.master(cfg.master)

@@ -370,7 +370,7 @@ def describe_master(cfg: AppConfig, remote_flag: str | None) -> str:
     if remote == "local":
         return f"a local Spark Connect server, {cfg.spark.master}"
     if remote is not None:
-        return f"Spark Connect at {remote}"
+        return f"Spark Connect at {connect.shown(remote)}"
     return "the spark-submit session" if "PYSPARK_GATEWAY_PORT" in os.environ else cfg.spark.master
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from streaming_lstm.core.config import AppConfig, ConfigError
-from streaming_lstm.kafka.settings import bootstrap_servers, parse_options
+from streaming_lstm.kafka.settings import bootstrap_servers, kafka_options
 from streaming_lstm.spark.connect import is_remote
 from streaming_lstm.storage.fs import filesystem, is_local
 
@@ -48,7 +48,7 @@ class SourceSpec:
             path=args.path,
             bootstrap=bootstrap_servers(args.bootstrap) if kafka else args.bootstrap,
             topic=args.topic,
-            kafka_options=parse_options(args.kafka_option),
+            kafka_options=kafka_options(args.kafka_option, getattr(args, "kafka_properties", None)),
         )
 
     def check(self) -> None:

@@ -35,7 +35,7 @@ class SourceSpec:
     path: str | None = None
     bootstrap: str | None = None
     topic: str | None = None
-    kafka_options: dict[str, str] = field(default_factory=dict)
+    kafka_options: dict[str, str] = field(default_factory=dict, repr=False)  # may hold credentials: never in a repr
 
     @classmethod
     def from_args(cls, args: Any) -> SourceSpec:

@@ -90,7 +90,7 @@ def test_connector_set_matches_the_installed_pyspark_exactly(tmp_path: Path, mon
     (folder / "lib").mkdir(parents=True)
     (folder / "set.json").write_text(json.dumps({"artifacts": ["org.apache.spark:spark-sql-kafka-0-10_2.13:0.0.1"], "jars": []}))
     assert jvm_deps.jars("kafka-connector") is None
-    with pytest.raises(jvm_deps.JarsError, match=r"run scripts/setup\.sh"):
+    with pytest.raises(jvm_deps.JarsError, match=r"fetch them with 'streaming-lstm jars kafka-connector'"):  # the one command that fetches it
         jvm_deps.require("kafka-connector")
     (folder / "set.json").write_text(json.dumps({"artifacts": [str(connector)], "jars": ["a.jar"]}))
     assert jvm_deps.jars("kafka-connector") == [folder / "lib" / "a.jar"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from streaming_lstm.core.config import KAFKA_READERS, AppConfig, ConfigError
 from streaming_lstm.core.config_load import load_config
+from streaming_lstm.local.process import Service
 
 DEFAULT_CONF = "conf/iris.toml"
 OVERRIDES = "config_overrides"
@@ -136,6 +137,7 @@ def interrupt_exits_quietly() -> None:
 
     def _exit(_signum: int, _frame: object) -> None:
         print("streaming-lstm: interrupted during start-up", file=sys.stderr, flush=True)
+        Service.kill_running()  # a broker or Connect server this run started goes with it
         os._exit(130)
 
     signal.signal(signal.SIGINT, _exit)

@@ -182,8 +182,10 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
         say(f"demo: replaying {producer.count} {'events' if events else 'rows'} of {args.data} at {args.rate:g} rows/s into {stream.where}")
         say(f"demo: training with {cfg.stream.partitions} partitions, trigger {cfg.stream.trigger}; checkpoint {checkpoint}")
         thread = producer.thread(stream, trainer)
+        stop = threading.Event()
+        runner.install_signal_handlers(stop)  # from here Ctrl-C finishes the batch in flight, then the summary
         opts = {"on_tick": producer.done, "idle_timeout": args.timeout, "on_first_trigger": thread.start}
-        result = runner.run(trainer, stream.source, stop_event=threading.Event(), **opts)
+        result = runner.run(trainer, stream.source, stop_event=stop, **opts)
     head = {"spark": session.kind, "source": args.source, "kafka_reader": stream.reader}
     tail = {"elapsed_s": time.monotonic() - started, "checkpoint": str(checkpoint)}
     if events:

@@ -24,9 +24,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql.datasource import CaseInsensitiveDict, DataSource, DataSourceStreamReader, InputPartition
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SOURCE_NAME = "streaming_lstm_kafka"
 SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 CONNECT_TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 class KafkaSourceError(RuntimeError):
@@ -201,7 +202,20 @@ class KafkaStreamReader(DataSourceStreamReader):
         self._consumer = None
 
     def _latest(self) -> dict[int, int]:
-        """Latest offsets; while the broker or topic is unavailable, wait (one line), then resume.
+        """Latest offsets, waiting while the broker or the topic is unavailable (:meth:`_waiting`)."""
+
+        def latest(consumer: Any) -> dict[int, int]:
+            parts = consumer.partitions_for_topic(self.topic)
+            if not parts:
+                raise KafkaSourceError(f"topic '{self.topic}' does not exist")
+            return latest_offsets(consumer, self.topic, sorted(parts))
+
+        return self._waiting(latest)
+
+    def _waiting(self, ask: Callable[[Any], T]) -> T:
+        """``ask(consumer)``; while the broker or topic is unavailable, wait (one line), then resume.
+        Every call to the broker while a trigger is planned goes through here: the broker may go
+        between two of them (after the latest offsets, before the partitions are planned).
 
         Gives up with :class:`KafkaSourceError` after ``brokerWaitSeconds`` (default 600).
         """
@@ -209,17 +223,15 @@ class KafkaStreamReader(DataSourceStreamReader):
         limit = float(self.options.get("brokerWaitSeconds", "600"))
         while True:
             try:
-                consumer = self._client(timeout=2.0)
-                parts = consumer.partitions_for_topic(self.topic)
-                if not parts:
-                    raise KafkaSourceError(f"topic '{self.topic}' does not exist")
-                latest = latest_offsets(consumer, self.topic, sorted(parts))
+                answer = ask(self._client(timeout=2.0))
                 if waiting_since is not None:
                     waited = time.monotonic() - waiting_since
                     _say(f"Kafka at {self.bootstrap}, topic '{self.topic}' is back after {waited:.0f} s; resuming")
-                return latest
+                return answer
             except Exception as exc:
                 self._drop_client()
+                if "authentication failed" in str(exc):
+                    raise  # waiting cannot mend wrong credentials
                 now = time.monotonic()
                 if waiting_since is None:
                     waiting_since = now
@@ -281,7 +293,7 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
         out: list[InputPartition] = []
-        earliest = earliest_offsets(self._client(), self.topic, [int(p) for p in end])
+        earliest = self._waiting(lambda consumer: earliest_offsets(consumer, self.topic, [int(p) for p in end]))
         gone = {int(p): (int(start.get(p, 0)), earliest.get(int(p), 0)) for p in end if int(start.get(p, 0)) < earliest.get(int(p), 0)}
         if gone:
             where = ", ".join(f"partition {p} offsets {a}..{b - 1}" for p, (a, b) in sorted(gone.items()))

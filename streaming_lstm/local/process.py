@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
@@ -48,6 +49,14 @@ class Service:
     own_session: ClassVar[bool] = True
 
     process: subprocess.Popen[bytes] | None = None
+    # Every service started in this process and not stopped yet: what a hard exit must not orphan.
+    running: ClassVar[weakref.WeakSet[Service]] = weakref.WeakSet()
+
+    @classmethod
+    def kill_running(cls) -> None:
+        """``kill -9`` every service still running (a process about to ``os._exit``)."""
+        for service in list(cls.running):
+            service.kill()
 
     @property
     def log_file(self) -> Path:
@@ -89,6 +98,7 @@ class Service:
                 code, self.process = self.process.returncode, None
                 raise self.error(f"{self.name} exited with code {code}: {self.tail()}")
             if self.ready():
+                Service.running.add(self)
                 return self
             time.sleep(self.poll_interval)
         self.stop()
@@ -115,6 +125,7 @@ class Service:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (to the whole process group of a service in its own session), SIGKILL after
         ``timeout``; then :meth:`cleanup`."""
+        Service.running.discard(self)
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             try:
@@ -131,6 +142,7 @@ class Service:
 
     def kill(self) -> None:
         """``kill -9`` the service (fault tests); nothing is cleaned up."""
+        Service.running.discard(self)
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             self._signal(proc, signal.SIGKILL)

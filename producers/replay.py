@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
             sink: Any = SocketSink(args.host, args.port, stop, log)
             log(f"listening on {args.host}:{sink.port}; waiting for a client")
         else:
-            bootstrap = args.bootstrap or next((os.environ[e] for e in BOOTSTRAP_ENV if os.environ.get(e)), None)  # as kafka_settings.bootstrap_servers
+            bootstrap = args.bootstrap or next((os.environ[e] for e in BOOTSTRAP_ENV if os.environ.get(e)), None)  # as kafka.settings.bootstrap_servers
             if not bootstrap:
                 print(f"replay: error: --bootstrap is required for --sink kafka (or set {BOOTSTRAP_ENV[0]})", file=sys.stderr)
                 return 2

@@ -151,7 +151,7 @@ class StreamConfig:
     tensorboard: bool = True  # event files under CHECKPOINT/tensorboard
     fail_on_data_loss: bool = True
     # Kafka: "auto" = Spark's connector when its jar is on the classpath, else the Python data
-    # source; "spark" or "python" force one (kafka_reader.py).
+    # source; "spark" or "python" force one (kafka/reader.py).
     kafka_reader: str = "auto"
 
 

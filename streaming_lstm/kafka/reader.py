@@ -4,7 +4,7 @@
 Choosing (``stream.kafka_reader``, ``--kafka-reader``):
 
 * ``auto`` (default): Spark's ``kafka`` format when its connector is on the classpath (after
-  ``scripts/setup.sh`` the local session is built with it, see spark_session.py), else the Python
+  ``scripts/setup.sh`` the local session is built with it, see spark/session.py), else the Python
   data source.
 * ``spark``: Spark's connector, or a clear error when it is missing.
 * ``python``: the project's Python data source, for environments without the jar.

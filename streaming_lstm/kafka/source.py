@@ -1,5 +1,5 @@
 """The Python Kafka data source, for environments without Spark's connector jar (which reader runs
-is chosen in kafka_reader.py). Columns ``key, value, topic, partition, offset, timestamp``.
+is chosen in kafka/reader.py). Columns ``key, value, topic, partition, offset, timestamp``.
 
 Contract (``streaming_lstm_kafka``):
 

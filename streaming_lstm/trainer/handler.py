@@ -7,7 +7,7 @@ For each micro-batch ``(df, batch_id)``:
 2. Rows are parsed and validated in Spark SQL and cached, their counts observed by the training
    job as it reads them (parse/counts.py: one Spark job for a clean batch; an exact count of the
    cached rows when a batch has rejected rows or the observation could be off).
-3. Valid rows are keyed in the same job (keying.py): ``(position in its source partition + that
+3. Valid rows are keyed in the same job (routing.py): ``(position in its source partition + that
    partition + a shift seeded by the batch id) mod P``, so P partitions whose sizes differ by at
    most the number of source partitions; each key is routed to its own shuffle partition.
 4. ``mapInPandas`` (Arrow) trains one task per key from the broadcast global weights (under Spark
@@ -147,7 +147,7 @@ class StreamingTrainer:
         return warm_workers(self.spark, self.cfg, self.tasks, self.routes, self.threads)
 
     def follow(self, query: Any) -> None:
-        """Nothing to follow: this trainer runs in this process (remote_trainer.py has the other kind)."""
+        """Nothing to follow: this trainer runs in this process (remote.py has the other kind)."""
 
     # -- the handler --------------------------------------------------------------------------
     def handle(self, df: DataFrame, batch_id: int) -> None:
@@ -293,7 +293,7 @@ class StreamingTrainer:
         metrics["drift_detections"] = self.drift.detections if self.drift else 0
 
     def _train(self, parsed: DataFrame, batch_id: int, epochs: int) -> tuple[list[PartitionResult], list[Fold]]:
-        """Steps 3-4: key the valid rows (keying.py), train one task per key group from the global
+        """Steps 3-4: key the valid rows (routing.py), train one task per key group from the global
         weights (a broadcast, or model rows under Connect; executor.py), and decode the results
         sorted by key, the tasks' folds (mean aggregation, results.py) by their first key: the
         driver's float sums then run in one fixed order, so a replay reproduces the same weights."""

@@ -189,7 +189,7 @@ def accuracy_note(labelled: int, correct: int) -> str:
 class RemotePredictHandler:
     """``predict --remote``: the foreachBatch function sent to the Spark Connect server. It builds
     the :class:`StreamPredictor` there on its first batch, appending JSON lines to ``out`` (a path
-    on the server's machine), as the trainer's RemoteHandler does (remote_trainer.py)."""
+    on the server's machine), as the trainer's RemoteHandler does (trainer/remote.py)."""
 
     def __init__(self, model: str, out: str) -> None:
         self.model, self.out = model, out

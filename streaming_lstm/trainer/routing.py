@@ -16,7 +16,7 @@ counting job before it):
   (:func:`order_of`): a total order of the batch's rows that a replay reproduces (the training
   task sorts by it; the shuffle delivers blocks in no fixed order).
 * Key k is trained in Spark task ``k mod T``, routed there by a value that Spark's hash
-  partitioning sends to that task (``routes``, see stream_trainer.route_keys).
+  partitioning sends to that task (``routes``, see :func:`route_keys`).
 * Under Spark Connect, which has no broadcast variables, each of the T tasks also receives exactly
   one *model row* (``key`` = -1, ``_model`` = the global weights as ``.npz`` bytes): the weights
   travel with the data (connect.ship_model). Data rows then have ``_model`` NULL.

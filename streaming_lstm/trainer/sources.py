@@ -7,7 +7,7 @@ Offsets and what a micro-batch includes:
   batch are lost if the driver dies (Spark keeps no replayable log of them). For demos and tests.
 * ``file``: new files in a directory, at most ``stream.max_files_per_trigger`` per batch; a file is
   read whole, once (Spark's file-source log is part of the checkpoint).
-* ``kafka``: see kafka_reader.py (Spark's connector, or the Python data source in kafka_source.py).
+* ``kafka``: see kafka/reader.py (Spark's connector, or the Python data source in kafka/source.py).
 """
 
 from __future__ import annotations

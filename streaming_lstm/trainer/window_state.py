@@ -185,7 +185,7 @@ def windowed(events: DataFrame, cfg: AppConfig, *, predict: bool = False) -> Dat
 def in_window_order(batch: DataFrame) -> DataFrame:
     """A micro-batch of the operator's rows in one partition, windows by (end time, entity).
 
-    Keying (keying.py) numbers rows by their Spark partition and position; the operator's output
+    Routing (routing.py) numbers rows by their Spark partition and position; the operator's output
     partitions follow ``spark.sql.shuffle.partitions`` and the hash of the entity, so without this a
     run with another partition count would key the same windows differently. A batch's windows are
     few (one per event at most), so one partition costs little."""

@@ -9,6 +9,7 @@ stops once every produced row has been trained (or dead-lettered), and prints a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, defaults={"stream.trigger": "1s"})
     if not args.events and not cfg.stream.max_offsets_per_trigger:
         cap = batch_cap(args.rate, parse_duration(cfg.stream.trigger, "stream.trigger"))
-        cfg = config_from_args(args, defaults={"stream.trigger": "1s", "stream.max_offsets_per_trigger": cap})
+        cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, max_offsets_per_trigger=cap))
     interrupt_exits_quietly()
     summary = run_demo(cfg, args)
     print_result(summary, args.json, format_summary(summary))

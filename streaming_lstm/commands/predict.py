@@ -11,6 +11,7 @@ from typing import Any
 from streaming_lstm.commands.common import add_remote, interrupt_exits_quietly, source_parent, strict_parent
 from streaming_lstm.commands.output import warn
 from streaming_lstm.core.config import ConfigError, parse_duration
+from streaming_lstm.storage.metrics import accuracy_note
 
 
 def add_command(sub: Any) -> None:
@@ -68,6 +69,6 @@ def score_file(args: argparse.Namespace, out: Any) -> int:
         out.write(json.dumps(record, allow_nan=False) + "\n")
     warn(summary.warnings)
     skipped = f", {summary.headers_skipped} header line{'s' if summary.headers_skipped != 1 else ''} skipped" if summary.headers_skipped else ""
-    accuracy = f"; accuracy {summary.accuracy:.4f} on the {summary.rows_labelled} rows that carry a label" if summary.accuracy is not None else ""
+    accuracy = accuracy_note(summary.rows_labelled, summary.rows_correct)
     print(f'streaming-lstm: scored {summary.rows_scored} rows, {summary.rows_rejected} rejected (an "error" line each){skipped}{accuracy}', file=sys.stderr)
     return 0

@@ -158,11 +158,6 @@ class PredictSummary:
     rows_correct: int = 0  # ... and whose predicted class was it
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def accuracy(self) -> float | None:
-        """Over the labelled rows, as ``evaluate`` reports it; None when no row had a label."""
-        return self.rows_correct / self.rows_labelled if self.rows_labelled else None
-
 
 def predict_csv(model_path: str | Path, data_path: str | Path, summary: PredictSummary | None = None, *, strict: bool = False) -> Iterator[dict[str, Any]]:
     """One JSON-ready record per row of ``data_path``, in order (header lines skipped and counted):

@@ -141,6 +141,12 @@ def prequential_last(history: list[BatchMetrics] | list[dict[str, Any]], rows: i
     return prequential_span(history, rows)[0]
 
 
+def accuracy_note(labelled: int, correct: int) -> str:
+    """A prediction summary's accuracy over the rows that carried a label, as ``evaluate`` reports
+    it ("" when none did): one wording for file and stream predictions."""
+    return f"; accuracy {correct / labelled:.4f} on the {labelled} rows that carry a label" if labelled else ""
+
+
 def prequential_span(history: list[BatchMetrics] | list[dict[str, Any]], rows: int = 150) -> tuple[float, int]:
     """:func:`prequential_last` and the rows it covers (fewer than ``rows`` in a short run)."""
     correct = seen = 0

@@ -39,6 +39,7 @@ from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.rows import ACCEPTED, HEADER
 from streaming_lstm.parse.spark_parse import observed, parsed_batch
 from streaming_lstm.spark import connect
+from streaming_lstm.storage.metrics import accuracy_note
 from streaming_lstm.storage.store import ModelStore, SavedModel
 from streaming_lstm.trainer import executor
 from streaming_lstm.trainer.remote import require_local_path
@@ -179,11 +180,6 @@ class StreamPredictor:
         self.rows_scored += scored
         self.rows_rejected += table.num_rows - scored
         self.last_batch_id = batch_id
-
-
-def accuracy_note(labelled: int, correct: int) -> str:
-    """The summary's accuracy over the rows that carried a label, as ``evaluate`` reports it."""
-    return f"; accuracy {correct / labelled:.4f} on the {labelled} rows that carry a label" if labelled else ""
 
 
 class RemotePredictHandler:

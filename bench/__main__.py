@@ -20,6 +20,7 @@ BENCHMARKS = {
     "kernel": "the training kernel against an earlier commit's (--against REV), side by side per shape",
     "scale": "one 3 000-row batch at P = 2, 16, 64 keys: batch time and the driver's peak memory",
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
+    "soak": "a long run of small batches: memory, file descriptors, checkpoint size by part and latency against batches",
 }
 
 

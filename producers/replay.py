@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.pacing import ProgressLog, at_rate, paced
-from streaming_lstm.kafka.settings import BOOTSTRAP_ENV, authentication_named, client_config, kafka_options
+from streaming_lstm.kafka.settings import BOOTSTRAP_ENV, authentication_named, client_config, ensure_topic, kafka_options
 
 
 @dataclass
@@ -124,22 +124,6 @@ class SocketSink:
         if self.conn is not None:
             self.conn.close()
         self.server.close()
-
-
-def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, Any]) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    with authentication_named(bootstrap):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **config)
-    try:
-        if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, partitions, 1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
 
 
 class KafkaSink:

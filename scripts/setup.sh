@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install streaming-lstm with its dev and embedded-broker extras, then fetch the JVM
+# Create .venv and install streaming-lstm with its dev, embedded-broker, bench and mlflow extras, then fetch the JVM
 # parts with Maven into .jars/: the jar sets named as arguments (kafka-connector, kafka-broker, hdfs),
 # or all of them when none is named. scripts/demo.sh names the two the demo uses; scripts/test.sh all.
 # Idempotent: reinstalls only when pyproject.toml changed; cached jars are reused without network.
@@ -25,7 +25,7 @@ fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "setup: installing streaming-lstm and its dependencies into .venv (first time: about a minute)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev,embedded,bench]"
+  .venv/bin/python -m pip install --quiet -e ".[dev,embedded,bench,mlflow]"
   touch .venv/.installed
 fi
 

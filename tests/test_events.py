@@ -13,27 +13,12 @@ import pytest
 
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.config_load import load_config
-from streaming_lstm.testing.event_synth import sine_events, to_csv_lines
+from streaming_lstm.testing.event_synth import SINE_SETTINGS, sine_events, to_csv_lines
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parent.parent
 
-EVENTS = {
-    "data.mode": "events",
-    "data.task": "forecast",
-    "data.columns": ["entity", "time", "value"],
-    "data.entity": "entity",
-    "data.time": "time",
-    "data.features": ["value"],
-    "data.targets": ["value"],
-    "data.allowed_lateness": "10m",
-    "data.entity_ttl": "0s",
-    "model.timesteps": 4,
-    "model.features_per_step": 1,
-    "model.hidden": [8],
-    "stream.trigger": "0s",
-    "train.warmup_rows": 0,
-}
+EVENTS = SINE_SETTINGS
 
 
 def event_config(**over: Any) -> AppConfig:

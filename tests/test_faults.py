@@ -49,7 +49,7 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     def args(ck: Path) -> list[str]:
         return ["--source", "kafka", "--bootstrap", broker.bootstrap, "--topic", topic, "--checkpoint", str(ck),
                 "--trigger", "0s", "--max-offsets-per-trigger", "60", "--partitions", "2", "--idle-timeout", "6",
-                "--kafka-reader", READER_SETTING[reader]]  # fmt: skip
+                "--kafka-reader", READER_SETTING[reader], "--mlflow", "local"]  # fmt: skip
 
     ck = tmp_path / "killed"
     # Suite time (each restart costs ~30 s of start-up): one kill per reader. The connector: a kill
@@ -97,6 +97,16 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     diff = max(float(np.abs(a.weights[k] - b.weights[k]).max()) for k in a.weights)
     assert diff <= 1e-6, f"max abs difference to the uninterrupted run: {diff}"
     np.testing.assert_allclose(a.norm.mean, b.norm.mean, rtol=1e-12)
+    # MLflow (--mlflow local): the killed runs and the last one are one MLflow run, and each applied
+    # batch is logged once (a batch saved before a kill is logged at the restart, from metrics.jsonl)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{ck / 'mlflow' / 'mlflow.db'}")
+    run_id = json.loads((ck / "mlflow_run.json").read_text())["run_id"]
+    assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
+    for key in ("rows_valid", "prequential_accuracy", "batch_id"):
+        steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+        assert steps == [m["batch_id"] for m in killed_m], (key, steps)
 
 
 def test_python_worker_killed_mid_task_is_retried_and_no_row_counts_twice(iris_lines: list[str], tmp_path: Path) -> None:

@@ -248,7 +248,7 @@ def test_demo_json_runs_apache_kafka_and_spark_connector_and_learns_with_a_core_
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         r = subprocess.run(
-            [sys.executable, "-m", "streaming_lstm.cli", "demo", "--json", "--checkpoint", str(tmp_path / "demo")],
+            [sys.executable, "-m", "streaming_lstm.cli", "demo", "--json", "--checkpoint", str(tmp_path / "demo"), "--mlflow", "local"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -267,6 +267,19 @@ def test_demo_json_runs_apache_kafka_and_spark_connector_and_learns_with_a_core_
     assert summary["batches"] >= 4, summary
     assert summary["prequential_accuracy_last_150"] >= 0.9, summary
     assert summary["final_accuracy"] >= 0.95
+    # --mlflow local: one MLflow run, every applied batch's figures logged once at step = batch id
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'demo' / 'mlflow' / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "rows_valid")]
+    assert sorted(steps) == list(range(len(steps))) and len(steps) == summary["batches"], steps
+    params = client.get_run(summary["mlflow_run_id"]).data.params
+    assert json.loads(params["model.hidden"]) and params["stream.trigger"], params  # the configuration, as params
+    from streaming_lstm.commands.report import write_report
+
+    report = write_report(tmp_path / "demo")
+    assert report["mlflow_run_id"] == summary["mlflow_run_id"]
+    assert "mlflow ui --backend-store-uri sqlite:///" in Path(report["summary"]).read_text()
 
 
 @pytest.mark.slow

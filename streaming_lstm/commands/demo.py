@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import threading
 import time
 from contextlib import ExitStack
@@ -26,6 +27,7 @@ from streaming_lstm.core.config import AppConfig, parse_duration
 from streaming_lstm.kafka.settings import client_config
 from streaming_lstm.local.broker import ENGINES
 from streaming_lstm.storage.metrics import forecast_last, prequential_last, print_line
+from streaming_lstm.storage.tracking import RUN_FILE
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -83,6 +85,9 @@ def add_command(sub: Any) -> None:
     p.add_argument("--partitions", type=int, action=ConfigFlag, key="stream.partitions", help="training partitions per micro-batch")
     p.add_argument("--trigger", action=ConfigFlag, key="stream.trigger", help="micro-batch interval (default 1s)")
     p.add_argument("--master", action=ConfigFlag, key="spark.master", help="Spark master")
+    p.add_argument(
+        "--mlflow", metavar="URI", action=ConfigFlag, key="mlflow.tracking_uri", help="track the run in MLflow: 'local' (SQLite in the checkpoint) or a URI"
+    )
     add_remote(p)
     p.set_defaults(func=run)
 
@@ -188,7 +193,7 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
         opts = {"on_tick": producer.done, "idle_timeout": args.timeout, "on_first_trigger": thread.start}
         result = runner.run(trainer, stream.source, stop_event=stop, **opts)
     head = {"spark": session.kind, "source": args.source, "kafka_reader": stream.reader}
-    tail = {"elapsed_s": time.monotonic() - started, "checkpoint": str(checkpoint)}
+    tail = {"elapsed_s": time.monotonic() - started, "checkpoint": str(checkpoint), **mlflow_run(checkpoint)}
     if events:
         return {**head, **event_summary(result, producer.event_stats), **tail}
     broker = stream.broker.description if stream.broker is not None else None
@@ -211,7 +216,7 @@ class Producer:
         self._trainer: Any = None
 
     def handled(self) -> int:
-        return sum(int(m["rows_in"]) for m in self._trainer.history)
+        return int(self._trainer.history.rows_in)
 
     def thread(self, stream: Stream, trainer: Any) -> threading.Thread:
         self._trainer = trainer
@@ -238,6 +243,12 @@ class Producer:
             return None
         what = "event was accepted into windows" if self.events else "row was trained"
         return f"every produced {what} or dead-lettered" if self.handled() >= self.stats.rows_sent else None
+
+
+def mlflow_run(checkpoint: Path) -> dict[str, Any]:
+    """The MLflow run id (``--mlflow``), read from the checkpoint: the trainer may run in a Connect server."""
+    path = checkpoint / RUN_FILE
+    return {"mlflow_run_id": json.loads(path.read_text())["run_id"]} if path.exists() else {}
 
 
 def row_summary(result: RunResult, sent: ReplayStats, checkpoint: Path, data: str) -> dict[str, Any]:

@@ -28,7 +28,16 @@ def add_command(sub: Any) -> None:
     )
     p.add_argument("--model", required=True, metavar="DIR", help="trainer checkpoint or model directory")
     p.add_argument("--data", metavar="CSV", help="score this file and exit: one output line per row, in order")
-    p.add_argument("--out", metavar="FILE", help="append JSON lines here (default: standard output)")
+    p.add_argument("--out", metavar="PATH", help="--sink jsonl: append JSON lines to this file (default: standard output); --sink parquet: the directory")
+    out = p.add_argument_group("where stream predictions go (trainer/prediction_sinks.py has each sink's guarantee)")
+    out.add_argument(
+        "--sink",
+        action="append",
+        choices=("jsonl", "kafka", "parquet"),
+        help="jsonl (default), kafka (a topic: key = the row's id, value = the JSON line) or parquet (DIR/batch_id=N/, exactly once); repeatable",
+    )
+    out.add_argument("--out-topic", metavar="TOPIC", help="--sink kafka: the topic to write")
+    out.add_argument("--out-bootstrap", metavar="SERVERS", help="--sink kafka: its brokers (default: --bootstrap, with the same --kafka-option settings)")
     p.add_argument("--checkpoint", default="runs/predict-checkpoint", metavar="DIR", help="the prediction query's own Spark checkpoint")
     p.add_argument(
         "--trigger",
@@ -45,8 +54,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"predict takes --data CSV or --source {args.source}, not both")
     if not args.data and not args.source:
         raise ConfigError("predict needs --data CSV, or --source socket|kafka|file for a stream")
+    if args.data and (args.sink or args.out_topic):
+        raise ConfigError("--sink and --out-topic are for streams (--source); predict --data writes JSON lines to --out or standard output")
     trigger_ms = int(parse_duration(args.trigger, "--trigger") * 1000)  # before Spark starts: fail fast
-    out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115 - closed below
+    if args.source:  # the sink flags, before --out is opened
+        from streaming_lstm.trainer.predictor import sink_spec
+        from streaming_lstm.trainer.sources import SourceSpec
+
+        sink_spec(args, SourceSpec.from_args(args))
+    jsonl = args.data or "jsonl" in (args.sink or ["jsonl"])
+    out = open(args.out, "a") if args.out and jsonl else sys.stdout  # noqa: SIM115 - closed below
     try:
         if args.data:
             return score_file(args, out)

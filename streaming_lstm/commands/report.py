@@ -7,6 +7,7 @@ rendered in memory and written through the file-system layer.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any
 
@@ -63,10 +64,27 @@ def write_report(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]
         **extra,
         "charts": [join(out_dir, n) for n in charts],
     }
-    md = _markdown(basename(checkpoint), summary, metrics, quality_md, charts, forecasting)
+    md = _markdown(basename(checkpoint), summary, metrics, quality_md, charts, forecasting) + mlflow_note(os.fspath(checkpoint), summary)
     fs.write_atomic(join(out_dir, "summary.md"), md.encode())
     summary["summary"] = join(out_dir, "summary.md")
     return summary
+
+
+def mlflow_note(checkpoint: str, summary: dict[str, Any]) -> str:
+    """Where the run is in MLflow (``--mlflow``) and how to open its UI on the local store; adds
+    ``mlflow_run_id`` to ``summary``. Empty when the run was not tracked."""
+    from streaming_lstm.storage.tracking import RUN_FILE
+
+    path = join(checkpoint, RUN_FILE)
+    fs = filesystem(path)
+    if not fs.exists(path):
+        return ""
+    summary["mlflow_run_id"] = json.loads(fs.read_bytes(path))["run_id"]
+    note = f"\n## MLflow\n\nRun `{summary['mlflow_run_id']}`."
+    db = join(checkpoint, "mlflow", "mlflow.db")
+    if fs.exists(db):
+        note += f" Its local store opens with `mlflow ui --backend-store-uri sqlite:///{os.path.abspath(db)}` (the UI is in the full `mlflow` package)."
+    return note + "\n"
 
 
 def _quality(metrics: list[Any], windows: int, forecasting: bool) -> tuple[dict[str, Any], list[str]]:

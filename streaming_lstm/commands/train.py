@@ -29,6 +29,9 @@ def add_command(sub: Any) -> None:
     run_group.add_argument("--partitions", type=int, action=ConfigFlag, key="stream.partitions", help="training partitions per micro-batch")
     run_group.add_argument("--trigger", action=ConfigFlag, key="stream.trigger", help="micro-batch interval, e.g. 2s")
     run_group.add_argument("--master", action=ConfigFlag, key="spark.master", help="Spark master; ignored under spark-submit")
+    run_group.add_argument(
+        "--mlflow", metavar="URI", action=ConfigFlag, key="mlflow.tracking_uri", help="track the run in MLflow: 'local' (SQLite in the checkpoint) or a URI"
+    )
     add_remote(run_group)
     run_group.add_argument("--max-batches", type=int, metavar="N", help="stop after N applied micro-batches")
     run_group.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long without new rows (from the end of the last batch)")

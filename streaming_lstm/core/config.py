@@ -140,6 +140,13 @@ class StreamConfig:
     server_tau: float = 1e-3
     max_update_norm: float = 0.0  # reject a partition whose weight change is larger; 0 = off
     keep_versions: int = 5
+    # What a long run keeps on disk besides the model: metrics.jsonl and the TensorBoard event files
+    # each roll to a new file at ``log_roll_mb`` and keep the newest ``log_files_kept`` rolled files
+    # (at most log_roll_mb x (log_files_kept + 1) each); dead letters keep the newest batches within
+    # ``deadletter_max_mb``, counting what they drop (deadletter/_dropped.json). 0 = unbounded.
+    log_roll_mb: float = 64.0
+    log_files_kept: int = 4
+    deadletter_max_mb: float = 1024.0
     max_files_per_trigger: int = 1
     max_offsets_per_trigger: int = 0
     starting_offsets: str = "earliest"
@@ -165,12 +172,22 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    """MLflow tracking of a training run (storage/tracking.py). ``tracking_uri`` "" = off; "local" =
+    a SQLite store under the checkpoint (``CHECKPOINT/mlflow/``); else any MLflow tracking URI."""
+
+    tracking_uri: str = ""
+    experiment: str = "streaming-lstm"
+
+
+@dataclass(frozen=True)
 class AppConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def input_columns(self) -> list[str]:
         """The model's input columns ``f0 .. f{T*F-1}``: a row's features, or an event window

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from streaming_lstm.core.config import AppConfig, ConfigError, DataConfig, ModelConfig, SparkConfig, StreamConfig, TrainConfig
+from streaming_lstm.core.config import AppConfig, ConfigError, DataConfig, MlflowConfig, ModelConfig, SparkConfig, StreamConfig, TrainConfig
 from streaming_lstm.core.config_rules import validate
 
 _SECTIONS: dict[str, type] = {
@@ -20,6 +20,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "stream": StreamConfig,
     "spark": SparkConfig,
+    "mlflow": MlflowConfig,
 }
 
 

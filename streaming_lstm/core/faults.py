@@ -8,6 +8,8 @@ cleanup, like ``kill -9``) when it reaches ``point`` while handling ``batch_id``
 * ``mid_save``   (driver) after the weights file is written, before its metadata (the commit marker)
 * ``after_save`` (driver) after the version is saved, before Spark commits the batch
 * ``worker``     (Python worker) in a training task's first attempt; Spark retries the task
+* ``predict_before_write`` (predict) after the batch's model version is recorded, before any sink is written
+* ``predict_after_write``  (predict) after every sink is written, before Spark commits the batch
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def _translated(key: str, value: str, options: Mapping[str, str]) -> dict[str, A
     if key == "sasl.jaas.config":
         found = JAAS.search(value)
         if not found:
-            raise ConfigError("kafka.sasl.jaas.config: expected a login module line with username=\"...\" password=\"...\"")
+            raise ConfigError('kafka.sasl.jaas.config: expected a login module line with username="..." password="..."')
         return {"sasl_plain_username": found["user"], "sasl_plain_password": found["password"]}
     if key == "ssl.truststore.location":
         if options.get("kafka.ssl.truststore.type", "JKS").upper() != "PEM":
@@ -132,3 +132,21 @@ def authentication_named(where: str) -> Iterator[AuthFailures]:
         raise
     finally:
         logger.removeHandler(watch)
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, Any]) -> None:
+    """Create ``topic`` if the cluster lacks it (``partitions`` = -1: the broker's default count
+    and replication factor); one that exists is left as it is."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    with authentication_named(bootstrap):
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **config)
+    try:
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, partitions, 1 if partitions > 0 else -1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()

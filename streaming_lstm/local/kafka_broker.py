@@ -122,9 +122,7 @@ class ApacheKafkaBroker(Service):
     name = "Apache Kafka"
     error = BrokerError
 
-    def __init__(
-        self, port: int = 0, data_dir: str | Path | None = None, *, heap: str = "512m", log_level: str = "INFO", secure: bool = False
-    ) -> None:
+    def __init__(self, port: int = 0, data_dir: str | Path | None = None, *, heap: str = "512m", log_level: str = "INFO", secure: bool = False) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host)
         self._temp = data_dir is None

@@ -52,6 +52,9 @@ class FileSystem(Protocol):
     def append(self, path: str, data: bytes) -> None: ...
     def mkdirs(self, path: str) -> None: ...
     def delete(self, path: str) -> None: ...  # a missing file is fine
+    def delete_tree(self, path: str) -> None: ...  # a directory and everything under it; missing is fine
+    def rename(self, src: str, dst: str) -> None: ...  # replaces dst
+    def size(self, path: str) -> int: ...  # bytes of a file, or of everything under a directory; 0 if missing
     def sync_dir(self, path: str) -> None: ...
     def upload_dir(self, local_dir: str, path: str) -> None: ...
 
@@ -124,6 +127,25 @@ class LocalFileSystem:
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(local_path(path))
+
+    def delete_tree(self, path: str) -> None:
+        import shutil
+
+        shutil.rmtree(local_path(path), ignore_errors=True)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(local_path(src), local_path(dst))
+
+    def size(self, path: str) -> int:
+        p = local_path(path)
+        if os.path.isfile(p):
+            return os.path.getsize(p)
+        total = 0
+        for dirpath, _dirs, files in os.walk(p):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.path.getsize(os.path.join(dirpath, name))
+        return total
 
     def sync_dir(self, path: str) -> None:
         fd = os.open(local_path(path), os.O_RDONLY)
@@ -220,6 +242,19 @@ class HadoopFileSystem:
 
     def delete(self, path: str) -> None:
         self._fs.delete(self._path(path), False)
+
+    def delete_tree(self, path: str) -> None:
+        self._fs.delete(self._path(path), True)
+
+    def rename(self, src: str, dst: str) -> None:
+        target = self._path(dst)
+        self._fs.delete(target, False)  # HDFS's rename refuses an existing target
+        if not self._fs.rename(self._path(src), target):
+            raise OSError(f"cannot rename {src} to {dst}")
+
+    def size(self, path: str) -> int:
+        p = self._path(path)
+        return int(self._fs.getContentSummary(p).getLength()) if self._fs.exists(p) else 0
 
     def sync_dir(self, path: str) -> None:
         """Nothing to do: a rename is durable once the NameNode (or the object store) answers."""

@@ -5,17 +5,22 @@ Contract of ``CHECKPOINT/metrics.jsonl``: one JSON object per applied batch (a :
 appended and fsynced after the model version that includes the batch is saved. A crash between the
 two is repaired at the next start from the version's own copy of its metrics (state.py), so every
 applied batch has exactly one line; a torn last line after a crash is skipped by the readers.
+A long run rolls the file (``stream.log_roll_mb``): ``metrics.jsonl.1`` is the newest rolled
+file, ``.2`` the one before, up to ``stream.log_files_kept``; older lines are deleted. Readers read
+the rolled files oldest first, then ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Reversible
 from typing import Any, TypedDict
 
-from streaming_lstm.storage.fs import filesystem, join
+from streaming_lstm.storage.fs import FileSystem, filesystem, join
 
 
 class BatchMetrics(TypedDict, total=False):
@@ -62,17 +67,80 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per applied batch, appended and flushed."""
+    """``metrics.jsonl``: one JSON object per applied batch, appended and flushed; rolled to
+    ``metrics.jsonl.1`` (and so on) before a line would take it past ``roll_bytes`` (0: never)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], roll_bytes: int = 0, kept: int = 0) -> None:
         self.path = os.fspath(path)
         self.fs = filesystem(self.path)
+        self.roll_bytes = roll_bytes
+        self.kept = kept
+        self._size = self.fs.size(self.path)  # this writer's appends are the only ones
 
     def last_batch_id(self) -> int:
-        return max((int(m["batch_id"]) for m in _records(self.path)), default=-1)
+        """The newest batch id logged, -1 if none (the current file, else the newest rolled one)."""
+        for path in reversed(log_files(self.path)):
+            ids = [int(m["batch_id"]) for m in _records(path)]
+            if ids:
+                return max(ids)
+        return -1
 
     def append(self, record: BatchMetrics | dict[str, Any]) -> None:
-        self.fs.append(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        if self.roll_bytes and self._size and self._size + len(line) > self.roll_bytes:
+            roll(self.fs, self.path, self.kept)
+            self._size = 0
+        self.fs.append(self.path, line)
+        self._size += len(line)
+
+
+def roll(fs: FileSystem, path: str, kept: int) -> None:
+    """``path`` becomes ``path.1``, ``path.1`` becomes ``path.2`` ...; past ``kept`` rolled files
+    the oldest is deleted (``kept`` = 0: the rolled file itself)."""
+    fs.delete(f"{path}.{kept}" if kept else path)
+    for n in range(kept - 1, 0, -1):
+        if fs.exists(f"{path}.{n}"):
+            fs.rename(f"{path}.{n}", f"{path}.{n + 1}")
+    if kept and fs.exists(path):
+        fs.rename(path, f"{path}.1")
+
+
+def log_files(path: str) -> list[str]:
+    """A rolled log's files, oldest first: ``path.N`` .. ``path.1``, then ``path`` (those that exist)."""
+    fs = filesystem(path)
+    directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
+    rolled = sorted((int(n[len(name) + 1 :]) for n in fs.list_names(directory) if n.startswith(name + ".") and n[len(name) + 1 :].isdigit()), reverse=True)
+    return [f"{path}.{n}" for n in rolled] + ([path] if fs.exists(path) else [])
+
+
+class History:
+    """This run's applied batches: the newest ``kept`` records (what the closing summary's
+    last-N-rows figures read) and running totals over all of them, so a run of any length holds a
+    bounded amount of it in memory."""
+
+    KEPT = 10_000
+
+    def __init__(self, kept: int = KEPT) -> None:
+        self.records: deque[BatchMetrics] = deque(maxlen=kept)
+        self.rows_in = self.rows_valid = self.rows_dead = 0
+
+    def append(self, m: BatchMetrics) -> None:
+        self.records.append(m)
+        self.rows_in += int(m.get("rows_in", 0))
+        self.rows_valid += int(m.get("rows_valid", 0))
+        self.rows_dead += int(m.get("rows_dead", 0))
+
+    def __iter__(self) -> Iterator[BatchMetrics]:
+        return iter(self.records)
+
+    def __reversed__(self) -> Iterator[BatchMetrics]:
+        return reversed(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> BatchMetrics:
+        return self.records[index]
 
 
 def parse_records(data: bytes) -> list[BatchMetrics]:
@@ -95,22 +163,35 @@ def _records(path: str) -> list[BatchMetrics]:
 
 class MetricsTail:
     """The records appended to a local ``metrics.jsonl`` since the last :meth:`read_new`: whole
-    lines only (a line still being written is read next time)."""
+    lines only (a line still being written is read next time). When the writer rolls the file,
+    the rest of the file followed so far is read from ``metrics.jsonl.1``, then the new file."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.offset = 0
+        self.inode: int | None = None
 
     def read_new(self) -> list[BatchMetrics]:
         try:
-            size = os.path.getsize(self.path)
+            inode = os.stat(self.path).st_ino
         except OSError:
             return []
-        if size <= self.offset:
+        out: list[BatchMetrics] = []
+        if self.inode is not None and inode != self.inode:  # rolled since the last read
+            with contextlib.suppress(OSError):
+                if os.stat(self.path + ".1").st_ino == self.inode:
+                    out += self._read(self.path + ".1")
+            self.offset = 0
+        self.inode = inode
+        return out + self._read(self.path)
+
+    def _read(self, path: str) -> list[BatchMetrics]:
+        try:
+            with open(path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
             return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(size - self.offset)
         end = chunk.rfind(b"\n") + 1
         self.offset += end
         return parse_records(chunk[:end])
@@ -127,15 +208,16 @@ def print_line(m: BatchMetrics) -> None:
 def read_metrics(checkpoint: str | os.PathLike[str]) -> list[BatchMetrics]:
     """A checkpoint's batches in batch-id order (the last line of a batch id wins)."""
     path = join(checkpoint, METRICS_FILE)
-    if not filesystem(path).exists(path):
+    files = log_files(path)
+    if not files:
         raise FileNotFoundError(f"{path} not found: is {checkpoint} a trainer checkpoint directory?")
-    by_id = {int(m["batch_id"]): m for m in _records(path)}
+    by_id = {int(m["batch_id"]): m for f in files for m in _records(f)}
     if not by_id:
         raise ValueError(f"{path} holds no batches yet")
     return [by_id[k] for k in sorted(by_id)]
 
 
-def prequential_last(history: list[BatchMetrics] | list[dict[str, Any]], rows: int = 150) -> float:
+def prequential_last(history: Reversible[Any], rows: int = 150) -> float:
     """Prequential accuracy over (about) the last ``rows`` rows: whole batches from the end, since
     per-row scores are not kept."""
     return prequential_span(history, rows)[0]
@@ -147,7 +229,7 @@ def accuracy_note(labelled: int, correct: int) -> str:
     return f"; accuracy {correct / labelled:.4f} on the {labelled} rows that carry a label" if labelled else ""
 
 
-def prequential_span(history: list[BatchMetrics] | list[dict[str, Any]], rows: int = 150) -> tuple[float, int]:
+def prequential_span(history: Reversible[Any], rows: int = 150) -> tuple[float, int]:
     """:func:`prequential_last` and the rows it covers (fewer than ``rows`` in a short run)."""
     correct = seen = 0
     for m in reversed(history):
@@ -174,7 +256,7 @@ def forecast_fields(values: int, abs_sum: float, sq_sum: float, naive_sum: float
     }
 
 
-def forecast_last(history: list[BatchMetrics] | list[dict[str, Any]], windows: int) -> dict[str, Any]:
+def forecast_last(history: Reversible[Any], windows: int) -> dict[str, Any]:
     """:func:`forecast_fields` over (about) the last ``windows`` windows: whole batches from the end."""
     values = seen = 0
     abs_sum = sq_sum = naive_sum = 0.0

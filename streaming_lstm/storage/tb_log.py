@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from streaming_lstm.storage.fs import local_path
+
 SCALARS = {
     "prequential/accuracy": "prequential_accuracy",
     "prequential/loss": "prequential_loss",
@@ -72,8 +74,10 @@ class EventFile:
         from tensorboard.summary.writer.record_writer import RecordWriter
 
         os.makedirs(logdir, exist_ok=True)
-        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.0"
-        self._writer = RecordWriter(open(os.path.join(logdir, name), "ab"))  # noqa: SIM115 (closed by close())
+        name = f"{PREFIX}{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.0"
+        self.path = os.path.join(logdir, name)
+        self._file = open(self.path, "ab")  # noqa: SIM115 (closed by close())
+        self._writer = RecordWriter(self._file)
         self._writer.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
 
     def write(self, step: int, summary: Any) -> None:
@@ -82,20 +86,46 @@ class EventFile:
         self._writer.write(Event(wall_time=time.time(), step=step, summary=summary).SerializeToString())
         self._writer.flush()
 
+    def size(self) -> int:
+        return self._file.tell()
+
     def close(self) -> None:
         self._writer.close()
 
 
+PREFIX = "events.out.tfevents."
+
+
+def event_files(logdir: str) -> list[str]:
+    """The event files in ``logdir``, oldest first (by the creation time in their names)."""
+
+    def created(name: str) -> float:
+        try:
+            return float(".".join(name[len(PREFIX) :].split(".")[:2]))
+        except ValueError:
+            return 0.0
+
+    return sorted((n for n in os.listdir(logdir) if n.startswith(PREFIX)), key=created)
+
+
 class TensorBoardLog:
-    def __init__(self, logdir: str | os.PathLike[str]) -> None:
+    """One step per batch id. Local event files roll to a new file at ``roll_bytes`` (0: never),
+    keeping the newest ``kept`` full ones besides the file being written (TensorBoard reads every
+    event file of a directory as one run)."""
+
+    def __init__(self, logdir: str | os.PathLike[str], roll_bytes: int = 0, kept: int = 0) -> None:
         self.logdir = os.fspath(logdir)
+        self.roll_bytes = roll_bytes
+        self.kept = kept
         self._writer: Any = None
 
     def write(self, step: int, metrics: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> None:
-        from streaming_lstm.storage.fs import filesystem, is_local, local_path
+        from streaming_lstm.storage.fs import filesystem, is_local
 
         summary = batch_summary(metrics, weights)
         if is_local(self.logdir):
+            if self._writer is not None and self.roll_bytes and self._writer.size() >= self.roll_bytes:
+                self._roll()
             if self._writer is None:
                 self._writer = EventFile(local_path(self.logdir))
             self._writer.write(step, summary)
@@ -110,6 +140,15 @@ class TensorBoardLog:
         with self._writer.as_default(step=step):
             tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
         self._writer.flush()
+
+    def _roll(self) -> None:
+        """Close the full file and delete the oldest beyond ``kept`` (the next write opens a new one)."""
+        self._writer.close()
+        self._writer = None
+        directory = local_path(self.logdir)
+        files = event_files(directory)
+        for name in files[: max(0, len(files) - self.kept)]:
+            os.unlink(os.path.join(directory, name))
 
     def close(self) -> None:
         if self._writer is not None:

@@ -46,3 +46,23 @@ def sine_events(entities: int = 4, events: int = 300, *, seed: int = 0, noise: f
 def to_csv_lines(events: list[Event], header: bool = True) -> list[str]:
     """``entity,time,value`` lines (RFC 4180: no field here needs quoting)."""
     return (["entity,time,value"] if header else []) + [f"{e.entity},{e.time:g},{e.value:.6f}" for e in events]
+
+
+# Configuration keys for a stream of :func:`to_csv_lines` rows: event mode, one value forecast per
+# entity from its last 4 events, a small model, trigger 0. Tests and benchmarks add their own.
+SINE_SETTINGS: dict[str, object] = {
+    "data.mode": "events",
+    "data.task": "forecast",
+    "data.columns": ["entity", "time", "value"],
+    "data.entity": "entity",
+    "data.time": "time",
+    "data.features": ["value"],
+    "data.targets": ["value"],
+    "data.allowed_lateness": "10m",
+    "data.entity_ttl": "0s",
+    "model.timesteps": 4,
+    "model.features_per_step": 1,
+    "model.hidden": [8],
+    "stream.trigger": "0s",
+    "train.warmup_rows": 0,
+}

@@ -190,13 +190,13 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], 
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
 
 
-SCORE_SCHEMA = "value string, outputs array<double>, predicted int, error string, _pos long, entity string, end_time double, label double"
+SCORE_SCHEMA = "value string, outputs array<double>, predicted int, error string, _pos long, entity string, end_time double, label double, _id string"
 
 
 def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int, model_blob: Any = None) -> Iterator[pd.DataFrame]:
     """The prediction ``mapInPandas`` body: parsed rows ``value, f0.., reason, _pos`` (row mode also
     ``label``, the class id a row carries; event mode: windows, with ``entity`` and ``end_time``) in,
-    one row out per input row, with its ``_pos``.
+    one row out per input row, with its ``_pos`` (and ``_id``, passed through when given).
     The model is the broadcast ``model_blob``, or else the one row with ``_model`` set (Spark
     Connect; connect.ship_model).
 
@@ -236,5 +236,6 @@ def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any],
             "entity": frame["entity"] if "entity" in frame.columns else none,
             "end_time": frame["end_time"] if "end_time" in frame.columns else none.astype("float64"),
             "label": frame["label"].astype("float64") if "label" in frame.columns else none.astype("float64"),  # NaN: no known label
+            "_id": frame["_id"] if "_id" in frame.columns else none,  # the row's source identity (prediction_sinks.py)
         }
     )

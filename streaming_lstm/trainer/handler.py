@@ -44,14 +44,16 @@ from streaming_lstm.parse.spark_parse import POSITION, dead_letters, parsed_batc
 from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage import tb_log
+from streaming_lstm.storage.deadletters import enforce_cap
 from streaming_lstm.storage.fs import join
-from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, MetricsLog, forecast_fields
+from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, History, MetricsLog, forecast_fields, read_metrics
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
+from streaming_lstm.storage.tracking import MlflowTracker
 from streaming_lstm.trainer import executor, routing
 from streaming_lstm.trainer.routing import keyed_rows, route_keys
 from streaming_lstm.trainer.state import TrainerState, Update
-from streaming_lstm.trainer.window_state import in_window_order
+from streaming_lstm.trainer.window_state import descriptor_warning, in_window_order
 
 log = logging.getLogger("streaming_lstm.trainer.handler")
 
@@ -101,6 +103,19 @@ def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, routes: list[i
     return time.perf_counter() - started
 
 
+def open_tracker(cfg: AppConfig, checkpoint: str) -> MlflowTracker | None:
+    """The checkpoint's MLflow run (storage/tracking.py), caught up with metrics.jsonl; None when off."""
+    if not cfg.mlflow.tracking_uri:
+        return None
+    tracker = MlflowTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, checkpoint, cfg.to_dict())
+    try:
+        logged = tracker.catch_up(read_metrics(checkpoint))
+    except (FileNotFoundError, ValueError):  # no batch yet
+        logged = 0
+    log.info("MLflow run %s%s", tracker.run_id, f" ({logged} earlier batches logged now)" if logged else "")
+    return tracker
+
+
 class StreamingTrainer:
     """Holds the state and the per-run Spark objects; :meth:`handle` is the foreachBatch function."""
 
@@ -110,7 +125,8 @@ class StreamingTrainer:
         self.checkpoint = ensure_private_dir(checkpoint)  # a local path or a Hadoop URI (fs.py)
         self.deadletter_dir = join(self.checkpoint, "deadletter")
         self.state = TrainerState.open(cfg, ModelStore(join(self.checkpoint, "model")))
-        self.metrics = MetricsLog(join(self.checkpoint, METRICS_FILE))
+        roll, kept = int(cfg.stream.log_roll_mb * 2**20), cfg.stream.log_files_kept
+        self.metrics = MetricsLog(join(self.checkpoint, METRICS_FILE), roll, kept)
         self.lstm = LSTMConfig.from_app(cfg)
         self.partitions = cfg.stream.partitions
         self.tasks, self.routes, self.threads = plan_tasks(spark, cfg)
@@ -120,15 +136,16 @@ class StreamingTrainer:
         self.busy = False
         self.batches_applied = 0
         self.last_rows_at = time.monotonic()
-        self.history: list[BatchMetrics] = []
+        self.history = History()
         self.drift = Adwin(cfg.stream.drift_delta) if cfg.stream.drift_delta > 0 else None
         self.drift_left = 0  # batches the current drift alarm stays raised
         tb_dir = join(self.checkpoint, "tensorboard")
         tb_off = tb_log.unsupported(tb_dir) if cfg.stream.tensorboard else None
         if tb_off:
             log.warning(tb_off)
-        self.tensorboard = TensorBoardLog(tb_dir) if cfg.stream.tensorboard and not tb_off else None
+        self.tensorboard = TensorBoardLog(tb_dir, roll, kept) if cfg.stream.tensorboard and not tb_off else None
         self._reconcile_metrics()
+        self.tracker = open_tracker(cfg, self.checkpoint)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _reconcile_metrics(self) -> None:
@@ -205,6 +222,7 @@ class StreamingTrainer:
         if counts.rows_dead:
             connect.describe(self.spark, f"streaming-lstm batch {batch_id}: dead letters")
             dead_letters(parsed, batch_id).write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
+            enforce_cap(self.deadletter_dir, int(self.cfg.stream.deadletter_max_mb * 2**20))
 
     def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float, epochs: int) -> BatchMetrics:
         """Step 5a: the batch's figures, checked: every valid row was trained exactly once."""
@@ -258,6 +276,11 @@ class StreamingTrainer:
         metrics["version"], metrics["rows_seen"], metrics["rejected_updates"] = applied.version, self.state.rows_seen, applied.partitions_rejected
         self.metrics.append(metrics)
         self.history.append(metrics)
+        if self.tracker is not None:
+            try:
+                self.tracker.log(metrics)
+            except Exception as exc:  # the batch is saved; the next start logs what is missing
+                log.warning("MLflow: batch %d not logged (%s); the next start logs it", batch_id, str(exc).splitlines()[0][:200])
         if self.tensorboard is not None:
             try:
                 self.tensorboard.write(batch_id, dict(metrics), self.state.weights)
@@ -265,6 +288,10 @@ class StreamingTrainer:
                 log.warning("TensorBoard logging turned off: %s", exc)
                 self.tensorboard = None
         self.batches_applied += 1
+        if self.cfg.data.mode == "events" and not connect.is_remote(self.spark):
+            warning = descriptor_warning(self.spark, self.batches_applied)
+            if warning:
+                log.warning(warning)
         if metrics["rows_valid"]:
             self.last_rows_at = time.monotonic()
         if self.on_batch is not None:

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -34,23 +35,33 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from streaming_lstm.core import faults
 from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.rows import ACCEPTED, HEADER
-from streaming_lstm.parse.spark_parse import observed, parsed_batch
+from streaming_lstm.parse.spark_parse import POSITION, observed, parsed_batch
 from streaming_lstm.spark import connect
 from streaming_lstm.storage.metrics import accuracy_note
 from streaming_lstm.storage.store import ModelStore, SavedModel
 from streaming_lstm.trainer import executor
+from streaming_lstm.trainer.prediction_sinks import Scored, ScoredLog, SinkSpec
 from streaming_lstm.trainer.remote import require_local_path
 from streaming_lstm.trainer.routing import route_keys, with_model_rows
+from streaming_lstm.trainer.sources import SourceSpec
 
 
 class StreamPredictor:
-    def __init__(self, spark: SparkSession, model_path: str | Path, out: IO[str] | None = None) -> None:
+    """Scores each micro-batch and hands its records to the sinks (prediction_sinks.py); with a
+    checkpoint (:meth:`start`) a replayed batch is scored by the version recorded for it."""
+
+    def __init__(
+        self, spark: SparkSession, model_path: str | Path, out: IO[str] | None = None, sinks: SinkSpec | None = None, topic: str | None = None
+    ) -> None:
         self.spark = spark
         self.store = ModelStore.resolve(model_path)
-        self.out = out or sys.stdout
+        self.sinks = (sinks or SinkSpec()).sinks(out)
+        self.topic = topic  # a Kafka source's topic: rows are identified as topic/partition/offset
+        self.scored: ScoredLog | None = None
         self.saved: SavedModel | None = None
         self.blob: bytes = b""
         self.shipped: Any = None
@@ -73,11 +84,14 @@ class StreamPredictor:
         saved = self.store.load_latest()
         if saved is None or (self.saved is not None and saved.version <= self.saved.version):
             return False
+        self._use(saved)
+        return True
+
+    def _use(self, saved: SavedModel) -> None:
         self.saved = saved
         self.blob = executor.encode_model(saved.weights, saved.norm)
         connect.release(self.shipped)
         self.shipped = connect.ship_model(self.spark, self.blob)  # a broadcast; None under Connect
-        return True
 
     def _scorer(self) -> Any:
         saved = self.saved
@@ -115,13 +129,15 @@ class StreamPredictor:
         saved = self.saved
         assert saved is not None
         cfg = saved.config
-        if cfg.data.mode == "events":
-            from streaming_lstm.trainer.window_state import windowed
+        from streaming_lstm.trainer.window_state import operator_partitions, windowed
 
+        if cfg.data.mode == "events":
             plan = windowed(observed_events(source, cfg.data, require_label=False), cfg, predict=True)
         else:
             plan = observed(source, cfg.data, require_label=False)
-        return plan.writeStream.foreachBatch(handler or self.handle).option("checkpointLocation", str(checkpoint)).trigger(processingTime=trigger).start()
+        self.scored = ScoredLog(str(checkpoint))
+        with operator_partitions(source.sparkSession, cfg):
+            return plan.writeStream.foreachBatch(handler or self.handle).option("checkpointLocation", str(checkpoint)).trigger(processingTime=trigger).start()
 
     def _score(self, parsed: DataFrame, batch_id: int) -> Any:
         saved = self.saved
@@ -140,66 +156,94 @@ class StreamPredictor:
         return {"label": names[int(label)]}
 
     def handle(self, df: DataFrame, batch_id: int) -> None:
-        self._refresh()
-        saved = self.saved
-        assert saved is not None
-        parsed = parsed_batch(df, saved.config.data, require_label=False).filter(F.col("reason").isNull() | ~F.col("reason").isin(HEADER, ACCEPTED))
-        extra = ["entity", "end_time"] if saved.config.data.mode == "events" else ["label"] if saved.config.data.task == "classify" else []
-        parsed = parsed.select("value", *saved.config.input_columns(), "reason", *extra)  # header and tally rows skipped, not scored
+        """Score the batch (a replay: with the version recorded for it), record what scored it,
+        then write its records to every sink."""
+        replay = self.scored.replay(batch_id) if self.scored is not None else None
+        if replay is not None:
+            self._use(replay[1])
+        else:
+            self._refresh()
+        parsed = self._parsed(df)
         table = self._score(parsed, batch_id)
         # A version written while this batch was scored would otherwise wait for the next trigger:
         # score the batch once more with it, so what goes out is the newest model's (once per
         # batch only, so a trainer faster than the predictor cannot stall it).
-        if table.num_rows and self._refresh():
+        if replay is None and table.num_rows and self._refresh():
             self.rescored_batches += 1
             table = self._score(parsed, batch_id)
-            assert self.saved is not None
-            saved = self.saved
+        saved = self.saved
+        assert saved is not None
         if table.num_rows == 0:
             self.last_batch_id = batch_id
             return
-        now = time.time()
-        names = saved.config.data.class_labels()
-        scored = 0
-        lines = []
-        for r in table.to_pylist():
-            if r["error"] is None:
-                scored += 1
-                where = {"entity": r["entity"], "time": r["end_time"]} if r["entity"] is not None else {"value": r["value"]}
-                if saved.config.data.task == "forecast":
-                    what: dict[str, Any] = {"forecast": [round(v, 6) for v in r["outputs"]]}
-                else:
-                    what = {"class": names[r["predicted"]], "probabilities": [round(p, 6) for p in r["outputs"]]}
-                    what.update(self._labelled(r, names))
-                record = {"batch_id": batch_id, **where, **what, "model_version": saved.version, "scored_at": now}
-            else:
-                record = {"batch_id": batch_id, "value": r["value"], "error": r["error"], "model_version": saved.version, "scored_at": now}
-            lines.append(json.dumps(record))
-        self.out.write("\n".join(lines) + "\n")
-        self.out.flush()
-        self.rows_scored += scored
-        self.rows_rejected += table.num_rows - scored
+        if replay is not None:
+            scored = replay[0]
+        elif self.scored is not None:
+            scored = self.scored.record(batch_id, saved, time.time())
+        else:
+            scored = Scored(batch_id, saved.version, time.time())
+        records = self._records(table.to_pylist(), batch_id, saved, scored.scored_at)
+        faults.hit("predict_before_write", batch_id)
+        for sink in self.sinks:
+            sink.write(df.sparkSession, batch_id, records)
+        faults.hit("predict_after_write", batch_id)
         self.last_batch_id = batch_id
+
+    def _parsed(self, df: DataFrame) -> DataFrame:
+        """The batch's rows to score: parsed, header and tally rows left out, with ``_id``."""
+        saved = self.saved
+        assert saved is not None
+        parsed = parsed_batch(df, saved.config.data, require_label=False).filter(F.col("reason").isNull() | ~F.col("reason").isin(HEADER, ACCEPTED))
+        extra = ["entity", "end_time"] if saved.config.data.mode == "events" else ["label"] if saved.config.data.task == "classify" else []
+        ident = F.lit(None).cast("string")
+        if self.topic is not None and POSITION in parsed.columns:
+            pos = F.col(POSITION)
+            ident = F.when(pos.isNotNull(), F.concat_ws("/", F.lit(self.topic), pos["p"].cast("string"), pos["o"].cast("string")))
+        return parsed.select("value", *saved.config.input_columns(), "reason", *extra, ident.alias("_id"))
+
+    def _records(self, rows: list[dict[str, Any]], batch_id: int, saved: SavedModel, scored_at: float) -> list[dict[str, Any]]:
+        """One record per scored row (the JSON line), in the batch's order, and the counts."""
+        names = saved.config.data.class_labels()
+        out = []
+        for index, r in enumerate(rows):
+            ident = r["_id"] or (f"{r['entity']}/{r['end_time']!r}" if r["entity"] is not None else f"{batch_id}/{index}")
+            if r["error"] is not None:
+                out.append(
+                    {"id": ident, "batch_id": batch_id, "value": r["value"], "error": r["error"], "model_version": saved.version, "scored_at": scored_at}
+                )
+                continue
+            where = {"entity": r["entity"], "time": r["end_time"]} if r["entity"] is not None else {"value": r["value"]}
+            if saved.config.data.task == "forecast":
+                what: dict[str, Any] = {"forecast": [round(v, 6) for v in r["outputs"]]}
+            else:
+                what = {"class": names[r["predicted"]], "probabilities": [round(p, 6) for p in r["outputs"]]}
+                what.update(self._labelled(r, names))
+            out.append({"id": ident, "batch_id": batch_id, **where, **what, "model_version": saved.version, "scored_at": scored_at})
+        scored = sum(1 for r in out if "error" not in r)
+        self.rows_scored += scored
+        self.rows_rejected += len(out) - scored
+        return out
 
 
 class RemotePredictHandler:
     """``predict --remote``: the foreachBatch function sent to the Spark Connect server. It builds
-    the :class:`StreamPredictor` there on its first batch, appending JSON lines to ``out`` (a path
-    on the server's machine), as the trainer's RemoteHandler does (trainer/remote.py)."""
+    the :class:`StreamPredictor` there on its first batch, writing to the sinks from there (a
+    ``--out`` path is on the server's machine), as the trainer's RemoteHandler does (trainer/remote.py)."""
 
-    def __init__(self, model: str, out: str) -> None:
-        self.model, self.out = model, out
+    def __init__(self, model: str, checkpoint: str, sinks: SinkSpec, topic: str | None) -> None:
+        self.model, self.checkpoint, self.sink_spec, self.topic = model, checkpoint, sinks, topic
         self._predictor: StreamPredictor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"model": self.model, "out": self.out}
+        return {"model": self.model, "checkpoint": self.checkpoint, "sinks": self.sink_spec, "topic": self.topic}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["model"], state["out"])  # type: ignore[misc]
+        self.__init__(state["model"], state["checkpoint"], state["sinks"], state["topic"])  # type: ignore[misc]
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
         if self._predictor is None:
-            self._predictor = StreamPredictor(df.sparkSession, self.model, open(self.out, "a"))  # noqa: SIM115 - lives as long as the run
+            self._predictor = StreamPredictor(df.sparkSession, self.model, sinks=self.sink_spec, topic=self.topic)
+            self._predictor.scored = ScoredLog(self.checkpoint)
         self._predictor.handle(df, batch_id)
 
 
@@ -224,32 +268,46 @@ def predict_config(args: argparse.Namespace) -> AppConfig:
     if getattr(args, "kafka_reader", None):
         cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
     if connect.remote_from(getattr(args, "remote", None)) is not None:
-        if not args.out:
-            raise ConfigError("predict --remote needs --out FILE: under Spark Connect the predictions are written by the server, to a file")
+        if not args.out and "kafka" not in (args.sink or []):
+            raise ConfigError("predict --remote needs --out FILE (or --sink kafka): under Spark Connect the predictions are written by the server")
         require_local_path(str(args.checkpoint), "--checkpoint")
     return cfg
+
+
+def sink_spec(args: argparse.Namespace, source: SourceSpec) -> SinkSpec:
+    """The ``--sink`` flags as a :class:`SinkSpec`; the Kafka sink defaults to the source's broker and settings."""
+    from streaming_lstm.kafka.settings import bootstrap_servers
+
+    kinds = tuple(dict.fromkeys(args.sink or ["jsonl"]))
+    bootstrap = args.out_bootstrap or source.bootstrap or (bootstrap_servers(None) if "kafka" in kinds else None)
+    out = os.path.abspath(args.out) if args.out and "://" not in args.out else args.out
+    spec = SinkSpec(kinds, out, args.out_topic, bootstrap, source.kafka_options)
+    spec.check()
+    return spec
 
 
 def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
     """``streaming-lstm predict --source ...``: score until idle, a signal, or a failed query.
 
-    Under Spark Connect (``--remote``) the scoring runs in the server (RemotePredictHandler) and
-    writes ``--out``, which is then required; rows are counted from the query's progress reports.
+    Under Spark Connect (``--remote``) the scoring runs in the server (RemotePredictHandler),
+    which writes the sinks; rows are counted from the lines it appended, or the progress reports.
     """
-    import os
-
     from streaming_lstm.trainer import runner
-    from streaming_lstm.trainer.sources import SourceSpec, open_source
+    from streaming_lstm.trainer.sources import open_source
 
     cfg = predict_config(args)
     started = time.monotonic()
+    spec = SourceSpec.from_args(args)
+    sinks = sink_spec(args, spec)  # before Spark starts: a missing flag fails fast
     with runner.session_scope(cfg, getattr(args, "remote", None)) as session:
         remote = session.kind == "connect"
-        source = open_source(session.spark, cfg, SourceSpec.from_args(args))
-        predictor = StreamPredictor(session.spark, os.path.abspath(args.model), out)
+        topic = spec.topic if spec.kind == "kafka" else None
+        source = open_source(session.spark, cfg, spec)
+        predictor = StreamPredictor(session.spark, os.path.abspath(args.model), out, sinks, topic)
         print(f"streaming-lstm: Python workers ready in {predictor.warm_up():.1f} s", file=sys.stderr, flush=True)
-        out_start = os.path.getsize(args.out) if remote and os.path.exists(args.out) else 0
-        handler = RemotePredictHandler(os.path.abspath(args.model), os.path.abspath(args.out)) if remote else None
+        counted = remote and "jsonl" in sinks.kinds and args.out
+        out_start = os.path.getsize(args.out) if counted and os.path.exists(args.out) else 0
+        handler = RemotePredictHandler(os.path.abspath(args.model), os.path.abspath(args.checkpoint), sinks, topic) if remote else None
         query = predictor.start(source, os.path.abspath(args.checkpoint), f"{trigger_ms} milliseconds", handler)
         event = threading.Event()
         runner.install_signal_handlers(event)
@@ -260,7 +318,10 @@ def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
     if error is not None:
         raise RuntimeError(f"the prediction query failed: {runner.query_error(error)}")
     p = predictor
-    scored, rejected, labelled, correct = (p.rows_scored, p.rows_rejected, p.rows_labelled, p.rows_correct) if not remote else _count_lines(args.out, out_start)
+    if not remote:
+        scored, rejected, labelled, correct = p.rows_scored, p.rows_rejected, p.rows_labelled, p.rows_correct
+    else:  # the server wrote them: count the lines it appended, or the rows Spark reported
+        scored, rejected, labelled, correct = _count_lines(args.out, out_start) if counted else (follow.rows(), 0, 0, 0)
     took = f"in {time.monotonic() - started:.1f} s"
     print(f'streaming-lstm: scored {scored} rows, {rejected} rejected (an "error" line each), {took}{accuracy_note(labelled, correct)}', file=sys.stderr)
 

@@ -35,7 +35,7 @@ from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.core.config_load import from_dict
 from streaming_lstm.spark import connect
 from streaming_lstm.storage.fs import is_local, join
-from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, MetricsTail, print_line
+from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, History, MetricsTail, print_line
 from streaming_lstm.storage.store import ModelStore
 from streaming_lstm.trainer.handler import StreamingTrainer, plan_tasks, warm_workers
 
@@ -79,7 +79,7 @@ class RemoteTrainer:
     checkpoint: str
     on_batch: BatchCallback | None = None
     state: FollowedState = field(default_factory=FollowedState)
-    history: list[BatchMetrics] = field(default_factory=list)
+    history: History = field(default_factory=History)
     batches_applied: int = 0
     busy: bool = False
     last_rows_at: float = field(default_factory=time.monotonic)

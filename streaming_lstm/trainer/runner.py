@@ -30,11 +30,11 @@ from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.spark_parse import observed
 from streaming_lstm.spark import connect
 from streaming_lstm.storage.fs import is_local, join
-from streaming_lstm.storage.metrics import BatchCallback, BatchMetrics, forecast_last, prequential_span, print_line
+from streaming_lstm.storage.metrics import BatchCallback, BatchMetrics, History, forecast_last, prequential_span, print_line
 from streaming_lstm.storage.store import check_compatible
 from streaming_lstm.trainer.remote import make_trainer
 from streaming_lstm.trainer.sources import SourceSpec, open_source
-from streaming_lstm.trainer.window_state import windowed
+from streaming_lstm.trainer.window_state import operator_partitions, windowed
 
 
 class Trainer(Protocol):
@@ -45,7 +45,7 @@ class Trainer(Protocol):
     cfg: AppConfig
     checkpoint: Any
     state: Any  # its version and last_batch_id
-    history: list[BatchMetrics]
+    history: History
     batches_applied: int
     busy: bool
     last_rows_at: float
@@ -70,7 +70,7 @@ class RunResult:
     version: int
     stopped_by: str
     seconds: float
-    history: list[BatchMetrics] = field(default_factory=list)
+    history: History = field(default_factory=History)
     records_skipped: int = 0  # Kafka records gone before they were read (failOnDataLoss=false)
     last_batch_id: int = -1  # the last batch applied (in this run or before it)
     refused_batch: int | None = None  # a batch Spark started after the stop: not committed, replayed on restart
@@ -125,13 +125,14 @@ def start_query(trainer: Trainer, source: DataFrame) -> StreamingQuery:
     trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
     d = trainer.cfg.data
     plan = windowed(observed_events(source, d), trainer.cfg) if d.mode == "events" else observed(source, d)
-    return (
-        plan.writeStream.foreachBatch(trainer.handle)
-        .option("checkpointLocation", join(trainer.checkpoint, "spark"))
-        .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
-        .queryName(f"streaming-lstm-{os.getpid()}-{id(trainer)}")
-        .start()
-    )
+    with operator_partitions(source.sparkSession, trainer.cfg):
+        return (
+            plan.writeStream.foreachBatch(trainer.handle)
+            .option("checkpointLocation", join(trainer.checkpoint, "spark"))
+            .trigger(processingTime=f"{int(trigger * 1000)} milliseconds")
+            .queryName(f"streaming-lstm-{os.getpid()}-{id(trainer)}")
+            .start()
+        )
 
 
 def query_error(error: Any) -> str:
@@ -260,8 +261,7 @@ def run(
     if error is not None and "StopRequested" not in str(error):
         raise RuntimeError(f"the streaming query failed: {query_error(error)}")
     refused = re.search(r"batch (\d+) not started", str(error)) if error is not None else None
-    rows = sum(int(m["rows_valid"]) for m in trainer.history)
-    dead = sum(int(m["rows_dead"]) for m in trainer.history)
+    rows, dead = trainer.history.rows_valid, trainer.history.rows_dead
     seconds = time.monotonic() - started
     return RunResult(
         trainer.batches_applied, rows, dead, trainer.state.version, stopped_by, seconds, trainer.history, progress.records_skipped,

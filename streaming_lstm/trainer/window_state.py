@@ -29,11 +29,12 @@ counter; without that column every event reaches the processor, which dead-lette
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 from pyspark.sql.streaming.stateful_processor import ExpiredTimerInfo, TimerValues
@@ -42,6 +43,7 @@ from streaming_lstm.core.config import AppConfig, parse_duration
 from streaming_lstm.core.windows import EntityState, WindowSpec, advance
 from streaming_lstm.parse.rows import ACCEPTED
 from streaming_lstm.parse.spark_parse import POSITION
+from streaming_lstm.spark.connect import default_parallelism
 
 STATE_SCHEMA = "times array<double>, vals array<double>, width int, accepted long, last double"
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
@@ -182,6 +184,36 @@ def windowed(events: DataFrame, cfg: AppConfig, *, predict: bool = False) -> Dat
     return out.withColumn(POSITION, F.lit(None).cast("struct<p:bigint,o:bigint>"))
 
 
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+
+
+@contextmanager
+def operator_partitions(session: SparkSession, cfg: AppConfig) -> Iterator[None]:
+    """Around an event-mode query's ``start()``: its window operator gets one state partition per
+    core (unless ``[spark.conf]`` sets ``spark.sql.shuffle.partitions``); the session's setting is
+    restored after. A checkpoint keeps the count its query started with, so this only shapes new ones.
+
+    Why: every state partition is a task in every batch, and Spark 4.2.0's transformWithState server
+    never closes the socket it accepts from a task's Python worker (SPARK-58932, fixed in Spark's
+    branches after 4.2.0): the JVM holds one file descriptor per task until it exits. At 8
+    partitions ``python -m bench soak`` counted 8 more descriptors a batch; one per core slows
+    the leak to the core count, and the batches run fewer RocksDB stores.
+    """
+    conf = session.conf
+    if cfg.data.mode != "events" or SHUFFLE_PARTITIONS in cfg.spark.conf:
+        yield
+        return
+    before = conf.get(SHUFFLE_PARTITIONS, None)
+    conf.set(SHUFFLE_PARTITIONS, str(default_parallelism(session)))
+    try:
+        yield
+    finally:
+        if before is None:
+            conf.unset(SHUFFLE_PARTITIONS)
+        else:
+            conf.set(SHUFFLE_PARTITIONS, before)
+
+
 def in_window_order(batch: DataFrame) -> DataFrame:
     """A micro-batch of the operator's rows in one partition, windows by (end time, entity).
 
@@ -190,3 +222,27 @@ def in_window_order(batch: DataFrame) -> DataFrame:
     run with another partition count would key the same windows differently. A batch's windows are
     few (one per event at most), so one partition costs little."""
     return batch.repartition(1).sortWithinPartitions(F.col("end_time").asc_nulls_first(), F.col("entity").asc_nulls_first())
+
+
+FD_CHECK_EVERY = 100  # batches
+
+
+def descriptor_warning(session: SparkSession, batches: int, share: float = 0.5) -> str | None:
+    """Every ``FD_CHECK_EVERY`` batches of an event-mode run in local mode (where the driver's JVM
+    runs the tasks): a warning when that JVM holds more than ``share`` of the file descriptors it may open,
+    naming the cause (:func:`operator_partitions`) and the remedy. None otherwise, and under Spark
+    Connect or on a cluster, where the executors' JVMs are not this process's to ask."""
+    if batches % FD_CHECK_EVERY or not str(session.sparkContext.master).startswith("local"):
+        return None
+    try:
+        bean = session._jvm.java.lang.management.ManagementFactory.getOperatingSystemMXBean()  # type: ignore[union-attr]
+        used, most = int(bean.getOpenFileDescriptorCount()), int(bean.getMaxFileDescriptorCount())
+    except Exception:  # not a Unix JVM, or no py4j
+        return None
+    if used < share * most:
+        return None
+    return (
+        f"the Spark JVM holds {used} of its {most} file descriptors: Spark 4.2.0's transformWithState leaks one per state "
+        "partition and batch (SPARK-58932, fixed after 4.2.0). Restart the trainer before it runs out (it resumes exactly "
+        "where it stopped), raise the limit (ulimit -n), or run a Spark release with the fix"
+    )

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "scale": "one 3 000-row batch at P = 2, 16, 64 keys: batch time and the driver's peak memory",
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
     "soak": "a long run of small batches: memory, file descriptors, checkpoint size by part and latency against batches",
+    "kafka-wait": "the trainer per Kafka batch with the consumer fetch wait at Kafka's 500 ms default vs the project's 10 ms, both readers",
 }
 
 

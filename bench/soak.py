@@ -44,7 +44,6 @@ PARTS = {
 }
 
 
-
 def part_of(relative: Path) -> str:
     parts = relative.parts
     if parts and parts[0].startswith("metrics.jsonl"):

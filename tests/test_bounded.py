@@ -78,6 +78,7 @@ def test_history_keeps_the_newest_records_and_totals_over_all(tmp_path: Path) ->
     assert len(h) == 5 and [m["batch_id"] for m in h] == list(range(7, 12)) and h[-1]["batch_id"] == 11
     assert (h.rows_valid, h.rows_dead, h.rows_in) == (120, 12, 132)
     assert next(m["batch_id"] for m in reversed(h)) == 11
+    assert [m["batch_id"] for m in h[:2]] == [7, 8] and [m["batch_id"] for m in h[-2:]] == [10, 11]
 
 
 def test_tensorboard_files_roll_and_keep_the_newest(tmp_path: Path) -> None:

@@ -109,3 +109,10 @@ def test_kraft_cluster_ids_never_look_like_an_option() -> None:
     ids = [cluster_id() for _ in range(2000)]
     assert not any(i.startswith("-") for i in ids), "the storage tool would read it as an option"
     assert len(set(ids)) == len(ids) and all(len(i) == 22 for i in ids)
+
+
+def test_java_client_settings_reach_kafka_python_typed() -> None:
+    from streaming_lstm.kafka.settings import client_config
+
+    got = client_config({"kafka.fetch.max.wait.ms": "10", "kafka.enable.auto.commit": "false", "kafka.client.id": "scorer-1", "startingOffsets": "earliest"})
+    assert got == {"fetch_max_wait_ms": 10, "enable_auto_commit": False, "client_id": "scorer-1"}

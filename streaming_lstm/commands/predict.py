@@ -23,7 +23,9 @@ def add_command(sub: Any) -> None:
             "Score rows with the newest model version: a CSV file (--data), or a stream (--source), picking up "
             "new versions as the trainer writes them. JSON lines out, one per row: value, class, probabilities, "
             'model_version, scored_at; a row that cannot be parsed gets an "error" line instead. Each micro-batch '
-            "checks for a newer version before and after scoring, so a version is in use within about one trigger."
+            "checks for a newer version before and after scoring, so a version is in use within about one trigger. "
+            "A stream's predictions can also go to a Kafka topic and a Parquet table (--sink); a batch replayed "
+            "after a crash is scored by the version recorded for it and writes the same records."
         ),
     )
     p.add_argument("--model", required=True, metavar="DIR", help="trainer checkpoint or model directory")

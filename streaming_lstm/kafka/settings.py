@@ -91,7 +91,21 @@ def _translated(key: str, value: str, options: Mapping[str, str]) -> dict[str, A
         return {}
     if key == "ssl.endpoint.identification.algorithm":
         return {"ssl_check_hostname": bool(value)}
-    return {key.replace(".", "_"): value}
+    return {key.replace(".", "_"): typed(value)}
+
+
+def typed(value: str) -> Any:
+    """A Java client setting's text as the Python client wants it: numbers as numbers (kafka-python
+    compares ``fetch.max.wait.ms`` with its other timeouts), true/false as booleans, else text."""
+    low = value.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def client_config(options: Mapping[str, str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Reversible
-from typing import Any, TypedDict
+from typing import Any, TypedDict, overload
 
 from streaming_lstm.storage.fs import FileSystem, filesystem, join
 
@@ -139,8 +139,12 @@ class History:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> BatchMetrics:
-        return self.records[index]
+    @overload
+    def __getitem__(self, index: int) -> BatchMetrics: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[BatchMetrics]: ...
+    def __getitem__(self, index: int | slice) -> BatchMetrics | list[BatchMetrics]:
+        return list(self.records)[index] if isinstance(index, slice) else self.records[index]
 
 
 def parse_records(data: bytes) -> list[BatchMetrics]:

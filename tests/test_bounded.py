@@ -112,16 +112,23 @@ def test_deadletter_cap_drops_the_oldest_batches_counts_and_logs_them(tmp_path: 
     for b in range(10):
         write_batch(d, b, rows=b + 1)
     one = (d / "batch_id=9" / "part-00000.json").stat().st_size  # the largest batch
+    cap = deadletters.DeadLetterCap(str(d), max_bytes=3 * one)
     with caplog.at_level(logging.WARNING, logger="streaming_lstm.storage.deadletters"):
-        total = deadletters.enforce_cap(str(d), max_bytes=3 * one)
+        total = cap.written(9)
     left = [b for b, _ in deadletters.batch_dirs(str(d))]
     assert left[-1] == 9 and left == list(range(left[0], 10)) and left[0] > 0
     assert total["batches"] == left[0] and total["rows"] == sum(b + 1 for b in range(left[0])) and total["last_batch_id"] == left[0] - 1
     assert deadletters.dropped(str(d)) == total
     assert "deleted" in caplog.text and f"{total['rows']} rows" in caplog.text
+    # later batches are added one at a time: the cap holds with the sizes it keeps
+    write_batch(d, 10, rows=10)
+    after = cap.written(10)
+    assert [b for b, _ in deadletters.batch_dirs(str(d))][-1] == 10 and after["batches"] > total["batches"]
+    assert sum(f.stat().st_size for f in d.rglob("part-*")) <= 3 * one
     # the newest batch stays even over the cap; a cap of 0 keeps everything
-    assert deadletters.enforce_cap(str(d), max_bytes=1)["batches"] == 9 and [b for b, _ in deadletters.batch_dirs(str(d))] == [9]
-    assert deadletters.enforce_cap(str(d), max_bytes=0)["batches"] == 9
+    assert deadletters.DeadLetterCap(str(d), max_bytes=1).written(10)["batches"] == 10
+    assert [b for b, _ in deadletters.batch_dirs(str(d))] == [10]
+    assert deadletters.DeadLetterCap(str(d), max_bytes=0).written(10)["batches"] == 10
 
 
 @pytest.mark.parametrize("key", ["stream.log_roll_mb", "stream.log_files_kept", "stream.deadletter_max_mb"])

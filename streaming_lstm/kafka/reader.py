@@ -97,9 +97,8 @@ def read_kafka(spark: SparkSession, cfg: AppConfig, bootstrap: str, topic: str, 
     s = cfg.stream
     opts = {
         # A task reads a fixed offset range, all of it already on the broker; at the end of the range
-        # the consumer's fetch would otherwise wait Kafka's default 500 ms for more. With 10 ms a
-        # 20-row batch took 0.6 s instead of 1.1 s in the trainer (README, Benchmarks). A user's own
-        # kafka.fetch.max.wait.ms wins.
+        # the consumer's fetch would otherwise wait Kafka's default 500 ms for more, which is most
+        # of a small batch's time (python -m bench kafka-wait). A user's own setting wins.
         "kafka.fetch.max.wait.ms": FETCH_MAX_WAIT_MS,
         "kafka.bootstrap.servers": bootstrap,
         "subscribe": topic,

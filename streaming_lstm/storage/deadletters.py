@@ -38,27 +38,47 @@ def rows_in(directory: str) -> int:
     return sum(fs.read_bytes(join(directory, n)).count(b"\n") for n in fs.list_names(directory) if n.startswith("part-"))
 
 
-def enforce_cap(directory: str, max_bytes: int) -> dict[str, int]:
-    """Delete the oldest batches' dead letters until the directory is within ``max_bytes`` (the
-    newest batch always stays); returns the cumulative counts of what was deleted."""
-    fs = filesystem(directory)
-    total = dropped(directory)
-    if max_bytes <= 0:
+class DeadLetterCap:
+    """Keeps ``directory`` within ``max_bytes`` (0: no cap) as batches' dead letters are written.
+
+    The sizes of the batches kept are read once, at the first batch, then kept up to date one
+    written batch at a time, so a batch costs one directory's size, not a listing of all of them
+    (on HDFS, one NameNode call instead of one per kept batch).
+    """
+
+    def __init__(self, directory: str, max_bytes: int) -> None:
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.fs = filesystem(directory)
+        self._sizes: dict[int, int] | None = None  # batch id -> bytes, for the batches kept
+
+    def written(self, batch_id: int) -> dict[str, int]:
+        """``batch_id``'s dead letters were just written: delete the oldest batches' until the
+        directory is within the cap (the newest batch always stays); the cumulative counts of what
+        was deleted."""
+        if self.max_bytes <= 0:
+            return dropped(self.dir)
+        if self._sizes is None:
+            self._sizes = {b: self.fs.size(join(self.dir, name)) for b, name in batch_dirs(self.dir)}
+        else:
+            self._sizes[batch_id] = self.fs.size(join(self.dir, f"{PREFIX}{batch_id}"))
+        total = dropped(self.dir)
+        used = sum(self._sizes.values())
+        for old in sorted(self._sizes)[:-1]:
+            if used <= self.max_bytes:
+                break
+            used -= self._sizes.pop(old)
+            total = self._delete(old, total)
         return total
-    batches = batch_dirs(directory)
-    sizes = {name: fs.size(join(directory, name)) for _, name in batches}
-    used = sum(sizes.values())
-    for batch_id, name in batches[:-1]:
-        if used <= max_bytes:
-            break
-        path = join(directory, name)
+
+    def _delete(self, batch_id: int, total: dict[str, int]) -> dict[str, int]:
+        path = join(self.dir, f"{PREFIX}{batch_id}")
         rows = rows_in(path)
-        fs.delete_tree(path)
-        used -= sizes[name]
+        self.fs.delete_tree(path)
         total = {"batches": total["batches"] + 1, "rows": total["rows"] + rows, "last_batch_id": batch_id}
-        fs.write_atomic(join(directory, DROPPED), json.dumps(total, sort_keys=True).encode())
+        self.fs.write_atomic(join(self.dir, DROPPED), json.dumps(total, sort_keys=True).encode())
         log.warning(
             "dead letters over stream.deadletter_max_mb: deleted %s (%d rows); %d rows in %d batches deleted so far (%s)",
-            path, rows, total["rows"], total["batches"], join(directory, DROPPED),
+            path, rows, total["rows"], total["batches"], join(self.dir, DROPPED),
         )  # fmt: skip
-    return total
+        return total

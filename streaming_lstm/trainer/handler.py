@@ -44,7 +44,7 @@ from streaming_lstm.parse.spark_parse import POSITION, dead_letters, parsed_batc
 from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage import tb_log
-from streaming_lstm.storage.deadletters import enforce_cap
+from streaming_lstm.storage.deadletters import DeadLetterCap
 from streaming_lstm.storage.fs import join
 from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, History, MetricsLog, forecast_fields, read_metrics
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
@@ -124,6 +124,7 @@ class StreamingTrainer:
         self.cfg = cfg
         self.checkpoint = ensure_private_dir(checkpoint)  # a local path or a Hadoop URI (fs.py)
         self.deadletter_dir = join(self.checkpoint, "deadletter")
+        self.deadletter_cap = DeadLetterCap(self.deadletter_dir, int(cfg.stream.deadletter_max_mb * 2**20))
         self.state = TrainerState.open(cfg, ModelStore(join(self.checkpoint, "model")))
         roll, kept = int(cfg.stream.log_roll_mb * 2**20), cfg.stream.log_files_kept
         self.metrics = MetricsLog(join(self.checkpoint, METRICS_FILE), roll, kept)
@@ -222,7 +223,7 @@ class StreamingTrainer:
         if counts.rows_dead:
             connect.describe(self.spark, f"streaming-lstm batch {batch_id}: dead letters")
             dead_letters(parsed, batch_id).write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
-            enforce_cap(self.deadletter_dir, int(self.cfg.stream.deadletter_max_mb * 2**20))
+            self.deadletter_cap.written(batch_id)
 
     def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float, epochs: int) -> BatchMetrics:
         """Step 5a: the batch's figures, checked: every valid row was trained exactly once."""

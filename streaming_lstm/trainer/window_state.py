@@ -195,8 +195,8 @@ def operator_partitions(session: SparkSession, cfg: AppConfig) -> Iterator[None]
 
     Why: every state partition is a task in every batch, and Spark 4.2.0's transformWithState server
     never closes the socket it accepts from a task's Python worker (SPARK-58932, fixed in Spark's
-    branches after 4.2.0): the JVM holds one file descriptor per task until it exits. At 8
-    partitions ``python -m bench soak`` counted 8 more descriptors a batch; one per core slows
+    branches after 4.2.0): the JVM holds one file descriptor per task until it exits, so one per
+    state partition and batch (``python -m bench soak`` shows it). One partition per core slows
     the leak to the core count, and the batches run fewer RocksDB stores.
     """
     conf = session.conf

@@ -111,13 +111,20 @@ def adaptive_execution_off(session: SparkSession) -> Iterator[None]:
     is not a thing it may change (the figures: README, Benchmarks). Restored after, for callers that
     pass their own session.
     """
+    with setting(session, ADAPTIVE, "false"):
+        yield
+
+
+@contextmanager
+def setting(session: SparkSession, key: str, value: str) -> Iterator[None]:
+    """``key`` set to ``value`` in ``session``'s SQL conf for the block, then as it was (unset if it was)."""
     conf = session.conf
-    before = conf.get(ADAPTIVE, None)
-    conf.set(ADAPTIVE, "false")
+    before = conf.get(key, None)
+    conf.set(key, value)
     try:
         yield
     finally:
         if before is None:
-            conf.unset(ADAPTIVE)
+            conf.unset(key)
         else:
-            conf.set(ADAPTIVE, before)
+            conf.set(key, before)

@@ -44,6 +44,7 @@ from streaming_lstm.core.windows import EntityState, WindowSpec, advance
 from streaming_lstm.parse.rows import ACCEPTED
 from streaming_lstm.parse.spark_parse import POSITION
 from streaming_lstm.spark.connect import default_parallelism
+from streaming_lstm.spark.session import setting
 
 STATE_SCHEMA = "times array<double>, vals array<double>, width int, accepted long, last double"
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
@@ -199,19 +200,11 @@ def operator_partitions(session: SparkSession, cfg: AppConfig) -> Iterator[None]
     state partition and batch (``python -m bench soak`` shows it). One partition per core slows
     the leak to the core count, and the batches run fewer RocksDB stores.
     """
-    conf = session.conf
     if cfg.data.mode != "events" or SHUFFLE_PARTITIONS in cfg.spark.conf:
         yield
         return
-    before = conf.get(SHUFFLE_PARTITIONS, None)
-    conf.set(SHUFFLE_PARTITIONS, str(default_parallelism(session)))
-    try:
+    with setting(session, SHUFFLE_PARTITIONS, str(default_parallelism(session))):
         yield
-    finally:
-        if before is None:
-            conf.unset(SHUFFLE_PARTITIONS)
-        else:
-            conf.set(SHUFFLE_PARTITIONS, before)
 
 
 def in_window_order(batch: DataFrame) -> DataFrame:

@@ -93,7 +93,7 @@ def test_nothing_grows_after_the_warm_up(run: tuple[list[dict[str, Any]], Path])
     late = [s["fds"] for s in samples if s["batches"] > WARMUP]
     for process in ("driver", "jvm"):
         counts = [f[process] for f in late]
-        assert max(counts) - min(counts) <= 16, (process, counts)
+        assert max(counts) - counts[0] <= 16, (process, counts)  # growth; descriptors an earlier test left may close meanwhile
 
 
 def test_latency_does_not_trend_upwards(run: tuple[list[dict[str, Any]], Path]) -> None:

@@ -17,10 +17,12 @@ BENCHMARKS = {
     "kafka": "the demo on Apache Kafka vs Tansu (wall, memory) and rows/s through each Kafka reader",
     "parse": "Spark's per-batch parse and validation time against features per row (4, 64, 600)",
     "river": "prequential accuracy vs River's online learners (ARF, AMF, SRP, ...) on River's data sets and drift streams",
+    "forecast": "one-step prequential MAE of event mode vs River's SNARIMAX and HoltWinters on AirlinePassengers, WaterFlow, TrumpApproval",
     "kernel": "the training kernel against an earlier commit's (--against REV), side by side per shape",
     "scale": "one 3 000-row batch at P = 2, 16, 64 keys: batch time and the driver's peak memory",
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
     "soak": "a long run of small batches: memory, file descriptors, checkpoint size by part and latency against batches",
+    "coldstart": "process start to the first applied batch of 50 Iris rows (train --source file) against one-process fit, cold",
     "kafka-wait": "the trainer per Kafka batch with the consumer fetch wait at Kafka's 500 ms default vs the project's 10 ms, both readers",
 }
 

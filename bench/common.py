@@ -92,6 +92,15 @@ def matmul_peak_gflops(threads: int = 0, n: int = 1024, seconds: float = 3.0) ->
     return 2 * n**3 * reps / (time.perf_counter() - started) / 1e9
 
 
+def setting(text: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE``: the value as JSON where it parses (numbers, booleans, lists), else text."""
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     """A benchmark's command line, ``python -m bench NAME``, with the ``--json`` every benchmark takes
     (one JSON object on standard output instead of the text summary)."""

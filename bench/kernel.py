@@ -36,13 +36,22 @@ SHAPES = [  # name, timesteps, features per step, hidden, rows, mini-batch
 ]
 
 
+def git_show(rev: str, *paths: str) -> str:
+    """The first of ``paths`` that exists at ``rev`` (the modules moved into ``core/``)."""
+    for path in paths:
+        done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode == 0:
+            return done.stdout
+    raise SystemExit(f"none of {', '.join(paths)} exists at {rev}")
+
+
 def old_training(rev: str, into: Path) -> Any:
     """``streaming_lstm.core.training`` as of ``rev``, importable beside the current one as ``kernel_old``."""
     pkg = into / "kernel_old"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     for name in ("model", "training"):
-        text = subprocess.run(["git", "show", f"{rev}:streaming_lstm/{name}.py"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        text = git_show(rev, f"streaming_lstm/core/{name}.py", f"streaming_lstm/{name}.py")
         (pkg / f"{name}.py").write_text(text.replace("from streaming_lstm.core.model import", "from kernel_old.model import"))
     sys.path.insert(0, str(into))
     return importlib.import_module("kernel_old.training")

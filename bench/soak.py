@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import FileFeed, synthetic_rows, write
+from bench.common import FileFeed, setting, synthetic_rows, write
 from bench.common import parser as bench_parser
 from bench.memory import kind, tree
 
@@ -278,14 +278,6 @@ def run_mode(spark: Any, mode: str, args: Any, base: Path) -> list[dict[str, Any
         return soak(spark, cfg, checkpoint, file_source(spark, feed, cfg), send, lines, args.batches, args.every)
     with kafka_feed(args.bootstrap) as (send, bootstrap, topic):
         return soak(spark, cfg, checkpoint, read_kafka(spark, cfg, bootstrap, topic, {}), send, lines, args.batches, args.every)
-
-
-def setting(text: str) -> tuple[str, Any]:
-    key, _, value = text.partition("=")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -9,12 +9,19 @@ Synthetic Iris-like rows, layers 128,256, mini-batch 256, one local epoch. Compa
 and each in GFLOP/s against TensorFlow's measured float32 matmul rate on this machine.
 FLOPs per row (bench/common.py::lstm_flops_per_row): training ~ 3 x forward, forward =
 sum_l T (2 F_l 4H_l + 2 H_l 4H_l) + 2 H_L C.
+
+The small-mini-batch row (the 2016 experiment's mini-batch of 10) trains ``--small-rows`` rows
+in fresh processes, one each for the from-scratch trainer, Keras with TensorFlow's default
+threads, and Keras with the from-scratch trainer's threads (``streaming_lstm.core.threads``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,18 +59,52 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def small_batch_rows_per_s(spec: Any, xn: np.ndarray, y: np.ndarray, timesteps: int, hidden: list[int], classes: int, batch: int) -> dict[str, float]:
-    """The seed's small mini-batches: the from-scratch ``training.fit`` against Keras ``model.fit``,
-    one epoch each on the same rows, in this process one after the other."""
-    from streaming_lstm.core import training
-    from streaming_lstm.core.weights import init_weights
+SMALL_KINDS = ("from_scratch", "keras", "keras_same_threads")
 
-    training.fit(init_weights(spec.model), xn[:64], y[:64], spec, epochs=1, batch_size=batch, seed=0)  # trace
-    started = time.perf_counter()
-    training.fit(init_weights(spec.model), xn, y, spec, epochs=1, batch_size=batch, seed=0)
-    ours = len(xn) / (time.perf_counter() - started)
-    keras = keras_rows_per_s(xn, y, timesteps, hidden, classes, batch)
-    return {"from_scratch_rows_per_s": ours, "keras_rows_per_s": keras, "from_scratch_over_keras": ours / keras}
+
+def small_batch_child(kind: str, rows: int, batch: int, seed: int) -> float:
+    """Rows/s of one epoch at mini-batch ``batch`` in this (fresh) process: the from-scratch
+    ``training.fit`` with its own thread choice, Keras ``fit`` with TensorFlow's defaults, or Keras
+    with the from-scratch trainer's thread choice (so that the threads are not the difference)."""
+    import tensorflow as tf
+
+    from streaming_lstm.core import training
+    from streaming_lstm.core.config_load import load_config
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.core.threads import INTER_OP_THREADS, intra_op_threads
+    from streaming_lstm.core.weights import init_weights
+    from streaming_lstm.parse.data import load_csv
+
+    cfg = load_config(ROOT / "conf" / "iris.toml", {**OVERRIDES, "train.batch_size": batch})
+    spec = training.TrainSpec.from_app(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "small.csv"
+        f.write_text("\n".join(synthetic_rows(rows, seed=seed)) + "\n")
+        data = load_csv(f, cfg.data)
+    xn = NormStats.of(data.x).transform(data.x)
+    if kind == "from_scratch":
+        training.fit(init_weights(spec.model), xn[:64], data.y[:64], spec, epochs=1, batch_size=batch, seed=0)  # trace
+        started = time.perf_counter()
+        training.fit(init_weights(spec.model), xn, data.y, spec, epochs=1, batch_size=batch, seed=0)
+        return len(xn) / (time.perf_counter() - started)
+    if kind == "keras_same_threads":
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads(spec.model, batch))
+        tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
+    m = cfg.model
+    return keras_rows_per_s(xn, data.y, m.timesteps, list(m.hidden), len(cfg.data.classes), batch)
+
+
+def small_batch_rows_per_s(rows: int, batch: int, seed: int) -> dict[str, float]:
+    """The seed's small mini-batches: the from-scratch trainer against Keras, each in a fresh
+    process as a user's ``fit`` would run (TensorFlow's thread pools are set once per process)."""
+    out: dict[str, float] = {}
+    for kind in SMALL_KINDS:
+        argv = [sys.executable, "-m", "bench", "throughput", "--child", kind, "--small-rows", str(rows), "--small-batch", str(batch), "--child-seed", str(seed)]
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
+        out[f"{kind}_rows_per_s"] = float(done.stdout.strip().splitlines()[-1])
+    out["from_scratch_over_keras"] = out["from_scratch_rows_per_s"] / out["keras_rows_per_s"]
+    out["from_scratch_over_keras_same_threads"] = out["from_scratch_rows_per_s"] / out["keras_same_threads_rows_per_s"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -73,7 +114,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runs", type=int, default=3, help="measurements of each row; min/median/max reported (default 3)")
     p.add_argument("--small-rows", type=int, default=3000, help="rows for the small mini-batch row (default 3000)")
     p.add_argument("--small-batch", type=int, default=10, help="the small mini-batch size (default 10, the seed's)")
+    p.add_argument("--child", choices=SMALL_KINDS, help=argparse.SUPPRESS)
+    p.add_argument("--child-seed", type=int, default=7, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:
+        print(small_batch_child(args.child, args.small_rows, args.small_batch, args.child_seed))
+        return {}
 
     from streaming_lstm.core import training
     from streaming_lstm.core.config import SparkConfig
@@ -125,15 +171,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     if not args.json:
                         line = f"streaming {stream_rps:8.0f} rows/s | single {single_rps:8.0f} | keras {keras_rps:8.0f}"
                         print(f"run {run + 1} {size:>7} rows: {line}", flush=True)
-                rows = synthetic_rows(args.small_rows, seed=7 + run)
-                f = base / "small.csv"
-                f.write_text("\n".join(rows) + "\n")
-                data = load_csv(f, cfg.data)
-                xn = NormStats.of(data.x).transform(data.x)
-                small.append(small_batch_rows_per_s(spec, xn, data.y, m.timesteps, list(m.hidden), classes, args.small_batch))
+                small.append(small_batch_rows_per_s(args.small_rows, args.small_batch, 7 + run))
                 if not args.json:
-                    ours, keras = small[-1]["from_scratch_rows_per_s"], small[-1]["keras_rows_per_s"]
-                    print(f"run {run + 1} mini-batch {args.small_batch}: from scratch {ours:.0f} rows/s | keras {keras:.0f}", flush=True)
+                    ours, keras, same = (small[-1][f"{k}_rows_per_s"] for k in SMALL_KINDS)
+                    line = f"from scratch {ours:.0f} rows/s | keras {keras:.0f} | keras, same threads {same:.0f}"
+                    print(f"run {run + 1} mini-batch {args.small_batch}: {line}", flush=True)
         finally:
             query.stop()
     results = []
@@ -167,8 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     small_row = {
         "rows": args.small_rows,
         "batch_size": args.small_batch,
-        **{k: statistics.median(r[k] for r in small) for k in ("from_scratch_rows_per_s", "keras_rows_per_s", "from_scratch_over_keras")},
-        "runs": {k: spread([r[k] for r in small]) for k in ("from_scratch_rows_per_s", "keras_rows_per_s", "from_scratch_over_keras")},
+        **{k: statistics.median(r[k] for r in small) for k in small[0]},
+        "runs": {k: spread([r[k] for r in small]) for k in small[0]},
     }
     payload = {
         "partitions": args.partitions,

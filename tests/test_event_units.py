@@ -131,3 +131,68 @@ def test_one_process_commands_refuse_an_event_config_and_say_what_to_use(capsys:
     assert main(["fit", "--conf", str(SOLAR), "--data", str(ROOT / "data" / "solar-hourly.csv"), "--out", "/nonexistent/never-written"]) == 2
     err = capsys.readouterr().err
     assert 'data.mode = "events"' in err and "demo --events" in err
+
+
+CHANGE_CONF = {
+    "data.mode": "events",
+    "data.task": "forecast",
+    "data.columns": ["site", "time", "temp", "ghi"],
+    "data.entity": "site",
+    "data.time": "time",
+    "data.features": ["temp", "ghi"],
+    "data.targets": ["ghi"],
+    "data.horizon": 2,
+    "data.forecast_change": True,
+    "model.timesteps": 3,
+    "model.features_per_step": 2,
+    "model.hidden": [8],
+}
+
+
+def test_forecast_change_reads_each_targets_last_value_and_is_refused_where_it_cannot() -> None:
+    cfg = load_config(None, CHANGE_CONF)
+    # Inputs are time-major (t0: temp, ghi; t1: ...; t2: temp, ghi): ghi's last value is column 5,
+    # once per horizon step.
+    assert cfg.change_columns() == (5, 5)
+    assert load_config(None, {**CHANGE_CONF, "data.forecast_change": False}).change_columns() == ()
+    with pytest.raises(ConfigError, match=r"data.forecast_change.*needs every target among data.features \(not: ghi\)"):
+        load_config(None, {**CHANGE_CONF, "data.features": ["temp"], "model.features_per_step": 1})
+    with pytest.raises(ConfigError, match=r"data.forecast_change.*forecast"):
+        load_config(SOLAR.parent / "iris.toml", {"data.forecast_change": True})
+
+
+def test_forecast_change_learns_changes_starts_at_the_naive_forecast_and_exports_the_same() -> None:
+    """With the lever on, the network learns each target's change from its last value: a
+    forecast is that last value plus the network's output, so zero weights forecast the last value
+    plus the mean change seen; training on a rising series beats the naive forecast, and the
+    exported SavedModel forecasts what the trainer does."""
+    import tensorflow as tf
+
+    from streaming_lstm.commands.export import serving_module
+    from streaming_lstm.core import training
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.core.weights import init_weights
+    from streaming_lstm.storage.store import SavedModel
+
+    cfg = load_config(None, {**CHANGE_CONF, "data.horizon": 1})
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
+    rng = np.random.default_rng(3)
+    start = rng.uniform(0, 500, size=(200, 1))
+    ghi = start + 40.0 * np.arange(4)  # (N, 4): rises by 40 a step; the 4th value is the target
+    temp = rng.normal(20, 2, size=(200, 4))
+    x = np.stack([temp[:, :3], ghi[:, :3]], axis=2).reshape(200, 6)  # time-major (N, T*F)
+    y, naive = ghi[:, 3:], ghi[:, 2:3]
+    zero = {k: np.zeros_like(v) for k, v in init_weights(spec.model).items()}
+    norm = NormStats.of(np.concatenate([x, y - naive], axis=1))  # the changes' statistics: mean 40
+    np.testing.assert_allclose(training.forecast(zero, norm, x, spec), naive + 40.0, rtol=1e-9)
+
+    empty = NormStats.empty(spec.model.num_stats)
+    result = training.train_partition(0, init_weights(spec.model), empty, x, y, spec, epochs=20, batch_size=16, seed=0, naive=naive)
+    assert result.norm.mean[-1] == pytest.approx(40.0)  # what the head learns: the change, not the level
+    after = training.score_forecast(result.weights, result.norm, x, y, naive, spec)
+    assert after.abs_sum < 0.2 * after.naive_sum, (after.abs_sum, after.naive_sum)
+
+    saved = SavedModel(1, cfg, result.weights, None, result.norm, {})
+    module, _info = serving_module(saved)
+    served = module.serve(tf.constant(x.reshape(200, 3, 2), tf.float32))["forecast"].numpy()
+    np.testing.assert_allclose(served, training.forecast(result.weights, result.norm, x, spec), rtol=1e-4, atol=1e-2)

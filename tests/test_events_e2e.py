@@ -31,6 +31,7 @@ time = "time"
 features = ["value"]
 targets = ["value"]
 allowed_lateness = "10m"
+forecast_change = true      # the kill test covers the lever: replays learn the same changes
 
 [model]
 timesteps = 6

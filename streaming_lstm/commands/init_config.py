@@ -112,6 +112,7 @@ def propose_events(
     if steps <= 0:
         raise ConfigError(f"--timesteps {steps}: must be positive")
     data: dict[str, Any] = {"mode": "events", "task": "forecast", "columns": columns, "time": time, "features": features, "targets": targets}
+    data["forecast_change"] = True  # learn changes from the last value: from the first window no worse than naive
     if entity:
         data["entity"] = entity
     return {"data": data, "model": {"timesteps": steps, "features_per_step": len(features)}}

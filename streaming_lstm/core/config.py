@@ -62,6 +62,10 @@ class DataConfig:
     stride: int = 1
     allowed_lateness: str = "1h"
     entity_ttl: str = "1d"
+    # Forecasts: the network learns each target's change from its last value in the window, and a
+    # forecast is that last value plus the network's output (the naive forecast plus a learned
+    # correction). Needs every target among the features.
+    forecast_change: bool = False
 
     def feature_columns(self) -> list[str]:
         """The parsed feature columns ``f0, f1, ...`` (positional: data column names may be anything)."""
@@ -113,7 +117,7 @@ class TrainConfig:
     local_learning_rate: float = 0.0  # streaming partition tasks; 0 = use learning_rate
     warmup_epochs: int = 10  # extra local epochs at the first row, decaying to 0 (schedule.py)
     warmup_rows: int = 1000  # rows trained over which the extra epochs decay; 0 = no warm-up
-    tf_threads: int = 0  # TF intra-op threads per process; 0 lets TF decide
+    tf_threads: int = 0  # TF intra-op threads per process; 0 = per model and mini-batch (core/threads.py)
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,16 @@ class AppConfig:
         """The model's input columns ``f0 .. f{T*F-1}``: a row's features, or an event window
         flattened time-major (event mode: ``timesteps`` events x the feature columns)."""
         return [f"f{i}" for i in range(self.model.timesteps * self.model.features_per_step)]
+
+    def change_columns(self) -> tuple[int, ...]:
+        """``data.forecast_change``: for each forecast value (in the order of ``target_columns``),
+        the input column holding its target's last value in the window. Inputs are time-major, so
+        that is (T - 1) F + the target's position among the features. Empty otherwise."""
+        d, t = self.data, self.model.timesteps
+        if d.task != "forecast" or not d.forecast_change:
+            return ()
+        F = len(d.features)
+        return tuple((t - 1) * F + d.features.index(name) for name in d.targets) * d.horizon
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists); :func:`from_dict` reads it back."""

@@ -46,6 +46,7 @@ def data_rules(d: DataConfig) -> None:
     need(d.task in TASKS, "data.task", d.task, f"must be one of {', '.join(TASKS)}")
     need(d.task == "classify" or d.mode == "events", "data.task", d.task, 'forecasting needs data.mode = "events" (windows of an entity\'s events)')
     classify = d.task == "classify"
+    need(not (classify and d.forecast_change), "data.forecast_change", d.forecast_change, 'is for data.task = "forecast"')
     if classify:
         need(bool(d.label), "data.label", d.label, "a label column is required")
         need(len(d.classes) >= 2, "data.classes", list(d.classes), "at least two classes are required")
@@ -55,6 +56,9 @@ def data_rules(d: DataConfig) -> None:
     else:
         need(bool(d.targets), "data.targets", list(d.targets), "forecasting needs at least one target column")
         need(d.horizon >= 1, "data.horizon", d.horizon, "must be >= 1")
+        missing = [t for t in d.targets if t not in d.features]
+        why = f"needs every target among data.features (not: {', '.join(missing)})"
+        need(not d.forecast_change or not missing, "data.forecast_change", d.forecast_change, why)
     need(d.format in FORMATS, "data.format", d.format, f"must be one of {', '.join(FORMATS)}")
     need(d.max_abs_value > 0, "data.max_abs_value", d.max_abs_value, "must be positive")
     columns = data_columns(d)

@@ -15,18 +15,129 @@ One cell at step t (x_t: (B, F), h, c: (B, H)), gates in the order of the equati
 
 Layer l reads the h sequence of layer l-1; a dense head reads the last layer's final h and gives
 logits; softmax and sparse cross-entropy are applied by the training functions (training.py).
+
+A layer's backward pass is written out (:func:`backward_steps`, :func:`lstm_layer`): the gate
+derivatives per step in the reverse order of the equations, then each weight's gradient as one
+matmul over all B*T rows. ``tests/test_model.py`` checks it against TensorFlow's autodiff of
+:func:`forward_steps` and the whole stack against ``tf.keras.layers.LSTM``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from streaming_lstm.core.weights import LSTMConfig, Weights, schema
 
-__all__ = ["LSTMCell", "LSTMConfig", "LSTMStack"]
+__all__ = ["LSTMCell", "LSTMConfig", "LSTMStack", "backward_steps", "forward_steps", "lstm_layer"]
+
+
+class Steps(NamedTuple):
+    """What the forward pass keeps per timestep for the hand-written backward (T entries each)."""
+
+    hs: list[tf.Tensor]  # h_t            (B, H)
+    cs: list[tf.Tensor]  # c_{t-1}        (B, H), c_{-1} = 0
+    gates: list[tuple[tf.Tensor, ...]]  # (f_t, i_t, g_t, o_t, tanh(c_t)), each (B, H)
+
+
+def forward_steps(xs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor) -> Steps:
+    """The cell's equations over all T steps of xs (B, T, F), differentiable by autodiff too."""
+    batch, H = tf.shape(xs)[0], recurrent_kernel.shape[0]
+    # The input projection of all timesteps at once: one (B*T, F) x (F, 4H) matmul, then one unstack.
+    xw = tf.unstack(tf.einsum("btf,fg->btg", xs, kernel) + bias, axis=1)  # T x (B, 4H)
+    h = tf.zeros((batch, H), xs.dtype)  # (B, H)
+    c = tf.zeros((batch, H), xs.dtype)  # (B, H)
+    steps = Steps([], [], [])
+    for xw_t in xw:  # T is static: the loop unrolls when traced
+        z = xw_t + tf.matmul(h, recurrent_kernel)  # (B, 4H)
+        zf, zi, zg, zo = tf.split(z, 4, axis=1)  # 4 x (B, H), in the order f, i, g, o
+        f = tf.sigmoid(zf)  # forget    (B, H)
+        i = tf.sigmoid(zi)  # input     (B, H)
+        g = tf.tanh(zg)  # candidate (B, H)
+        o = tf.sigmoid(zo)  # output    (B, H)
+        steps.cs.append(c)
+        c = f * c + i * g  # (B, H)
+        tanh_c = tf.tanh(c)  # (B, H)
+        h = o * tanh_c  # (B, H)
+        steps.hs.append(h)
+        steps.gates.append((f, i, g, o, tanh_c))
+    return steps
+
+
+def backward_steps(steps: Steps, dhs: list[tf.Tensor | None], recurrent_kernel: tf.Tensor) -> tf.Tensor:
+    """dL/dz for every step, (B, T, 4H), from dL/dh_t of the layer's outputs (None: no gradient).
+
+    Backpropagation through time, the forward equations differentiated in reverse order:
+
+        dh    = dL/dh_t + dz_{t+1} U^T          # (B, H)   the output's and the next step's
+        dc    = dc_{t+1} f_{t+1} + dh o (1 - tanh(c_t)^2)
+        dz_f  = dc c_{t-1} f (1 - f);   dz_i = dc g i (1 - i)
+        dz_g  = dc i (1 - g^2);         dz_o = dh tanh(c_t) o (1 - o)
+
+    ``SigmoidGrad(y, dy) = dy y (1 - y)`` and ``TanhGrad(y, dy) = dy (1 - y^2)`` are one kernel
+    each, where autodiff dispatches the same arithmetic as several.
+    """
+    dzs: list[tf.Tensor] = []
+    dh_next: tf.Tensor | None = None  # dz_{t+1} U^T
+    dc_next: tf.Tensor | None = None  # dc_{t+1} f_{t+1}
+    for t in reversed(range(len(steps.hs))):
+        f, i, g, o, tanh_c = steps.gates[t]
+        dh = [d for d in (dhs[t], dh_next) if d is not None]
+        dh_t = dh[0] if len(dh) == 1 else dh[0] + dh[1]  # (B, H)
+        dc = tf.raw_ops.TanhGrad(y=tanh_c, dy=dh_t * o)  # (B, H)
+        if dc_next is not None:
+            dc += dc_next
+        dz = tf.concat(  # (B, 4H), the gates in the order f, i, g, o
+            [
+                tf.raw_ops.SigmoidGrad(y=f, dy=dc * steps.cs[t]),
+                tf.raw_ops.SigmoidGrad(y=i, dy=dc * g),
+                tf.raw_ops.TanhGrad(y=g, dy=dc * i),
+                tf.raw_ops.SigmoidGrad(y=o, dy=dh_t * tanh_c),
+            ],
+            axis=1,
+        )
+        dzs.append(dz)
+        dc_next = dc * f  # (B, H)
+        if t > 0:
+            dh_next = tf.matmul(dz, recurrent_kernel, transpose_b=True)  # (B, H)
+    return tf.stack(dzs[::-1], axis=1)  # (B, T, 4H)
+
+
+def lstm_layer(xs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor, *, sequence: bool, input_grad: bool) -> tf.Tensor:
+    """One layer over xs (B, T, F): the h sequence (B, T, H), or (``sequence=False``) the last h
+    (B, H), with the hand-written backward of :func:`backward_steps`.
+
+    The weights' gradients are then one matmul each over all B*T rows, where autodiff of the
+    unrolled loop multiplies and adds T small ones: ``dW = X^T dZ``, ``dU = H_{<T}^T dZ_{>0}``
+    (h_{-1} = 0 adds nothing), ``db = sum dZ``. ``input_grad=False`` (the first layer: its input
+    is data) skips dX = dZ W^T.
+    """
+
+    @tf.custom_gradient
+    def layer(xs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor) -> Any:
+        steps = forward_steps(xs, kernel, recurrent_kernel, bias)
+        T, (F, G) = len(steps.hs), kernel.shape  # G = 4H
+
+        def grad(dout: tf.Tensor) -> tuple[tf.Tensor | None, ...]:
+            dhs = tf.unstack(dout, axis=1) if sequence else [None] * (T - 1) + [dout]
+            dz = backward_steps(steps, dhs, recurrent_kernel)  # (B, T, 4H)
+            dz_rows = tf.reshape(dz, (-1, G))  # (B*T, 4H)
+            d_kernel = tf.matmul(tf.reshape(xs, (-1, F)), dz_rows, transpose_a=True)  # (F, 4H)
+            d_bias = tf.reduce_sum(dz_rows, axis=0)  # (4H,)
+            if T > 1:
+                h_prev = tf.reshape(tf.stack(steps.hs[:-1], axis=1), (-1, recurrent_kernel.shape[0]))  # (B*(T-1), H)
+                d_recurrent = tf.matmul(h_prev, tf.reshape(dz[:, 1:], (-1, G)), transpose_a=True)  # (H, 4H)
+            else:
+                d_recurrent = tf.zeros_like(recurrent_kernel)
+            d_xs = tf.einsum("btg,fg->btf", dz, kernel) if input_grad else None  # (B, T, F)
+            return d_xs, d_kernel, d_recurrent, d_bias
+
+        return (tf.stack(steps.hs, axis=1) if sequence else steps.hs[-1]), grad
+
+    return layer(xs, kernel, recurrent_kernel, bias)
 
 
 class LSTMCell(tf.Module):
@@ -34,6 +145,7 @@ class LSTMCell(tf.Module):
 
     def __init__(self, layer: int, fan_in: int, hidden: int) -> None:
         super().__init__(name=f"lstm_{layer}")
+        self.layer = layer
         self.hidden = hidden
         self.kernel = tf.Variable(tf.zeros((fan_in, 4 * hidden)), name="kernel")  # W (F, 4H)
         self.recurrent_kernel = tf.Variable(tf.zeros((hidden, 4 * hidden)), name="recurrent_kernel")  # U (H, 4H)
@@ -41,28 +153,8 @@ class LSTMCell(tf.Module):
 
     def __call__(self, xs: tf.Tensor, *, sequence: bool = True) -> tf.Tensor:
         """xs: (B, T, F) -> the h sequence (B, T, H), or (``sequence=False``) the last h (B, H)."""
-        batch = tf.shape(xs)[0]
-        H = self.hidden
-        # The input projection of all timesteps at once: one (B*T, F) x (F, 4H) matmul, then one
-        # unstack. Why not xw[:, t]: each slice's gradient is a zero-padded (B, T, 4H) tensor, T of
-        # them summed; the unstack's gradient is a single stack.
-        xw = tf.unstack(tf.einsum("btf,fg->btg", xs, self.kernel) + self.bias, axis=1)  # T x (B, 4H)
-        h = tf.zeros((batch, H))  # (B, H)
-        c = tf.zeros((batch, H))  # (B, H)
-        hs = []
-        for xw_t in xw:  # T is static: the loop unrolls when traced
-            z = xw_t + tf.matmul(h, self.recurrent_kernel)  # (B, 4H)
-            # One split, not four slices: a slice's gradient is a zero-padded (B, 4H) tensor per
-            # gate, the split's is a single concat (measured with `python -m bench kernel`).
-            zf, zi, zg, zo = tf.split(z, 4, axis=1)  # 4 x (B, H), in the order f, i, g, o
-            f = tf.sigmoid(zf)  # forget    (B, H)
-            i = tf.sigmoid(zi)  # input     (B, H)
-            g = tf.tanh(zg)  # candidate (B, H)
-            o = tf.sigmoid(zo)  # output    (B, H)
-            c = f * c + i * g  # (B, H)
-            h = o * tf.tanh(c)  # (B, H)
-            hs.append(h)
-        return tf.stack(hs, axis=1) if sequence else h  # (B, T, H) or (B, H)
+        weights = (tf.identity(self.kernel), tf.identity(self.recurrent_kernel), tf.identity(self.bias))
+        return lstm_layer(xs, *weights, sequence=sequence, input_grad=self.layer > 0)
 
 
 class LSTMStack(tf.Module):

@@ -28,6 +28,7 @@ from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.model import LSTMStack
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.results import PartitionResult, Score
+from streaming_lstm.core.threads import INTER_OP_THREADS, intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig, Weights, check_weights
 
 ADAM_BETA1, ADAM_BETA2, EPSILON, RMSPROP_RHO = 0.9, 0.999, 1e-7, 0.9
@@ -43,22 +44,25 @@ class TrainSpec:
     learning_rate: float
     clip_norm: float
     l2: float
+    change_from: tuple[int, ...] = ()  # data.forecast_change: AppConfig.change_columns()
 
     @classmethod
     def from_app(cls, cfg: AppConfig, *, streaming: bool = False) -> TrainSpec:
         """The standalone trainer's spec, or (``streaming``) a partition task's."""
         t = cfg.train
         lr = t.local_learning_rate if streaming and t.local_learning_rate > 0 else t.learning_rate
-        return cls(LSTMConfig.from_app(cfg), t.optimizer, lr, t.clip_norm, t.l2)
+        return cls(LSTMConfig.from_app(cfg), t.optimizer, lr, t.clip_norm, t.l2, cfg.change_columns())
 
 
 _THREADS_SET = False
 
 
 def configure_threads(threads: int) -> None:
-    """Set TF's thread pools once per process, before TF runs anything.
+    """Set TF's thread pools once per process, before TF runs anything: ``threads`` intra-op
+    (0: TF's default, the cores) and :data:`~streaming_lstm.core.threads.INTER_OP_THREADS`
+    inter-op threads (:mod:`~streaming_lstm.core.threads` says why).
 
-    With several Spark tasks per executor, tasks x threads should not exceed the cores.
+    With several Spark tasks per executor, tasks x intra-op threads should not exceed the cores.
     """
     global _THREADS_SET
     if _THREADS_SET:
@@ -67,7 +71,7 @@ def configure_threads(threads: int) -> None:
     try:
         if threads > 0:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
         tf.config.experimental.enable_op_determinism()
     except RuntimeError:
         # TF was already initialised in this process (e.g. a test ran a model first); its pools stay.
@@ -199,11 +203,16 @@ class CompiledModel:
 _CACHE: dict[TrainSpec, CompiledModel] = {}
 
 
+def env_threads() -> int:
+    """``STREAMING_LSTM_TF_THREADS``: intra-op threads for a process outside a trainer task (0: unset)."""
+    return int(os.environ.get("STREAMING_LSTM_TF_THREADS", "0"))
+
+
 def compiled(spec: TrainSpec, threads: int = 0) -> CompiledModel:
     """The process's compiled model for ``spec`` (built and traced on first use only)."""
     model = _CACHE.get(spec)
     if model is None:
-        configure_threads(threads or int(os.environ.get("STREAMING_LSTM_TF_THREADS", "0")))
+        configure_threads(threads or env_threads())
         model = _CACHE[spec] = CompiledModel(spec)
     return model
 
@@ -239,9 +248,11 @@ def fit(
 
     Mini-batches of ``batch_size`` in a fresh seeded order each epoch, a fresh optimiser state.
     Returns the new weights and the mean training loss of the last epoch. Pure: the inputs are
-    not modified and the result depends only on the arguments.
+    not modified and the result depends only on the arguments. ``threads`` 0 picks the intra-op
+    threads for this model and mini-batch (:func:`~streaming_lstm.core.threads.intra_op_threads`)
+    if this process has not set them yet.
     """
-    model = compiled(spec, threads)
+    model = compiled(spec, threads or env_threads() or intra_op_threads(spec.model, batch_size))
     model.net.assign(check_weights(weights, spec.model))
     model.reset_optimizer()
     n = len(x)
@@ -285,13 +296,20 @@ def outputs(weights: Mapping[str, np.ndarray], x: np.ndarray, spec: TrainSpec, t
     return np.concatenate(parts) if parts else np.zeros((0, spec.model.num_classes), np.float32)
 
 
+def forecast_base(spec: TrainSpec, x_raw: np.ndarray) -> np.ndarray | float:
+    """What the network's forecasts add to: each target's last value in the window (N, C) with
+    ``data.forecast_change``, else 0 (the network forecasts the targets themselves)."""
+    return np.asarray(x_raw, np.float64)[:, list(spec.change_from)] if spec.change_from else 0.0
+
+
 def forecast(weights: Mapping[str, np.ndarray], norm: NormStats, x_raw: np.ndarray, spec: TrainSpec, threads: int = 0) -> np.ndarray:
     """Forecasts (N, C) in the targets' own units for raw windows ``x_raw`` (N, T*F); ``norm``
-    holds the features' statistics, then the targets' (LSTMConfig.num_stats)."""
+    holds the features' statistics, then the targets' (LSTMConfig.num_stats: of the changes with
+    ``data.forecast_change``)."""
     nf = spec.model.num_features
     shift, div = norm.scale()
     xn = ((np.asarray(x_raw, np.float64) - shift[:nf]) / div[:nf]).astype(np.float32)
-    return outputs(weights, xn, spec, threads).astype(np.float64) * div[nf:] + shift[nf:]
+    return outputs(weights, xn, spec, threads).astype(np.float64) * div[nf:] + shift[nf:] + forecast_base(spec, x_raw)
 
 
 def score_forecast(
@@ -337,13 +355,15 @@ def train_partition(
     3. Train ``epochs`` local epochs from the global weights.
 
     The result carries this partition's own statistics; the driver merges all partitions' into the
-    global normaliser, so no row is counted twice. ``y`` is (N,) class ids or (N, C) raw targets.
+    global normaliser, so no row is counted twice. ``y`` is (N,) class ids or (N, C) raw targets
+    (learned as changes from the window's last values with ``data.forecast_change``).
     """
     started = time.perf_counter()
     if spec.model.forecast:
         assert naive is not None, "a forecast partition needs the naive forecasts"
         prequential = score_forecast(weights, norm, x_raw, y, naive, spec, threads)
-        columns = np.concatenate([np.asarray(x_raw, np.float64), np.asarray(y, np.float64)], axis=1)  # (N, T*F + C)
+        learned = np.asarray(y, np.float64) - forecast_base(spec, x_raw)  # (N, C): the targets, or their changes
+        columns = np.concatenate([np.asarray(x_raw, np.float64), learned], axis=1)  # (N, T*F + C)
         local = NormStats.of(columns)
         both = norm.merge(local).transform(columns)
         x_n, y_n = both[:, : spec.model.num_features], both[:, spec.model.num_features :]

@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from streaming_lstm.core.config import SparkConfig
 from streaming_lstm.local.jvm_deps import connector_jars
+from streaming_lstm.spark import cds
 
 LOG4J2 = "log4j2.properties"
 REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas"
@@ -56,9 +57,10 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     java_opts = f"-Dlog4j2.configurationFile=file:{log4j2_path()}"
+    driver_opts = f"{java_opts} {cds.java_options()}" if not submitted and cfg.master.startswith("local") else java_opts
     builder = (
         SparkSession.builder.appName(cfg.app_name)
-        .config("spark.driver.extraJavaOptions", java_opts)
+        .config("spark.driver.extraJavaOptions", driver_opts.strip())
         .config("spark.executor.extraJavaOptions", java_opts)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.shuffle.partitions", "8")

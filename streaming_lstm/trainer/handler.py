@@ -37,6 +37,7 @@ from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.drift import Adwin
 from streaming_lstm.core.results import RESULT_SCHEMA, Fold, PartitionResult, decode
 from streaming_lstm.core.seeds import key_shift
+from streaming_lstm.core.threads import intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.parse import counts as batch_counts
 from streaming_lstm.parse.counts import BatchCounts
@@ -87,7 +88,8 @@ def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int
     """
     cores = connect.default_parallelism(spark)
     tasks = min(cfg.stream.partitions, cfg.stream.tasks or cores)
-    return tasks, route_keys(spark, tasks), cfg.train.tf_threads or max(1, cores // tasks)
+    threads = cfg.train.tf_threads or intra_op_threads(LSTMConfig.from_app(cfg), cfg.train.batch_size, max(1, cores // tasks))
+    return tasks, route_keys(spark, tasks), threads
 
 
 def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, routes: list[int], threads: int) -> float:

@@ -1,0 +1,140 @@
+"""coldstart: process start to the first applied batch, against one-process ``fit`` of the same rows.
+
+Each run starts two fresh processes, alternating: ``streaming-lstm train --source file`` on a
+directory holding one CSV of ``--rows`` Iris rows (a seeded shuffle of ``data/iris.csv``) with
+``--max-batches 1``, timed from the process's start to the first line of its ``metrics.jsonl``
+(the batch is applied: its model version saved), and ``streaming-lstm fit --data`` on the same
+file, timed to its exit. Every line either process writes is stamped with the seconds
+since its start, so the JSON holds the phases of each cold start (session, worker warm-up, query
+start, first batch) as the trainer logs them.
+
+Each run also starts ``train`` without the JVM's class-data-sharing archive
+(``STREAMING_LSTM_CDS=0``; ``streaming_lstm/spark/cds.py``), so the archive's share is measured
+side by side. ``--json`` prints ``train_first_batch_s``, ``fit_s`` and ``ratio`` (medians, with each run's
+figures and min/max under ``runs``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import parser as bench_parser
+from bench.common import write
+from streaming_lstm.spark.cds import archive_path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("train_first_batch_s", "train_no_cds_first_batch_s", "cds_saves_s", "fit_s", "ratio")
+CLI = [str(Path(sys.executable).with_name("streaming-lstm"))]  # the console script, as a user starts it
+
+
+def sample(rows: int, into: Path, seed: int = 0) -> Path:
+    """A CSV of ``rows`` Iris rows in a seeded order (every class present), header first."""
+    header, *lines = (ROOT / "data" / "iris.csv").read_text().splitlines()
+    order = np.random.default_rng(seed).permutation(len(lines))[:rows]
+    into.mkdir(parents=True, exist_ok=True)
+    path = into / "rows.csv"
+    path.write_text("\n".join([header, *(lines[i] for i in order)]) + "\n")
+    return path
+
+
+def stamped(proc: subprocess.Popen[str], started: float, out: list[tuple[float, str]]) -> threading.Thread:
+    """Collect the process's output lines with the seconds since ``started`` at which each arrived."""
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append((round(time.perf_counter() - started, 3), line.rstrip()[:200]))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_train(data: Path, checkpoint: Path, timeout: float, *, cds: bool = True) -> dict[str, Any]:
+    """Seconds from process start to the first applied batch (the first metrics.jsonl line);
+    ``cds=False`` starts the JVM without the class-data-sharing archive (streaming_lstm/spark/cds.py)."""
+    argv = [*CLI, "train", "--source", "file", "--path", str(data.parent), "--checkpoint", str(checkpoint), "--max-batches", "1"]
+    env = {**os.environ, "STREAMING_LSTM_CDS": "1" if cds else "0"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[tuple[float, str]] = []
+    reader = stamped(proc, started, lines)
+    metrics, first = checkpoint / "metrics.jsonl", None
+    while first is None and time.perf_counter() - started < timeout and proc.poll() is None:
+        if metrics.exists() and metrics.stat().st_size > 0:
+            first = time.perf_counter() - started
+        time.sleep(0.02)
+    if first is None and metrics.exists() and metrics.stat().st_size > 0:
+        first = time.perf_counter() - started  # the process exited between two polls
+    proc.wait(timeout=timeout)
+    reader.join(timeout=5)
+    if first is None:
+        raise SystemExit(f"train applied no batch within {timeout:.0f} s (exit {proc.returncode}); its last lines: {lines[-5:]}")
+    return {"first_batch_s": first, "exit_s": time.perf_counter() - started, "output": lines}
+
+
+def run_fit(data: Path, out: Path, timeout: float) -> dict[str, Any]:
+    """Seconds from process start to the exit of ``fit`` on the same rows (model saved)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([*CLI, "fit", "--data", str(data), "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[tuple[float, str]] = []
+    reader = stamped(proc, started, lines)
+    if proc.wait(timeout=timeout) != 0:
+        raise SystemExit(f"fit exited {proc.returncode}: {lines[-5:]}")
+    reader.join(timeout=5)
+    return {"exit_s": time.perf_counter() - started, "output": lines}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = bench_parser("coldstart", __doc__)
+    p.add_argument("--rows", type=int, default=50, help="Iris rows in the one batch (default 50)")
+    p.add_argument("--runs", type=int, default=3, help="alternations of train and fit (default 3)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds a process may take (default 300)")
+    args = p.parse_args(argv)
+    say = (lambda *_a, **_k: None) if args.json else print
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(args.runs):
+            base = Path(tmp) / f"run{run}"
+            data = sample(args.rows, base / "in", seed=run)
+            train = run_train(data, base / "ck", args.timeout)
+            plain = run_train(data, base / "ck-no-cds", args.timeout, cds=False)
+            fit = run_fit(data, base / "model", args.timeout)
+            ratio = train["first_batch_s"] / fit["exit_s"]
+            runs.append({"train_first_batch_s": train["first_batch_s"], "train_exit_s": train["exit_s"], "fit_s": fit["exit_s"], "ratio": ratio})
+            runs[-1].update({"train_no_cds_first_batch_s": plain["first_batch_s"], "cds_saves_s": plain["first_batch_s"] - train["first_batch_s"]})
+            runs[-1].update({"train_output": train["output"], "train_no_cds_output": plain["output"]})
+            line = f"train's first applied batch {train['first_batch_s']:.1f} s (without the CDS archive {plain['first_batch_s']:.1f} s)"
+            say(f"run {run + 1}: {line}, fit {fit['exit_s']:.1f} s: {ratio:.2f}x", flush=True)
+    payload: dict[str, Any] = {
+        "rows": args.rows,
+        "cds_archive": str(archive_path()) if archive_path().exists() else None,
+        **{k: statistics.median(r[k] for r in runs) for k in FIGURES},
+        "runs": {k: spread([r[k] for r in runs]) for k in (*FIGURES, "train_exit_s")},
+        "per_run": runs,
+    }
+    path = write("coldstart", payload)
+    if args.json:
+        print(json.dumps({k: v for k, v in payload.items() if k != "per_run"}))
+    else:
+        print(f"median: train {payload['train_first_batch_s']:.1f} s, fit {payload['fit_s']:.1f} s, ratio {payload['ratio']:.2f}\nwrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

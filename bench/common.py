@@ -92,6 +92,17 @@ def matmul_peak_gflops(threads: int = 0, n: int = 1024, seconds: float = 3.0) ->
     return 2 * n**3 * reps / (time.perf_counter() - started) / 1e9
 
 
+def panels(rows: int, height: float, cols: int = 1, width: float = 9.0) -> tuple[Any, Any, Any]:
+    """A grid of matplotlib panels drawn without a display (Agg): (pyplot, figure, axes 2-D)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False)
+    return plt, fig, axes
+
+
 def setting(text: str) -> tuple[str, Any]:
     """``--set KEY=VALUE``: the value as JSON where it parses (numbers, booleans, lists), else text."""
     key, _, value = text.partition("=")

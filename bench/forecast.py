@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, FileFeed, setting, write
+from bench.common import RESULTS, FileFeed, panels, setting, write
 from bench.common import parser as bench_parser
 
 DEEP_RIVER_LSTM_MAE = {"AirlinePassengers": 295.1}  # deep-river's published LSTM figure (its documentation's forecasting example)
@@ -197,13 +197,8 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
 
 def plot(payload: dict[str, Any], out: Path) -> Path:
     """Cumulative MAE against points forecast, per series and forecaster."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     series = payload["series"]
-    fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.8 * len(series)), squeeze=False)
+    plt, fig, axes = panels(len(series), 2.8)
     for ax, (name, row) in zip(axes[:, 0], series.items(), strict=True):
         curves = row["curves"]
         for key, label in (("lstm", "streaming-lstm (changes)"), ("lstm_level", "streaming-lstm (levels)")):

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, write
+from bench.common import RESULTS, panels, write
 from bench.common import parser as bench_parser
 
 DRIFT_AT = 3_000
@@ -167,13 +167,8 @@ def recovery_rows(correct: list[int], rows: list[int], alarms: list[int]) -> int
 
 def plot(payload: dict[str, Any], out: Path) -> Path:
     """Learning curves: accuracy per batch (smoothed over 5 batches) against rows seen, per data set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sets = payload["datasets"]
-    fig, axes = plt.subplots(len(sets), 1, figsize=(9, 2.6 * len(sets)), squeeze=False)
+    plt, fig, axes = panels(len(sets), 2.6)
     for ax, (name, entry) in zip(axes[:, 0], sets.items(), strict=True):
         rows = np.array(entry["curves"]["batch_rows"], float)
         seen = np.cumsum(rows)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import FileFeed, setting, synthetic_rows, write
+from bench.common import FileFeed, panels, setting, synthetic_rows, write
 from bench.common import parser as bench_parser
 from bench.memory import kind, tree
 
@@ -234,14 +234,9 @@ def summarize(samples: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = [k for k in next(iter(results.values()))["series"] if k != "batches"]
     cols = 4
-    fig, axes = plt.subplots((len(keys) + cols - 1) // cols, cols, figsize=(4 * cols, 2.6 * ((len(keys) + cols - 1) // cols)), squeeze=False)
+    plt, fig, axes = panels((len(keys) + cols - 1) // cols, 2.6, cols, 4.0 * cols)
     for ax, key in zip(axes.flat, keys, strict=False):
         for mode, run in results.items():
             ax.plot(run["series"]["batches"], run["series"][key], marker=".", label=mode)

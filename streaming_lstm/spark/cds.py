@@ -9,8 +9,8 @@ in a child process with the recording on (``scripts/setup.sh`` calls it; about 4
 machine); :func:`java_options` hands the archive to every later local session. Measured with
 ``python -m bench coldstart`` (README).
 
-The archive is keyed by the Java runtime and PySpark's jars (:func:`archive_path`): another JDK or
-PySpark uses another file, so a stale archive is never offered. The JVM validates it anyway and,
+The archive is keyed by the Java runtime and PySpark's jars and their place (:func:`archive_path`):
+another JDK, PySpark or virtual environment uses another file, so a stale archive is never offered. The JVM validates it anyway and,
 where it does not fit, starts without it (``-Xshare:auto``, its default). Local mode only: under
 spark-submit and on a cluster the JVMs are started by others. ``STREAMING_LSTM_CDS=0`` turns it off.
 """
@@ -52,9 +52,9 @@ def enabled() -> bool:
 def archive_path() -> Path:
     """Where this machine's archive for this Java runtime and PySpark lives (it may not exist)."""
     java = Path(os.path.realpath(java_executable()))
-    jars = sorted(p.name for p in pyspark_jars_dir().glob("*.jar"))
+    jars_dir = pyspark_jars_dir()  # the archive records the classpath: its place as well as its jars
     stat = java.stat() if java.exists() else None
-    key = "\n".join([str(java), str(stat.st_mtime_ns if stat else 0), pyspark_version(), *jars])
+    key = "\n".join([str(java), str(stat.st_mtime_ns if stat else 0), pyspark_version(), str(jars_dir), *sorted(p.name for p in jars_dir.glob("*.jar"))])
     return cache_dir() / "cds" / f"spark-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
 
 

@@ -107,3 +107,15 @@ def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:
     assert fold_row["kind"].iloc[0] == "fold" and int(fold_row["key"].iloc[0]) == 0 and int(fold_row["rows"].iloc[0]) == 1
     with pytest.raises(RuntimeError, match="2 model rows"):
         list(executor.train_frames(iter([model_row, model_row, data_row]), **kwargs))
+
+
+def test_small_mini_batches_train_on_one_intra_op_thread_and_large_ones_on_every_core() -> None:
+    """The recurrent matmul B x H x 4H decides: split only from 2^26 multiply-adds (core/threads.py)."""
+    from streaming_lstm.core.threads import intra_op_threads
+
+    seed_shape = LSTMConfig(timesteps=4, features_per_step=1, hidden=(128, 256), num_classes=3)
+    assert intra_op_threads(seed_shape, 10, cores=2) == 1
+    assert intra_op_threads(seed_shape, 128, cores=2) == 1
+    assert intra_op_threads(seed_shape, 256, cores=2) == 2
+    assert intra_op_threads(seed_shape, 256, cores=1) == 1
+    assert intra_op_threads(LSTMConfig(timesteps=4, features_per_step=1, hidden=(64,), num_classes=3), 256, cores=2) == 1

@@ -61,7 +61,7 @@ def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
     shift, div = saved.norm.scale()
     nf, events = lstm.num_features, saved.config.data.mode == "events"
     output = "forecast" if lstm.forecast else "probabilities"
-    change = bool(saved.config.change_columns())
+    change_from = saved.config.change_columns()  # data.forecast_change: the inputs holding the last values
     if events:
         spec = tf.TensorSpec([None, lstm.timesteps, lstm.features_per_step], tf.float32, name="window")
         takes = f"window: float32[None, {lstm.timesteps}, {lstm.features_per_step}]"
@@ -78,7 +78,6 @@ def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
             self.div = tf.constant(div[:nf], tf.float32)
             self.y_shift = tf.constant(shift[nf:], tf.float32)  # forecast targets' statistics
             self.y_div = tf.constant(div[nf:], tf.float32)
-            self.change_from = tf.constant(saved.config.change_columns(), tf.int32)  # data.forecast_change
 
         @tf.function(input_signature=[spec])
         def serve(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -86,7 +85,7 @@ def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
             out = self.net((raw - self.shift) / self.div)  # (B, C), inputs in the trainer's running normalisation
             if not lstm.forecast:
                 return {output: tf.nn.softmax(out)}
-            base = tf.gather(raw, self.change_from, axis=1) if change else 0.0  # (B, C): the last values
+            base = tf.gather(raw, list(change_from), axis=1) if change_from else 0.0  # (B, C): the last values
             return {output: out * self.y_div + self.y_shift + base}
 
         @tf.function(input_signature=[spec])

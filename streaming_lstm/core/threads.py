@@ -4,9 +4,9 @@ TensorFlow splits one op across its intra-op threads and runs independent ops si
 inter-op threads. A step of this LSTM is a chain of small ops (per timestep: one recurrent matmul
 and a few element-wise ones per layer); below a size, splitting a matmul costs more in handing
 work over than it saves, while the unrolled graph always has independent ops to overlap (layer 2's
-step t beside layer 1's step t + 1). Measured on 2 cores, layers 128,256 (``python -m bench
-throughput``, small-mini-batch rows): one intra-op thread and two inter-op threads train
-mini-batches of 10 to 128 rows faster than two and two, and mini-batches of 256 slower.
+step t beside layer 1's step t + 1). Measured on 2 cores, layers 128,256, ``training.fit`` in
+fresh processes (docs/benchmarks.md, "threads"): one intra-op thread and two inter-op threads
+train mini-batches of 10 to 128 rows faster than two and two, and mini-batches of 256 slower.
 """
 
 from __future__ import annotations

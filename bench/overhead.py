@@ -46,7 +46,8 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
     from streaming_lstm.trainer.runner import start_query
     from streaming_lstm.trainer.sources import file_source
 
-    cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s", "train.warmup_epochs": 0})
+    same_work = {"train.warmup_epochs": 0, "train.rehearsal_rows": 0}  # the batch's own rows, local_epochs times, as plain TF
+    cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s", **same_work})
     out: dict[int, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

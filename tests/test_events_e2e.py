@@ -114,3 +114,7 @@ def test_driver_killed_on_the_event_path_forms_and_trains_each_window_once(spark
     assert a is not None and b is not None and a.version == b.version == len(ref_m)
     diff = max(float(np.abs(a.weights[k] - b.weights[k]).max()) for k in a.weights)
     assert diff <= 1e-6, f"max abs difference to the uninterrupted run: {diff}"
+    # Rehearsal (on by default): the buffer holds every window so far, the same ones in the same order.
+    assert a.rehearsal is not None and b.rehearsal is not None and len(a.rehearsal) == 3 * (50 - 6)
+    np.testing.assert_array_equal(a.rehearsal.x, b.rehearsal.x)
+    np.testing.assert_array_equal(a.rehearsal.y, b.rehearsal.y)

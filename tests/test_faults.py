@@ -97,6 +97,10 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
     diff = max(float(np.abs(a.weights[k] - b.weights[k]).max()) for k in a.weights)
     assert diff <= 1e-6, f"max abs difference to the uninterrupted run: {diff}"
     np.testing.assert_allclose(a.norm.mean, b.norm.mean, rtol=1e-12)
+    # Rehearsal (on by default, 500 rows): every row so far is in the buffer, the same rows in the same order.
+    assert a.rehearsal is not None and b.rehearsal is not None and len(a.rehearsal) == 180
+    np.testing.assert_array_equal(a.rehearsal.x, b.rehearsal.x)
+    np.testing.assert_array_equal(a.rehearsal.y, b.rehearsal.y)
     # MLflow (--mlflow local): the killed runs and the last one are one MLflow run, and each applied
     # batch is logged once (a batch saved before a kill is logged at the restart, from metrics.jsonl)
     from mlflow import MlflowClient

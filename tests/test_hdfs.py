@@ -177,3 +177,7 @@ def test_driver_killed_with_input_and_checkpoint_on_hdfs_and_a_server_optimizer_
     np.testing.assert_array_equal(a.server["server/v"], b.server["server/v"])
     diff = max(float(np.abs(a.weights[k] - b.weights[k]).max()) for k in a.weights)
     assert diff <= 1e-6, f"max abs difference to the uninterrupted run: {diff}"
+    # Rehearsal (on by default): 750 rows trained, the newest 500 kept, the same ones in both runs.
+    assert a.rehearsal is not None and b.rehearsal is not None and len(a.rehearsal) == a.config.train.rehearsal_rows == 500
+    np.testing.assert_array_equal(a.rehearsal.x, b.rehearsal.x)
+    np.testing.assert_array_equal(a.rehearsal.y, b.rehearsal.y)

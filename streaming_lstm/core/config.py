@@ -117,6 +117,7 @@ class TrainConfig:
     local_learning_rate: float = 0.0  # streaming partition tasks; 0 = use learning_rate
     warmup_epochs: int = 10  # extra local epochs at the first row, decaying to 0 (schedule.py)
     warmup_rows: int = 1000  # rows trained over which the extra epochs decay; 0 = no warm-up
+    rehearsal_rows: int = 500  # newest trained rows each batch replays with its own (rehearsal.py); 0 = off
     tf_threads: int = 0  # TF intra-op threads per process; 0 = per model and mini-batch (core/threads.py)
 
 
@@ -159,6 +160,7 @@ class StreamConfig:
     drift_delta: float = 0.002
     drift_half_life_batches: float = 0.0
     drift_batches: int = 3
+    drift_forget_rehearsal: bool = True  # an alarm empties the rehearsal buffer (it holds the old concept)
     tensorboard: bool = True  # event files under CHECKPOINT/tensorboard
     fail_on_data_loss: bool = True
     # Kafka: "auto" = Spark's connector when its jar is on the classpath, else the Python data

@@ -111,6 +111,7 @@ def train_rules(t: TrainConfig) -> None:
     need(t.tf_threads >= 0, "train.tf_threads", t.tf_threads, "must be >= 0")
     for key in ("warmup_epochs", "warmup_rows"):
         need(getattr(t, key) >= 0, f"train.{key}", getattr(t, key), "must be >= 0 (0 = no warm-up)")
+    need(t.rehearsal_rows >= 0, "train.rehearsal_rows", t.rehearsal_rows, "must be >= 0 (0 = no rehearsal)")
 
 
 def stream_rules(s: StreamConfig) -> None:

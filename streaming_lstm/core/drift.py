@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass
@@ -35,6 +38,20 @@ class Adwin:
         self.min_rows = min_rows
         self.window: deque[Bucket] = deque(maxlen=max_buckets)
         self.detections = 0
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The window and the alarm count, for a model version (``drift/window`` is (K, 2): rows, errors)."""
+        window = np.array([[b.rows, b.errors] for b in self.window], np.float64).reshape(-1, 2)
+        return {"drift/window": window, "drift/detections": np.array([self.detections], np.int64)}
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Continue from :meth:`to_arrays`' arrays (nothing to load: a fresh window)."""
+        window = arrays.get("drift/window")
+        if window is None:
+            return
+        self.window.clear()
+        self.window.extend(Bucket(int(rows), float(errors)) for rows, errors in np.asarray(window, np.float64).reshape(-1, 2))
+        self.detections = int(np.asarray(arrays.get("drift/detections", [0])).reshape(-1)[0])
 
     @property
     def rows(self) -> int:

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.weights import LSTMConfig, Weights, arrays_from_bytes, check_weights, schema, weights_to_bytes
 
 KEY, FOLD = "key", "fold"  # a result row's kind: one key's figures (and weights), or a task's fold
 RESULT_SCHEMA = (
     "kind string, key int, keys int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, "
-    "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double"
+    "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double, recent binary"
 )
 
 
@@ -68,6 +69,7 @@ class PartitionResult:
     seconds: float
     worker_pid: int = 0
     rejected: str | None = None  # why the task refused this key's weights (folded mode)
+    recent: Rehearsal | None = None  # this key's newest rows for the rehearsal buffer (rehearsal.tail)
 
     @property
     def folded(self) -> bool:
@@ -92,6 +94,7 @@ class PartitionResult:
             "abs_sum": self.prequential.abs_sum,
             "sq_sum": self.prequential.sq_sum,
             "naive_sum": self.prequential.naive_sum,
+            "recent": weights_to_bytes(self.recent.to_arrays()) if self.recent is not None else b"",
         }
 
     @classmethod
@@ -108,6 +111,7 @@ class PartitionResult:
             seconds=float(row["seconds"]),
             worker_pid=int(row["worker_pid"]),
             rejected=row.get("rejected"),
+            recent=Rehearsal.from_arrays(arrays_from_bytes(row["recent"])) if row.get("recent") else None,
         )
 
 
@@ -137,6 +141,7 @@ class Fold:
             "abs_sum": 0.0,
             "sq_sum": 0.0,
             "naive_sum": 0.0,
+            "recent": b"",
         }
 
     @classmethod

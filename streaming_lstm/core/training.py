@@ -27,6 +27,7 @@ import tensorflow as tf
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.model import LSTMStack
 from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.results import PartitionResult, Score
 from streaming_lstm.core.threads import INTER_OP_THREADS, intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig, Weights, check_weights
@@ -332,6 +333,13 @@ def score_forecast(
     )
 
 
+def forecast_columns(spec: TrainSpec, x_raw: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """What a forecast model normalises and learns: the window's inputs, then each target (or its
+    change from the window's last value), (N, T*F + C)."""
+    learned = np.asarray(y, np.float64) - forecast_base(spec, x_raw)  # (N, C)
+    return np.concatenate([np.asarray(x_raw, np.float64), learned], axis=1)
+
+
 def train_partition(
     key: int,
     weights: Mapping[str, np.ndarray],
@@ -345,6 +353,7 @@ def train_partition(
     seed: int,
     threads: int = 0,
     naive: np.ndarray | None = None,
+    replay: Rehearsal | None = None,
 ) -> PartitionResult:
     """One streaming partition: test, then train (prequential, as in River).
 
@@ -352,7 +361,8 @@ def train_partition(
        forecasts also against ``naive``, the last-value forecast of each target, (N, C)).
     2. Merge this partition's statistics (features, and forecast targets) into the global ones and
        normalise with that.
-    3. Train ``epochs`` local epochs from the global weights.
+    3. Train ``epochs`` local epochs from the global weights, on the new rows and the ``replay``
+       rows (this key's share of the rehearsal buffer, rehearsal.py; raw, like ``x_raw``).
 
     The result carries this partition's own statistics; the driver merges all partitions' into the
     global normaliser, so no row is counted twice. ``y`` is (N,) class ids or (N, C) raw targets
@@ -362,14 +372,18 @@ def train_partition(
     if spec.model.forecast:
         assert naive is not None, "a forecast partition needs the naive forecasts"
         prequential = score_forecast(weights, norm, x_raw, y, naive, spec, threads)
-        learned = np.asarray(y, np.float64) - forecast_base(spec, x_raw)  # (N, C): the targets, or their changes
-        columns = np.concatenate([np.asarray(x_raw, np.float64), learned], axis=1)  # (N, T*F + C)
+        columns = forecast_columns(spec, x_raw, y)
         local = NormStats.of(columns)
+        if replay is not None and len(replay):
+            columns = np.concatenate([columns, forecast_columns(spec, replay.x, replay.y)])
         both = norm.merge(local).transform(columns)
         x_n, y_n = both[:, : spec.model.num_features], both[:, spec.model.num_features :]
     else:
         prequential = score(weights, norm.transform(x_raw), y, spec, threads)
         local = NormStats.of(x_raw)
         x_n, y_n = norm.merge(local).transform(x_raw), y
+        if replay is not None and len(replay):
+            x_n = np.concatenate([x_n, norm.merge(local).transform(replay.x)])
+            y_n = np.concatenate([y, replay.y.astype(y.dtype)])
     new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
     return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started)

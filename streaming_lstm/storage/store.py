@@ -3,7 +3,9 @@
 Layout of ``DIR`` (the same for ``fit --out DIR`` and the trainer's ``CHECKPOINT/model``)::
 
     v0000000007.npz    arrays: "model/<tensor>", "next/<tensor>" (optional), "norm/count|mean|m2",
-                       "server/m|v|rounds" (optional: the server optimiser's state, server_opt.py)
+                       "server/m|v|rounds" (optional: the server optimiser's state, server_opt.py),
+                       "drift/window|detections" (optional: the drift detector's window, drift.py),
+                       "rehearsal/x|y" (optional: the trainer's rehearsal buffer, rehearsal.py)
     v0000000007.json   metadata: config, version, last applied batch id, rows seen, sha256 of the npz
 
 ``DIR`` is a local path or any Hadoop-compatible URI (``hdfs://``, ``s3a://`` ...; fs.py).
@@ -36,6 +38,7 @@ from streaming_lstm.core import faults
 from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.core.config_load import from_dict
 from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.weights import LSTMConfig, Weights, WeightsError, arrays_from_bytes, check_weights, weights_to_bytes
 from streaming_lstm.storage.fs import basename, filesystem, join
 
@@ -48,10 +51,13 @@ def pack_model(
     weights: Mapping[str, np.ndarray],
     norm: NormStats,
     next_weights: Mapping[str, np.ndarray] | None = None,
-    server: Mapping[str, np.ndarray] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+    rehearsal: Rehearsal | None = None,
 ) -> dict[str, np.ndarray]:
     """The named arrays of a model: ``model/<tensor>``, optional ``next/<tensor>``, ``norm/...``,
-    optional ``server/...`` (already prefixed, from ServerOptimizer.to_arrays).
+    the trainer's other state in ``extra``, already prefixed (``server/...`` from
+    ServerOptimizer.to_arrays, ``drift/...`` from Adwin.to_arrays), optional ``rehearsal/x|y`` (the
+    rows the next batch replays).
 
     The one layout for model files and for the weights the trainer broadcasts to its tasks.
     """
@@ -59,7 +65,8 @@ def pack_model(
     if next_weights is not None:
         arrays.update({f"next/{k}": v for k, v in next_weights.items()})
     arrays.update(norm.to_arrays())
-    arrays.update(server or {})
+    arrays.update(extra or {})
+    arrays.update(rehearsal.to_arrays() if rehearsal is not None else {})
     return arrays
 
 
@@ -85,6 +92,8 @@ class SavedModel:
     norm: NormStats
     meta: dict[str, Any]
     server: dict[str, np.ndarray] = field(default_factory=dict)  # the server optimiser's state
+    drift: dict[str, np.ndarray] = field(default_factory=dict)  # the drift detector's window
+    rehearsal: Rehearsal | None = None  # the rows the next batch replays (rehearsal.py)
 
 
 def ensure_private_dir(location: str | os.PathLike[str]) -> str:
@@ -133,11 +142,12 @@ class ModelStore:
         meta: Mapping[str, Any],
         next_weights: Mapping[str, np.ndarray] | None = None,
         keep: int = 5,
-        server: Mapping[str, np.ndarray] | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
+        rehearsal: Rehearsal | None = None,
     ) -> str:
         """Write version ``version`` atomically, then delete all but the newest ``keep``."""
         ensure_private_dir(self.dir)
-        blob = weights_to_bytes(pack_model(weights, norm, next_weights, server))
+        blob = weights_to_bytes(pack_model(weights, norm, next_weights, extra, rehearsal))
         npz_path, json_path = self._paths(version)
         record = {
             "format": FORMAT,
@@ -167,11 +177,14 @@ class ModelStore:
             config = from_dict(meta["config"])
             arrays = arrays_from_bytes(blob)
             weights, nxt, norm = unpack_model(arrays, LSTMConfig.from_app(config))
+            rehearsal = Rehearsal.from_arrays(arrays)
         except ModelStoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError, WeightsError) as exc:
             raise ModelStoreError(f"{json_path[: -len('.json')]}: cannot load version {version}: {exc}") from None
-        return SavedModel(version, config, weights, nxt, norm, meta, {k: v for k, v in arrays.items() if k.startswith("server/")})
+        server = {k: v for k, v in arrays.items() if k.startswith("server/")}
+        drift = {k: v for k, v in arrays.items() if k.startswith("drift/")}
+        return SavedModel(version, config, weights, nxt, norm, meta, server, drift, rehearsal)
 
     def load_latest(self) -> SavedModel | None:
         """The newest loadable version; ``None`` if the directory holds no version at all.

@@ -22,6 +22,7 @@ from streaming_lstm.core import faults, results
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.config_load import from_dict
 from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.rehearsal import Rehearsal, tail
 from streaming_lstm.core.seeds import task_seed
 from streaming_lstm.core.weights import LSTMConfig, arrays_from_bytes, flatten, weights_to_bytes
 from streaming_lstm.storage.store import pack_model, unpack_model
@@ -47,14 +48,16 @@ def _config(config_dict: dict[str, Any]) -> AppConfig:
     return cfg
 
 
-def encode_model(weights: dict[str, np.ndarray], norm: NormStats) -> bytes:
-    """Weights and normaliser statistics as one ``.npz`` blob (what the broadcast carries)."""
-    return weights_to_bytes(pack_model(weights, norm))
+def encode_model(weights: dict[str, np.ndarray], norm: NormStats, rehearsal: Rehearsal | None = None) -> bytes:
+    """Weights, normaliser statistics and the rehearsal buffer as one ``.npz`` blob (what the
+    broadcast carries)."""
+    return weights_to_bytes(pack_model(weights, norm, rehearsal=rehearsal))
 
 
-def decode_model(blob: bytes, lstm: LSTMConfig) -> tuple[dict[str, np.ndarray], NormStats]:
-    weights, _, norm = unpack_model(arrays_from_bytes(blob), lstm)
-    return weights, norm
+def decode_model(blob: bytes, lstm: LSTMConfig) -> tuple[dict[str, np.ndarray], NormStats, Rehearsal | None]:
+    arrays = arrays_from_bytes(blob)
+    weights, _, norm = unpack_model(arrays, lstm)
+    return weights, norm, Rehearsal.from_arrays(arrays)
 
 
 def _maybe_fail(batch_id: int) -> None:
@@ -135,12 +138,12 @@ def train_frames(
     training = _training()
     spec = training.TrainSpec.from_app(cfg, streaming=True)
     assert blob is not None
-    weights, norm = decode_model(blob, spec.model)
+    weights, norm, rehearsal = decode_model(blob, spec.model)
     folder = Folder(cfg, weights) if cfg.stream.aggregation == "mean" else None
     keys = sorted(int(k) for k in frame["key"].unique())
     for key in keys:
         part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
-        result = train_key(training, spec, cfg, key, part, weights, norm, batch_id=batch_id, epochs=epochs, threads=threads)
+        result = train_key(training, spec, cfg, key, part, (weights, norm, rehearsal), batch_id=batch_id, epochs=epochs, threads=threads)
         if folder is not None:
             result = folder.add(result)
         yield _one_row(dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid()).to_row())
@@ -150,15 +153,32 @@ def train_frames(
 
 
 def train_key(
-    training: ModuleType, spec: Any, cfg: AppConfig, key: int, part: pd.DataFrame, weights: Any, norm: NormStats, *, batch_id: int, epochs: int, threads: int
+    training: ModuleType,
+    spec: Any,
+    cfg: AppConfig,
+    key: int,
+    part: pd.DataFrame,
+    start: tuple[dict[str, np.ndarray], NormStats, Rehearsal | None],
+    *,
+    batch_id: int,
+    epochs: int,
+    threads: int,
 ) -> Any:
-    """One key's rows trained from the batch's starting weights (training.train_partition)."""
+    """One key's rows trained from the batch's starting weights, normaliser and rehearsal buffer
+    (training.train_partition, on its share of the buffer); the result carries the key's newest rows
+    for the next buffer (rehearsal.py)."""
+    weights, norm, rehearsal = start
     x = part[cfg.input_columns()].to_numpy(np.float64)
     targets = cfg.data.target_columns()  # forecast: raw targets and naive forecasts, (N, C) each
     y = part[targets].to_numpy(np.float64) if targets else part["label"].to_numpy(np.int32)
     naive = part[cfg.data.naive_columns()].to_numpy(np.float64) if targets else None
     seed = task_seed(cfg.model.seed, batch_id, key)
-    return training.train_partition(key, weights, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=seed, threads=threads, naive=naive)
+    limit, partitions = cfg.train.rehearsal_rows, cfg.stream.partitions
+    replay = rehearsal.share(key, partitions) if rehearsal is not None and limit > 0 else None
+    result = training.train_partition(
+        key, weights, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=seed, threads=threads, naive=naive, replay=replay
+    )
+    return dataclasses.replace(result, recent=tail(x, y, limit, partitions)) if limit > 0 else result
 
 
 WARM_SCHEMA = "worker_pid int, seconds double"
@@ -212,7 +232,7 @@ def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any],
     training = _training()
     cfg = _config(config_dict)
     spec = training.TrainSpec.from_app(cfg)
-    weights, norm = decode_model(blob, spec.model)
+    weights, norm, _ = decode_model(blob, spec.model)
     ok = frame["reason"].isna().to_numpy()
     x = frame.loc[ok, cfg.input_columns()].to_numpy(np.float64)
     if spec.model.forecast:

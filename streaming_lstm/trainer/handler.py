@@ -34,7 +34,6 @@ from pyspark.sql import functions as F
 
 from streaming_lstm.core import faults, schedule
 from streaming_lstm.core.config import AppConfig
-from streaming_lstm.core.drift import Adwin
 from streaming_lstm.core.results import RESULT_SCHEMA, Fold, PartitionResult, decode
 from streaming_lstm.core.seeds import key_shift
 from streaming_lstm.core.threads import intra_op_threads
@@ -140,8 +139,6 @@ class StreamingTrainer:
         self.batches_applied = 0
         self.last_rows_at = time.monotonic()
         self.history = History()
-        self.drift = Adwin(cfg.stream.drift_delta) if cfg.stream.drift_delta > 0 else None
-        self.drift_left = 0  # batches the current drift alarm stays raised
         tb_dir = join(self.checkpoint, "tensorboard")
         tb_off = tb_log.unsupported(tb_dir) if cfg.stream.tensorboard else None
         if tb_off:
@@ -272,7 +269,8 @@ class StreamingTrainer:
         folded_norms = [r.norm for r in results if r.folded and r.rejected is None]  # key order
         rejected = [r.rejected for r in results if r.rejected is not None]
         t_apply = time.perf_counter()
-        applied = self.state.apply(batch_id, updates, dict(metrics), folds=folds, folded_norms=folded_norms, rejected=rejected)
+        recent = [r.recent for r in results if r.recent is not None]  # key order (decode)
+        applied = self.state.apply(batch_id, updates, dict(metrics), folds=folds, folded_norms=folded_norms, rejected=rejected, recent=recent)
         assert applied is not None
         metrics["step_seconds"]["aggregate_and_save"] = time.perf_counter() - t_apply
         faults.hit("after_save", batch_id)
@@ -310,17 +308,14 @@ class StreamingTrainer:
             errors = rows * min(1.0, ratio) if math.isfinite(ratio) else rows
         else:
             errors = rows - metrics["prequential_correct"]
-        alarm = self.drift.update(rows, errors) if self.drift is not None else False  # type: ignore[arg-type]
+        alarm, raised = self.state.watch_drift(rows, errors)  # type: ignore[arg-type]
+        drift = self.state.drift
         if alarm:
-            self.drift_left = self.cfg.stream.drift_batches
-            window = self.drift.rows if self.drift else 0
+            window = drift.rows if drift else 0
             log.warning("batch %d: drift detected (prequential error %.3f; window now %d rows)", batch_id, errors / max(rows, 1), window)
-        raised = self.drift_left > 0
-        self.drift_left = max(0, self.drift_left - 1)
-        self.state.set_drift_raised(raised)
         metrics["drift"] = int(alarm)
         metrics["drift_raised"] = raised
-        metrics["drift_detections"] = self.drift.detections if self.drift else 0
+        metrics["drift_detections"] = drift.detections if drift else 0
 
     def _train(self, parsed: DataFrame, batch_id: int, epochs: int) -> tuple[list[PartitionResult], list[Fold]]:
         """Steps 3-4: key the valid rows (routing.py), train one task per key group from the global
@@ -331,7 +326,7 @@ class StreamingTrainer:
         shift = key_shift(self.cfg.model.seed, batch_id, self.partitions)
         d = self.cfg.data
         valid = parsed.filter(F.col("reason").isNull()).select(*self.cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns(), POSITION)
-        blob = executor.encode_model(self.state.training_weights(), self.state.norm)
+        blob = executor.encode_model(self.state.training_weights(), self.state.norm, self.state.rehearsal if len(self.state.rehearsal) else None)
         shipped = connect.ship_model(self.spark, blob)  # a broadcast, or None: model rows (Connect)
         keyed = keyed_rows(valid, shift, self.partitions, self.routes, None if shipped is not None else blob)
         fn = functools.partial(

@@ -73,7 +73,7 @@ class ScoredLog:
         """Keep ``saved`` (the only version kept here), then name it as ``batch_id``'s."""
         if saved.version not in self.models.versions():
             meta = {k: v for k, v in saved.meta.items() if k not in ("format", "version", "sha256", "config")}
-            self.models.save(saved.version, saved.config, saved.weights, saved.norm, meta, saved.next_weights, keep=1, server=saved.server)
+            self.models.save(saved.version, saved.config, saved.weights, saved.norm, meta, saved.next_weights, keep=1, extra=saved.server)
         scored = Scored(batch_id, saved.version, scored_at)
         self.fs.write_atomic(self.path, json.dumps(scored.__dict__, sort_keys=True).encode())
         return scored

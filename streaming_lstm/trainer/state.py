@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from streaming_lstm.core.config import AppConfig, decay_for_half_life, effective_decay
+from streaming_lstm.core.drift import Adwin
 from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.results import Fold
 from streaming_lstm.core.server_opt import ServerOptimizer
 from streaming_lstm.core.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
@@ -112,6 +114,23 @@ class TrainerState:
         if half_life > 0:
             self.decay = decay_for_half_life(half_life) if raised else self.base_decay
 
+    def watch_drift(self, rows: int, errors: float) -> tuple[bool, bool]:
+        """ADWIN (drift.py) takes a batch's prequential ``errors`` over its ``rows``, before the
+        batch is applied; returns (alarm, raised). An alarm raises the drift policy for the next
+        ``stream.drift_batches`` batches, this one included (:meth:`set_drift_raised`), and with
+        ``stream.drift_forget_rehearsal`` empties the rehearsal buffer, which holds the old concept
+        (this batch's rows then start the new one). The detector's window and the batches left are
+        saved with each version, so a replayed batch decides as its first attempt did."""
+        alarm = self.drift.update(rows, errors) if self.drift is not None else False
+        if alarm:
+            self.drift_left = self.cfg.stream.drift_batches
+            if self.cfg.stream.drift_forget_rehearsal:
+                self.rehearsal = Rehearsal.empty(self.lstm.num_features, len(self.cfg.data.target_columns()))
+        raised = self.drift_left > 0
+        self.drift_left = max(0, self.drift_left - 1)
+        self.set_drift_raised(raised)
+        return alarm, raised
+
     def __init__(self, cfg: AppConfig, store: ModelStore | None) -> None:
         self.cfg = cfg
         self.lstm = LSTMConfig.from_app(cfg)
@@ -128,6 +147,9 @@ class TrainerState:
         self.rejected_updates = 0
         self.last_meta: dict[str, Any] = {}
         self.server = ServerOptimizer.from_config(cfg.stream)
+        self.rehearsal = Rehearsal.empty(self.lstm.num_features, len(cfg.data.target_columns()))
+        self.drift: Adwin | None = Adwin(cfg.stream.drift_delta) if cfg.stream.drift_delta > 0 else None
+        self.drift_left = 0  # batches the current drift alarm stays raised
 
     @classmethod
     def open(cls, cfg: AppConfig, store: ModelStore) -> TrainerState:
@@ -152,6 +174,11 @@ class TrainerState:
             state.last_meta = saved.meta
             if state.server is not None:
                 state.server.load_arrays(saved.server, sum(w.size for w in saved.weights.values()))
+            if saved.rehearsal is not None:
+                state.rehearsal = saved.rehearsal
+            if state.drift is not None:
+                state.drift.load_arrays(saved.drift)
+            state.drift_left = int(saved.meta.get("drift_left", 0))
         return state
 
     def is_applied(self, batch_id: int) -> bool:
@@ -170,12 +197,14 @@ class TrainerState:
         folds: Sequence[Fold] = (),
         folded_norms: Sequence[NormStats] = (),
         rejected: Sequence[str] = (),
+        recent: Sequence[Rehearsal] = (),
     ) -> Applied | None:
         """Fold one batch's partition updates into the state and persist a new version.
 
         ``updates`` are per-key weights, checked here; ``folds`` are tasks' row-weighted sums of
         keys they checked themselves (mean aggregation only; results.Fold), with those keys'
-        statistics in ``folded_norms`` (key order) and their refusals in ``rejected``.
+        statistics in ``folded_norms`` (key order) and their refusals in ``rejected``. ``recent``
+        are the keys' newest rows (key order), appended to the rehearsal buffer (rehearsal.py).
         Returns ``None`` (and changes nothing) for a batch id already applied.
         """
         if self.is_applied(batch_id):
@@ -193,6 +222,8 @@ class TrainerState:
         else:
             self.running_n *= self.decay  # N_t = a * N_{t-1}: the weights stay, their mass decays
         self.rows_seen += rows
+        if self.cfg.train.rehearsal_rows > 0:
+            self.rehearsal = self.rehearsal.extended(recent, self.cfg.train.rehearsal_rows)
         self.rejected_updates += len(reasons)
         self.last_batch_id = batch_id
         self.version += 1
@@ -241,11 +272,22 @@ class TrainerState:
             "rows_seen": self.rows_seen,
             "running_n": self.running_n,
             "rejected_updates": self.rejected_updates,
+            "drift_left": self.drift_left,
             "source": "stream",
             "metrics": dict(metrics or {}),
         }
         self.last_meta = meta
         if self.store is not None:
             nxt = self.next_weights if self.next_weights is not self.weights else None
-            server = self.server.to_arrays() if self.server is not None else None
-            self.store.save(self.version, self.cfg, self.weights, self.norm, meta, next_weights=nxt, keep=self.cfg.stream.keep_versions, server=server)
+            extra = {**(self.server.to_arrays() if self.server is not None else {}), **(self.drift.to_arrays() if self.drift is not None else {})}
+            self.store.save(
+                self.version,
+                self.cfg,
+                self.weights,
+                self.norm,
+                meta,
+                next_weights=nxt,
+                keep=self.cfg.stream.keep_versions,
+                extra=extra,
+                rehearsal=self.rehearsal if len(self.rehearsal) else None,
+            )

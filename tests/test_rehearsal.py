@@ -70,6 +70,10 @@ def test_the_buffer_is_saved_with_each_version_and_reopened(tmp_path: Path) -> N
     reopened = TrainerState.open(cfg, ModelStore(tmp_path))
     np.testing.assert_array_equal(reopened.rehearsal.x, state.rehearsal.x)
     np.testing.assert_array_equal(reopened.rehearsal.y, state.rehearsal.y)
+    # A restart with a smaller buffer keeps the newest rows; with 0 it keeps none (nor saves any).
+    smaller = TrainerState.open(load_config(ROOT / "conf" / "iris.toml", {"train.rehearsal_rows": 2}), ModelStore(tmp_path))
+    assert smaller.rehearsal.x[:, 0].tolist() == [8, 9]
+    assert len(TrainerState.open(load_config(ROOT / "conf" / "iris.toml", {"train.rehearsal_rows": 0}), ModelStore(tmp_path)).rehearsal) == 0
     off = TrainerState(load_config(ROOT / "conf" / "iris.toml", {"train.rehearsal_rows": 0}), None)
     off.apply(0, [Update(2, w, NormStats.of(x[:2]), 0)], recent=recent)
     assert len(off.rehearsal) == 0

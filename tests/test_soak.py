@@ -36,6 +36,7 @@ def run(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict
         "stream.trigger": "0s",
         "train.warmup_rows": 0,
         "train.warmup_epochs": 0,
+        "train.rehearsal_rows": 2 * ROWS,  # the rehearsal buffer at its bound from batch 2 on, at the cost of 2 batches' rows a batch
         "stream.log_roll_mb": ROLL_MB,
         "stream.log_files_kept": KEPT,
         "stream.deadletter_max_mb": DEAD_MB,

@@ -174,8 +174,8 @@ class TrainerState:
             state.last_meta = saved.meta
             if state.server is not None:
                 state.server.load_arrays(saved.server, sum(w.size for w in saved.weights.values()))
-            if saved.rehearsal is not None:
-                state.rehearsal = saved.rehearsal
+            if saved.rehearsal is not None:  # cut to the configured size: 0 drops it from the next version on
+                state.rehearsal = saved.rehearsal.extended([], cfg.train.rehearsal_rows)
             if state.drift is not None:
                 state.drift.load_arrays(saved.drift)
             state.drift_left = int(saved.meta.get("drift_left", 0))

@@ -381,9 +381,10 @@ def train_partition(
     else:
         prequential = score(weights, norm.transform(x_raw), y, spec, threads)
         local = NormStats.of(x_raw)
-        x_n, y_n = norm.merge(local).transform(x_raw), y
+        merged = norm.merge(local)
+        x_n, y_n = merged.transform(x_raw), y
         if replay is not None and len(replay):
-            x_n = np.concatenate([x_n, norm.merge(local).transform(replay.x)])
+            x_n = np.concatenate([x_n, merged.transform(replay.x)])
             y_n = np.concatenate([y, replay.y.astype(y.dtype)])
     new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
     return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started)

@@ -9,7 +9,8 @@ first window can forecast), before it learns from it.
 * streaming-lstm: the real trainer, event mode (``streaming-lstm init-config --events`` for a
   single series, which learns changes from the last value (``data.forecast_change``), plus
   :data:`SERIES`' per-series settings: window length, events per batch and no entity TTL, since a
-  month between events is not a silent entity), and once more forecasting levels
+  month between events is not a silent entity; the forecast gain's value at the end is
+  ``streaming_lstm_final_gain``), and once more forecasting levels
   (``data.forecast_change = false``, ``streaming_lstm_level_mae``), through the file source,
   ``--batch`` events per micro-batch, ``processAllAvailable`` after each. Its figures are the sums
   the trainer records per batch (metrics.jsonl): MAE, and the naive forecast's MAE on its windows.
@@ -148,7 +149,9 @@ def run_lstm(spark: Any, name: str, csv: Path, lines: list[str], workdir: Path, 
         query.stop()
     hist = [m for m in trainer.history if m.get("forecast_values")]
     values = sum(int(m["forecast_values"]) for m in hist)
+    gain = trainer.state.gain
     return {
+        "gain": gain.value().tolist() if gain is not None else None,
         "mae": sum(m["prequential_abs_sum"] for m in hist) / values,
         "naive_mae": sum(m["naive_abs_sum"] for m in hist) / values,
         "forecasts": values,
@@ -177,6 +180,7 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
         "streaming_lstm_mae": lstm["mae"],
         "streaming_lstm_naive_mae": lstm["naive_mae"],
         "streaming_lstm_level_mae": level["mae"],
+        "streaming_lstm_final_gain": lstm["gain"],
         "river_best_mae": river[best]["mae"],
         "river_best_model": best,
         "naive_mae": naive,

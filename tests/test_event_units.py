@@ -121,7 +121,7 @@ def test_a_forecast_partition_scores_before_training_against_the_naive_forecast(
     # Scoring uses the incoming weights and statistics: with them, the figures equal a direct forecast.
     pred = training.forecast(w0, NormStats.empty(lstm.num_stats), x, spec)
     assert first.prequential.abs_sum == pytest.approx(float(np.abs(pred - y).sum()), rel=1e-5)
-    after = training.score_forecast(first.weights, first.norm, x, y, naive, spec)
+    after, _ = training.score_forecast(first.weights, first.norm, x, y, naive, spec)
     assert after.abs_sum < 0.5 * after.naive_sum, (after.abs_sum, after.naive_sum)  # it learnt the sines' next step
 
 
@@ -189,7 +189,7 @@ def test_forecast_change_learns_changes_starts_at_the_naive_forecast_and_exports
     empty = NormStats.empty(spec.model.num_stats)
     result = training.train_partition(0, init_weights(spec.model), empty, x, y, spec, epochs=20, batch_size=16, seed=0, naive=naive)
     assert result.norm.mean[-1] == pytest.approx(40.0)  # what the head learns: the change, not the level
-    after = training.score_forecast(result.weights, result.norm, x, y, naive, spec)
+    after, _ = training.score_forecast(result.weights, result.norm, x, y, naive, spec)
     assert after.abs_sum < 0.2 * after.naive_sum, (after.abs_sum, after.naive_sum)
 
     saved = SavedModel(1, cfg, result.weights, None, result.norm, {})

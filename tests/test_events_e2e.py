@@ -118,3 +118,7 @@ def test_driver_killed_on_the_event_path_forms_and_trains_each_window_once(spark
     assert a.rehearsal is not None and b.rehearsal is not None and len(a.rehearsal) == 3 * (50 - 6)
     np.testing.assert_array_equal(a.rehearsal.x, b.rehearsal.x)
     np.testing.assert_array_equal(a.rehearsal.y, b.rehearsal.y)
+    # The forecast gain (data.forecast_change): the same windows' sums, scored by the same models.
+    assert a.gain is not None and b.gain is not None and a.gain.windows == pytest.approx(b.gain.windows)
+    np.testing.assert_allclose(a.gain.cross, b.gain.cross, rtol=1e-5)
+    np.testing.assert_allclose(a.gain.power, b.gain.power, rtol=1e-5)

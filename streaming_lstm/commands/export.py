@@ -50,6 +50,18 @@ def export_saved_model(model_path: str | os.PathLike[str], out: str | os.PathLik
     return {"out": out_loc, **info}
 
 
+def window_inputs(raw: Any, lstm: LSTMConfig, change_from: tuple[int, ...]) -> Any:
+    """change.window_inputs in TensorFlow: with data.forecast_change, each feature's earlier steps
+    relative to its last one; ``raw`` (B, T*F)."""
+    if not change_from:
+        return raw
+    import tensorflow as tf
+
+    f = lstm.features_per_step
+    last = raw[:, -f:]  # (B, F)
+    return tf.concat([raw[:, :-f] - tf.tile(last, [1, lstm.timesteps - 1]), last], axis=1)
+
+
 def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
     """A ``tf.Module`` that serves ``saved`` (``serve``: the signature; ``__call__``: the output
     tensor alone, which MLflow's TensorFlow flavour calls), and what it takes and gives."""
@@ -62,6 +74,8 @@ def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
     nf, events = lstm.num_features, saved.config.data.mode == "events"
     output = "forecast" if lstm.forecast else "probabilities"
     change_from = saved.config.change_columns()  # data.forecast_change: the inputs holding the last values
+    served = saved.served_gain()
+    gain = served if served is not None else [1.0] * lstm.num_classes
     if events:
         spec = tf.TensorSpec([None, lstm.timesteps, lstm.features_per_step], tf.float32, name="window")
         takes = f"window: float32[None, {lstm.timesteps}, {lstm.features_per_step}]"
@@ -78,15 +92,18 @@ def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
             self.div = tf.constant(div[:nf], tf.float32)
             self.y_shift = tf.constant(shift[nf:], tf.float32)  # forecast targets' statistics
             self.y_div = tf.constant(div[nf:], tf.float32)
+            self.gain = tf.constant(gain, tf.float32)  # (C,) the forecast gain (gain.py); 1 without one
 
         @tf.function(input_signature=[spec])
         def serve(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
             raw = tf.reshape(rows, (-1, nf))  # (B, T*F)
-            out = self.net((raw - self.shift) / self.div)  # (B, C), inputs in the trainer's running normalisation
+            out = self.net((window_inputs(raw, lstm, change_from) - self.shift) / self.div)  # (B, C), inputs in the trainer's running normalisation
             if not lstm.forecast:
                 return {output: tf.nn.softmax(out)}
-            base = tf.gather(raw, list(change_from), axis=1) if change_from else 0.0  # (B, C): the last values
-            return {output: out * self.y_div + self.y_shift + base}
+            if not change_from:
+                return {output: out * self.y_div + self.y_shift}
+            base = tf.gather(raw, list(change_from), axis=1)  # (B, C): the last values
+            return {output: base + self.gain * (out * self.y_div + self.y_shift)}
 
         @tf.function(input_signature=[spec])
         def __call__(self, rows: tf.Tensor) -> tf.Tensor:

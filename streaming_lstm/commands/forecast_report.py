@@ -88,7 +88,7 @@ def forecast_chart(plt: Any, checkpoint: str, data: str, *, entities: int = 3, l
             continue
         x = w[:, :T, :F].reshape(len(w), T * F)
         actual, naive = w[:, T, F], w[:, T - 1, F]  # the first target, one step ahead
-        pred = training.forecast(saved.weights, saved.norm, x, spec)[:, 0]
+        pred = training.forecast(saved.weights, saved.norm, x, spec, gain=saved.served_gain())[:, 0]
         ends = step.window_end_times[-last:]
         hours = (ends - ends[0]) / 3600.0
         ax.plot(hours, actual, color="black", lw=1.2, label="actual")

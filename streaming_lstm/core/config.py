@@ -66,6 +66,10 @@ class DataConfig:
     # forecast is that last value plus the network's output (the naive forecast plus a learned
     # correction). Needs every target among the features.
     forecast_change: bool = False
+    # With forecast_change: the memory, in windows, of the forecast gain (gain.py), which shrinks
+    # the network's change towards 0 (the last value) as far as the scored windows say it does not
+    # help; 0: no gain, the network's change as it is.
+    forecast_gain_windows: int = 1000
 
     def feature_columns(self) -> list[str]:
         """The parsed feature columns ``f0, f1, ...`` (positional: data column names may be anything)."""

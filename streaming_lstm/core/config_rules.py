@@ -59,6 +59,7 @@ def data_rules(d: DataConfig) -> None:
         missing = [t for t in d.targets if t not in d.features]
         why = f"needs every target among data.features (not: {', '.join(missing)})"
         need(not d.forecast_change or not missing, "data.forecast_change", d.forecast_change, why)
+    need(d.forecast_gain_windows >= 0, "data.forecast_gain_windows", d.forecast_gain_windows, "must be >= 0 (0 = no gain)")
     need(d.format in FORMATS, "data.format", d.format, f"must be one of {', '.join(FORMATS)}")
     need(d.max_abs_value > 0, "data.max_abs_value", d.max_abs_value, "must be positive")
     columns = data_columns(d)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from streaming_lstm.core.gain import ForecastGain
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.weights import LSTMConfig, Weights, arrays_from_bytes, check_weights, schema, weights_to_bytes
@@ -29,7 +30,7 @@ from streaming_lstm.core.weights import LSTMConfig, Weights, arrays_from_bytes, 
 KEY, FOLD = "key", "fold"  # a result row's kind: one key's figures (and weights), or a task's fold
 RESULT_SCHEMA = (
     "kind string, key int, keys int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, "
-    "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double, recent binary"
+    "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double, recent binary, gain binary"
 )
 
 
@@ -70,6 +71,7 @@ class PartitionResult:
     worker_pid: int = 0
     rejected: str | None = None  # why the task refused this key's weights (folded mode)
     recent: Rehearsal | None = None  # this key's newest rows for the rehearsal buffer (rehearsal.tail)
+    gain: ForecastGain | None = None  # this key's windows' sums for the forecast gain (gain.py)
 
     @property
     def folded(self) -> bool:
@@ -95,6 +97,7 @@ class PartitionResult:
             "sq_sum": self.prequential.sq_sum,
             "naive_sum": self.prequential.naive_sum,
             "recent": weights_to_bytes(self.recent.to_arrays()) if self.recent is not None else b"",
+            "gain": weights_to_bytes(self.gain.to_arrays()) if self.gain is not None else b"",
         }
 
     @classmethod
@@ -112,6 +115,7 @@ class PartitionResult:
             worker_pid=int(row["worker_pid"]),
             rejected=row.get("rejected"),
             recent=Rehearsal.from_arrays(arrays_from_bytes(row["recent"])) if row.get("recent") else None,
+            gain=ForecastGain.from_arrays(arrays_from_bytes(row["gain"])) if row.get("gain") else None,
         )
 
 
@@ -142,6 +146,7 @@ class Fold:
             "sq_sum": 0.0,
             "naive_sum": 0.0,
             "recent": b"",
+            "gain": b"",
         }
 
     @classmethod

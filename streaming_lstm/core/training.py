@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from streaming_lstm.core.change import forecast_base, forecast_columns, served, window_inputs
 from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.gain import ForecastGain
 from streaming_lstm.core.model import LSTMStack
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
@@ -297,47 +299,43 @@ def outputs(weights: Mapping[str, np.ndarray], x: np.ndarray, spec: TrainSpec, t
     return np.concatenate(parts) if parts else np.zeros((0, spec.model.num_classes), np.float32)
 
 
-def forecast_base(spec: TrainSpec, x_raw: np.ndarray) -> np.ndarray | float:
-    """What the network's forecasts add to: each target's last value in the window (N, C) with
-    ``data.forecast_change``, else 0 (the network forecasts the targets themselves)."""
-    return np.asarray(x_raw, np.float64)[:, list(spec.change_from)] if spec.change_from else 0.0
-
-
-def forecast(weights: Mapping[str, np.ndarray], norm: NormStats, x_raw: np.ndarray, spec: TrainSpec, threads: int = 0) -> np.ndarray:
-    """Forecasts (N, C) in the targets' own units for raw windows ``x_raw`` (N, T*F); ``norm``
-    holds the features' statistics, then the targets' (LSTMConfig.num_stats: of the changes with
-    ``data.forecast_change``)."""
+def network_forecast(weights: Mapping[str, np.ndarray], norm: NormStats, x_raw: np.ndarray, spec: TrainSpec, threads: int = 0) -> np.ndarray:
+    """The network's forecasts (N, C) in the targets' own units for raw windows ``x_raw`` (N, T*F):
+    the changes from the window's last values with ``data.forecast_change``, else the targets.
+    ``norm`` holds the inputs' statistics, then the learned targets' (LSTMConfig.num_stats)."""
     nf = spec.model.num_features
     shift, div = norm.scale()
-    xn = ((np.asarray(x_raw, np.float64) - shift[:nf]) / div[:nf]).astype(np.float32)
-    return outputs(weights, xn, spec, threads).astype(np.float64) * div[nf:] + shift[nf:] + forecast_base(spec, x_raw)
+    xn = ((window_inputs(spec, x_raw) - shift[:nf]) / div[:nf]).astype(np.float32)
+    return outputs(weights, xn, spec, threads).astype(np.float64) * div[nf:] + shift[nf:]
+
+
+def forecast(
+    weights: Mapping[str, np.ndarray], norm: NormStats, x_raw: np.ndarray, spec: TrainSpec, threads: int = 0, gain: np.ndarray | None = None
+) -> np.ndarray:
+    """Forecasts (N, C) in the targets' own units, served with ``gain`` (change.served)."""
+    return served(spec, x_raw, network_forecast(weights, norm, x_raw, spec, threads), gain)
 
 
 def score_forecast(
-    weights: Mapping[str, np.ndarray], norm: NormStats, x_raw: np.ndarray, y: np.ndarray, naive: np.ndarray, spec: TrainSpec, threads: int = 0
-) -> Score:
+    weights: Mapping[str, np.ndarray],
+    norm: NormStats,
+    x_raw: np.ndarray,
+    y: np.ndarray,
+    naive: np.ndarray,
+    spec: TrainSpec,
+    threads: int = 0,
+    gain: np.ndarray | None = None,
+) -> tuple[Score, ForecastGain | None]:
     """Prequential forecast figures: errors in the targets' units, the naive forecast's, and the
-    squared error in normalised units (what the training loss measures)."""
+    squared error in normalised units (what the training loss measures); with
+    ``data.forecast_change`` also the windows' sums for the gain (gain.py)."""
     y = np.asarray(y, np.float64)
-    pred = forecast(weights, norm, x_raw, spec, threads)
-    _, div = norm.scale()
-    nf = spec.model.num_features
-    err_n = (pred - y) / div[nf:]  # (N, C) in normalised units
-    return Score(
-        len(y),
-        0,
-        float((err_n**2).mean(axis=1).sum()) if len(y) else 0.0,
-        float(np.abs(pred - y).sum()),
-        float(((pred - y) ** 2).sum()),
-        float(np.abs(np.asarray(naive, np.float64) - y).sum()),
-    )
-
-
-def forecast_columns(spec: TrainSpec, x_raw: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """What a forecast model normalises and learns: the window's inputs, then each target (or its
-    change from the window's last value), (N, T*F + C)."""
-    learned = np.asarray(y, np.float64) - forecast_base(spec, x_raw)  # (N, C)
-    return np.concatenate([np.asarray(x_raw, np.float64), learned], axis=1)
+    change = network_forecast(weights, norm, x_raw, spec, threads)  # (N, C): the changes with forecast_change
+    err = served(spec, x_raw, change, gain) - y
+    err_n = err / norm.scale()[1][spec.model.num_features :]  # (N, C) in normalised units
+    loss_sum = float((err_n**2).mean(axis=1).sum()) if len(y) else 0.0
+    score = Score(len(y), 0, loss_sum, float(np.abs(err).sum()), float((err**2).sum()), float(np.abs(np.asarray(naive, np.float64) - y).sum()))
+    return score, (ForecastGain.of(change, y - forecast_base(spec, x_raw)) if spec.change_from else None)
 
 
 def train_partition(
@@ -354,11 +352,13 @@ def train_partition(
     threads: int = 0,
     naive: np.ndarray | None = None,
     replay: Rehearsal | None = None,
+    gain: np.ndarray | None = None,
 ) -> PartitionResult:
     """One streaming partition: test, then train (prequential, as in River).
 
     1. Score every row with the incoming global weights and normaliser (the prequential figures;
-       forecasts also against ``naive``, the last-value forecast of each target, (N, C)).
+       forecasts also against ``naive``, the last-value forecast of each target, (N, C), served
+       with the incoming ``gain``, and the rows' sums for the next gain, gain.py).
     2. Merge this partition's statistics (features, and forecast targets) into the global ones and
        normalise with that.
     3. Train ``epochs`` local epochs from the global weights, on the new rows and the ``replay``
@@ -369,9 +369,10 @@ def train_partition(
     (learned as changes from the window's last values with ``data.forecast_change``).
     """
     started = time.perf_counter()
+    sums = None
     if spec.model.forecast:
         assert naive is not None, "a forecast partition needs the naive forecasts"
-        prequential = score_forecast(weights, norm, x_raw, y, naive, spec, threads)
+        prequential, sums = score_forecast(weights, norm, x_raw, y, naive, spec, threads, gain)
         columns = forecast_columns(spec, x_raw, y)
         local = NormStats.of(columns)
         if replay is not None and len(replay):
@@ -387,4 +388,4 @@ def train_partition(
             x_n = np.concatenate([x_n, merged.transform(replay.x)])
             y_n = np.concatenate([y, replay.y.astype(y.dtype)])
     new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
-    return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started)
+    return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started, gain=sums)

@@ -5,7 +5,8 @@ Layout of ``DIR`` (the same for ``fit --out DIR`` and the trainer's ``CHECKPOINT
     v0000000007.npz    arrays: "model/<tensor>", "next/<tensor>" (optional), "norm/count|mean|m2",
                        "server/m|v|rounds" (optional: the server optimiser's state, server_opt.py),
                        "drift/window|detections" (optional: the drift detector's window, drift.py),
-                       "rehearsal/x|y" (optional: the trainer's rehearsal buffer, rehearsal.py)
+                       "rehearsal/x|y" (optional: the trainer's rehearsal buffer, rehearsal.py),
+                       "gain/cross|power" (optional: the forecast gain's sums, gain.py)
     v0000000007.json   metadata: config, version, last applied batch id, rows seen, sha256 of the npz
 
 ``DIR`` is a local path or any Hadoop-compatible URI (``hdfs://``, ``s3a://`` ...; fs.py).
@@ -37,6 +38,7 @@ import numpy as np
 from streaming_lstm.core import faults
 from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.core.config_load import from_dict
+from streaming_lstm.core.gain import ForecastGain
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.weights import LSTMConfig, Weights, WeightsError, arrays_from_bytes, check_weights, weights_to_bytes
@@ -56,7 +58,8 @@ def pack_model(
 ) -> dict[str, np.ndarray]:
     """The named arrays of a model: ``model/<tensor>``, optional ``next/<tensor>``, ``norm/...``,
     the trainer's other state in ``extra``, already prefixed (``server/...`` from
-    ServerOptimizer.to_arrays, ``drift/...`` from Adwin.to_arrays), optional ``rehearsal/x|y`` (the
+    ServerOptimizer.to_arrays, ``drift/...`` from Adwin.to_arrays, ``gain/...`` from
+    ForecastGain.to_arrays), optional ``rehearsal/x|y`` (the
     rows the next batch replays).
 
     The one layout for model files and for the weights the trainer broadcasts to its tasks.
@@ -94,6 +97,11 @@ class SavedModel:
     server: dict[str, np.ndarray] = field(default_factory=dict)  # the server optimiser's state
     drift: dict[str, np.ndarray] = field(default_factory=dict)  # the drift detector's window
     rehearsal: Rehearsal | None = None  # the rows the next batch replays (rehearsal.py)
+    gain: ForecastGain | None = None  # the forecast gain's sums (gain.py); None: forecasts use the network's change as it is
+
+    def served_gain(self) -> np.ndarray | None:
+        """The gain the model's forecasts apply (gain.py), or None (the network's change as it is)."""
+        return self.gain.value() if self.gain is not None else None
 
 
 def ensure_private_dir(location: str | os.PathLike[str]) -> str:
@@ -178,13 +186,14 @@ class ModelStore:
             arrays = arrays_from_bytes(blob)
             weights, nxt, norm = unpack_model(arrays, LSTMConfig.from_app(config))
             rehearsal = Rehearsal.from_arrays(arrays)
+            gain = ForecastGain.from_arrays(arrays)
         except ModelStoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError, WeightsError) as exc:
             raise ModelStoreError(f"{json_path[: -len('.json')]}: cannot load version {version}: {exc}") from None
         server = {k: v for k, v in arrays.items() if k.startswith("server/")}
         drift = {k: v for k, v in arrays.items() if k.startswith("drift/")}
-        return SavedModel(version, config, weights, nxt, norm, meta, server, drift, rehearsal)
+        return SavedModel(version, config, weights, nxt, norm, meta, server, drift, rehearsal, gain)
 
     def load_latest(self) -> SavedModel | None:
         """The newest loadable version; ``None`` if the directory holds no version at all.

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ import pandas as pd
 from streaming_lstm.core import faults, results
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.config_load import from_dict
+from streaming_lstm.core.gain import ForecastGain
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal, tail
 from streaming_lstm.core.seeds import task_seed
@@ -48,16 +49,28 @@ def _config(config_dict: dict[str, Any]) -> AppConfig:
     return cfg
 
 
-def encode_model(weights: dict[str, np.ndarray], norm: NormStats, rehearsal: Rehearsal | None = None) -> bytes:
-    """Weights, normaliser statistics and the rehearsal buffer as one ``.npz`` blob (what the
-    broadcast carries)."""
-    return weights_to_bytes(pack_model(weights, norm, rehearsal=rehearsal))
+class TaskModel(NamedTuple):
+    """What a task starts from: the model's weights and normaliser, the rehearsal buffer
+    (rehearsal.py) and the forecast gain's sums (gain.py), each None where the model has none."""
+
+    weights: dict[str, np.ndarray]
+    norm: NormStats
+    rehearsal: Rehearsal | None = None
+    gain: ForecastGain | None = None
+
+    def served_gain(self) -> np.ndarray | None:
+        return self.gain.value() if self.gain is not None else None
 
 
-def decode_model(blob: bytes, lstm: LSTMConfig) -> tuple[dict[str, np.ndarray], NormStats, Rehearsal | None]:
+def encode_model(weights: dict[str, np.ndarray], norm: NormStats, rehearsal: Rehearsal | None = None, gain: ForecastGain | None = None) -> bytes:
+    """A :class:`TaskModel` as one ``.npz`` blob (what the broadcast carries)."""
+    return weights_to_bytes(pack_model(weights, norm, extra=gain.to_arrays() if gain is not None else None, rehearsal=rehearsal))
+
+
+def decode_model(blob: bytes, lstm: LSTMConfig) -> TaskModel:
     arrays = arrays_from_bytes(blob)
     weights, _, norm = unpack_model(arrays, lstm)
-    return weights, norm, Rehearsal.from_arrays(arrays)
+    return TaskModel(weights, norm, Rehearsal.from_arrays(arrays), ForecastGain.from_arrays(arrays))
 
 
 def _maybe_fail(batch_id: int) -> None:
@@ -138,12 +151,12 @@ def train_frames(
     training = _training()
     spec = training.TrainSpec.from_app(cfg, streaming=True)
     assert blob is not None
-    weights, norm, rehearsal = decode_model(blob, spec.model)
-    folder = Folder(cfg, weights) if cfg.stream.aggregation == "mean" else None
+    model = decode_model(blob, spec.model)
+    folder = Folder(cfg, model.weights) if cfg.stream.aggregation == "mean" else None
     keys = sorted(int(k) for k in frame["key"].unique())
     for key in keys:
         part = frame[frame["key"] == key].sort_values("_idx", kind="stable")
-        result = train_key(training, spec, cfg, key, part, (weights, norm, rehearsal), batch_id=batch_id, epochs=epochs, threads=threads)
+        result = train_key(training, spec, cfg, key, part, model, batch_id=batch_id, epochs=epochs, threads=threads)
         if folder is not None:
             result = folder.add(result)
         yield _one_row(dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid()).to_row())
@@ -158,16 +171,16 @@ def train_key(
     cfg: AppConfig,
     key: int,
     part: pd.DataFrame,
-    start: tuple[dict[str, np.ndarray], NormStats, Rehearsal | None],
+    start: TaskModel,
     *,
     batch_id: int,
     epochs: int,
     threads: int,
 ) -> Any:
-    """One key's rows trained from the batch's starting weights, normaliser and rehearsal buffer
-    (training.train_partition, on its share of the buffer); the result carries the key's newest rows
-    for the next buffer (rehearsal.py)."""
-    weights, norm, rehearsal = start
+    """One key's rows trained from the batch's starting model (training.train_partition, on its
+    share of the rehearsal buffer, forecasts scored with its gain); the result carries the key's
+    newest rows for the next buffer (rehearsal.py)."""
+    weights, norm, rehearsal, _ = start
     x = part[cfg.input_columns()].to_numpy(np.float64)
     targets = cfg.data.target_columns()  # forecast: raw targets and naive forecasts, (N, C) each
     y = part[targets].to_numpy(np.float64) if targets else part["label"].to_numpy(np.int32)
@@ -175,9 +188,8 @@ def train_key(
     seed = task_seed(cfg.model.seed, batch_id, key)
     limit, partitions = cfg.train.rehearsal_rows, cfg.stream.partitions
     replay = rehearsal.share(key, partitions) if rehearsal is not None and limit > 0 else None
-    result = training.train_partition(
-        key, weights, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=seed, threads=threads, naive=naive, replay=replay
-    )
+    options = {"naive": naive, "replay": replay, "gain": start.served_gain(), "threads": threads}
+    result = training.train_partition(key, weights, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=seed, **options)
     return dataclasses.replace(result, recent=tail(x, y, limit, partitions)) if limit > 0 else result
 
 
@@ -232,11 +244,12 @@ def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any],
     training = _training()
     cfg = _config(config_dict)
     spec = training.TrainSpec.from_app(cfg)
-    weights, norm, _ = decode_model(blob, spec.model)
+    model = decode_model(blob, spec.model)
+    weights, norm = model.weights, model.norm
     ok = frame["reason"].isna().to_numpy()
     x = frame.loc[ok, cfg.input_columns()].to_numpy(np.float64)
     if spec.model.forecast:
-        outputs = training.forecast(weights, norm, x, spec, threads)
+        outputs = training.forecast(weights, norm, x, spec, threads, model.served_gain())
     else:
         outputs = training.predict(weights, norm.transform(x), spec, threads).astype(np.float64)
     column: list[Any] = [None] * len(frame)

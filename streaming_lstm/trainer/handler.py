@@ -270,7 +270,8 @@ class StreamingTrainer:
         rejected = [r.rejected for r in results if r.rejected is not None]
         t_apply = time.perf_counter()
         recent = [r.recent for r in results if r.recent is not None]  # key order (decode)
-        applied = self.state.apply(batch_id, updates, dict(metrics), folds=folds, folded_norms=folded_norms, rejected=rejected, recent=recent)
+        gains = [r.gain for r in results if r.gain is not None]  # every scored key's, refused or not: scoring is out of sample
+        applied = self.state.apply(batch_id, updates, dict(metrics), folds=folds, folded_norms=folded_norms, rejected=rejected, recent=recent, gains=gains)
         assert applied is not None
         metrics["step_seconds"]["aggregate_and_save"] = time.perf_counter() - t_apply
         faults.hit("after_save", batch_id)
@@ -326,7 +327,8 @@ class StreamingTrainer:
         shift = key_shift(self.cfg.model.seed, batch_id, self.partitions)
         d = self.cfg.data
         valid = parsed.filter(F.col("reason").isNull()).select(*self.cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns(), POSITION)
-        blob = executor.encode_model(self.state.training_weights(), self.state.norm, self.state.rehearsal if len(self.state.rehearsal) else None)
+        rehearsal = self.state.rehearsal if len(self.state.rehearsal) else None
+        blob = executor.encode_model(self.state.training_weights(), self.state.norm, rehearsal, self.state.gain)
         shipped = connect.ship_model(self.spark, blob)  # a broadcast, or None: model rows (Connect)
         keyed = keyed_rows(valid, shift, self.partitions, self.routes, None if shipped is not None else blob)
         fn = functools.partial(

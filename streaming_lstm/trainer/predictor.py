@@ -89,7 +89,7 @@ class StreamPredictor:
 
     def _use(self, saved: SavedModel) -> None:
         self.saved = saved
-        self.blob = executor.encode_model(saved.weights, saved.norm)
+        self.blob = executor.encode_model(saved.weights, saved.norm, gain=saved.gain)
         connect.release(self.shipped)
         self.shipped = connect.ship_model(self.spark, self.blob)  # a broadcast; None under Connect
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from streaming_lstm.core.config import AppConfig, decay_for_half_life, effective_decay
 from streaming_lstm.core.drift import Adwin
+from streaming_lstm.core.gain import ForecastGain
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.results import Fold
@@ -150,6 +151,8 @@ class TrainerState:
         self.rehearsal = Rehearsal.empty(self.lstm.num_features, len(cfg.data.target_columns()))
         self.drift: Adwin | None = Adwin(cfg.stream.drift_delta) if cfg.stream.drift_delta > 0 else None
         self.drift_left = 0  # batches the current drift alarm stays raised
+        uses_gain = bool(cfg.change_columns()) and cfg.data.forecast_gain_windows > 0
+        self.gain: ForecastGain | None = ForecastGain.empty(self.lstm.num_classes) if uses_gain else None
 
     @classmethod
     def open(cls, cfg: AppConfig, store: ModelStore) -> TrainerState:
@@ -179,6 +182,8 @@ class TrainerState:
             if state.drift is not None:
                 state.drift.load_arrays(saved.drift)
             state.drift_left = int(saved.meta.get("drift_left", 0))
+            if state.gain is not None and saved.gain is not None:
+                state.gain = saved.gain
         return state
 
     def is_applied(self, batch_id: int) -> bool:
@@ -198,14 +203,15 @@ class TrainerState:
         folded_norms: Sequence[NormStats] = (),
         rejected: Sequence[str] = (),
         recent: Sequence[Rehearsal] = (),
+        gains: Sequence[ForecastGain] = (),
     ) -> Applied | None:
         """Fold one batch's partition updates into the state and persist a new version.
 
         ``updates`` are per-key weights, checked here; ``folds`` are tasks' row-weighted sums of
         keys they checked themselves (mean aggregation only; results.Fold), with those keys'
         statistics in ``folded_norms`` (key order) and their refusals in ``rejected``. ``recent``
-        are the keys' newest rows (key order), appended to the rehearsal buffer (rehearsal.py).
-        Returns ``None`` (and changes nothing) for a batch id already applied.
+        are the keys' newest rows (key order), appended to the rehearsal buffer (rehearsal.py);
+        ``gains`` their scored windows' sums for the forecast gain (gain.py, key order). Returns ``None`` (and changes nothing) for a batch id already applied.
         """
         if self.is_applied(batch_id):
             return None
@@ -224,6 +230,8 @@ class TrainerState:
         self.rows_seen += rows
         if self.cfg.train.rehearsal_rows > 0:
             self.rehearsal = self.rehearsal.extended(recent, self.cfg.train.rehearsal_rows)
+        if self.gain is not None:
+            self.gain = self.gain.updated(gains, self.cfg.data.forecast_gain_windows)
         self.rejected_updates += len(reasons)
         self.last_batch_id = batch_id
         self.version += 1
@@ -279,7 +287,11 @@ class TrainerState:
         self.last_meta = meta
         if self.store is not None:
             nxt = self.next_weights if self.next_weights is not self.weights else None
-            extra = {**(self.server.to_arrays() if self.server is not None else {}), **(self.drift.to_arrays() if self.drift is not None else {})}
+            extra = {
+                **(self.server.to_arrays() if self.server is not None else {}),
+                **(self.drift.to_arrays() if self.drift is not None else {}),
+                **(self.gain.to_arrays() if self.gain is not None else {}),
+            }
             self.store.save(
                 self.version,
                 self.cfg,

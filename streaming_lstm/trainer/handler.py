@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from streaming_lstm.core import faults, schedule
 from streaming_lstm.core.config import AppConfig
@@ -40,7 +39,7 @@ from streaming_lstm.core.threads import intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.parse import counts as batch_counts
 from streaming_lstm.parse.counts import BatchCounts
-from streaming_lstm.parse.spark_parse import POSITION, dead_letters, parsed_batch
+from streaming_lstm.parse.spark_parse import dead_letters, parsed_batch
 from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage import tb_log
@@ -326,11 +325,11 @@ class StreamingTrainer:
         connect.describe(self.spark, f"streaming-lstm batch {batch_id}: parse, score and train ({self.partitions} partitions)")
         shift = key_shift(self.cfg.model.seed, batch_id, self.partitions)
         d = self.cfg.data
-        valid = parsed.filter(F.col("reason").isNull()).select(*self.cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns(), POSITION)
+        columns = [*self.cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns()]
         rehearsal = self.state.rehearsal if len(self.state.rehearsal) else None
         blob = executor.encode_model(self.state.training_weights(), self.state.norm, rehearsal, self.state.gain)
         shipped = connect.ship_model(self.spark, blob)  # a broadcast, or None: model rows (Connect)
-        keyed = keyed_rows(valid, shift, self.partitions, self.routes, None if shipped is not None else blob)
+        keyed = keyed_rows(parsed, columns, shift, self.partitions, self.routes, None if shipped is not None else blob)
         fn = functools.partial(
             executor.train_frames, model_blob=shipped, config_dict=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads, epochs=epochs
         )

@@ -89,26 +89,48 @@ def model_rows(spark: SparkSession, routes: Sequence[int], model: bytes) -> Data
     return slots(spark, routes).select(ROUTE, F.lit(bytearray(model)).alias(MODEL))
 
 
-def keyed_rows(valid: DataFrame, shift: int, partitions: int, routes: Sequence[int], model: bytes | None = None) -> DataFrame:
-    """``valid`` with ``_idx`` (order within a key) and ``key``, repartitioned so each key's task
-    gets it; with ``model``, plus one model row per task carrying it in ``_model`` (module docstring).
+def keyed_rows(parsed: DataFrame, columns: Sequence[str], shift: int, partitions: int, routes: Sequence[int], model: bytes | None = None) -> DataFrame:
+    """The valid rows of ``parsed`` (``reason`` NULL) as ``columns`` plus ``_idx`` (order within a
+    key) and ``key``, repartitioned so each key's task gets it; with ``model``, plus one model row
+    per task carrying it in ``_model`` (module docstring).
 
-    ``valid`` holds the valid rows and their source position (``_pos``, spark_parse.source_position)
-    and must not have been reshuffled since the batch was read.
+    ``parsed`` holds the batch's rows and their source position (``_pos``,
+    spark_parse.source_position) and must not have been reshuffled since the batch was read.
+
+    One SQL statement over the batch (:func:`keyed_sql`): the plan is built and analysed once, where
+    the same plan from DataFrame calls costs a py4j round trip per column expression and an
+    analysis per step, which is most of a small batch's planning time (docs/benchmarks.md).
     """
-    tasks = len(routes)
-    mask = (1 << LOCAL_BITS) - 1
-    with_mid = valid.withColumn("_mid", F.monotonically_increasing_id())
-    position = F.col("_mid").bitwiseAND(mask)
-    part: Column = F.coalesce(F.col(f"{POSITION}.p"), F.spark_partition_id().cast("long"))
-    order = F.shiftleft(part, ORDER_BITS) + F.coalesce(F.col(f"{POSITION}.o"), position).bitwiseAND((1 << ORDER_BITS) - 1)
-    key = F.pmod(position + part + F.lit(shift), F.lit(partitions)).cast("int")
-    route = route_of(routes, F.pmod(F.col("key"), F.lit(tasks)))  # key k runs in task k mod T
-    keyed = with_mid.withColumn("_idx", order).withColumn("key", key).withColumn(ROUTE, route).drop(POSITION, "_mid")
+    spark = parsed.sparkSession
+    # The batch as a query argument: a temporary view for the statement's analysis in classic
+    # PySpark, a relation sent with the statement under Spark Connect.
+    keyed = spark.sql(keyed_sql("{batch}", columns, shift, partitions, routes, repartition=model is None), batch=parsed)
     if model is None:
-        return to_tasks(keyed, routes)
-    shipped = model_rows(valid.sparkSession, routes, model).select(F.lit(None).cast("int").alias("key"), F.lit(-1).cast("long").alias("_idx"), ROUTE, MODEL)
+        return keyed
+    shipped = model_rows(spark, routes, model).select(F.lit(None).cast("int").alias("key"), F.lit(-1).cast("long").alias("_idx"), ROUTE, MODEL)
     return to_tasks(keyed.withColumn(MODEL, F.lit(None).cast("binary")).unionByName(shipped, allowMissingColumns=True), routes)
+
+
+def keyed_sql(batch: str, columns: Sequence[str], shift: int, partitions: int, routes: Sequence[int], *, repartition: bool) -> str:
+    """:func:`keyed_rows`' statement over the relation ``batch``: :func:`key_of` and :func:`order_of` as SQL, each key routed
+    to task ``key mod T`` (:func:`route_of`); ``repartition`` moves the rows there (Spark's
+    ``REPARTITION(T, _route)`` hint: the hash partitioning of ``DataFrame.repartition``) and drops
+    ``_route``, else the rows keep it for a union before :func:`to_tasks`."""
+    cols = ", ".join(f"`{c}`" for c in columns)
+    routes_sql = "array(" + ", ".join(f"CAST({r} AS BIGINT)" for r in routes) + ")"
+    local, order = (1 << LOCAL_BITS) - 1, (1 << ORDER_BITS) - 1
+    rows = (
+        f"SELECT {cols}, {POSITION}, monotonically_increasing_id() & {local} AS _position, "
+        f"coalesce({POSITION}.p, CAST(spark_partition_id() AS BIGINT)) AS _part FROM {batch} WHERE reason IS NULL"
+    )
+    keyed = (
+        f"SELECT {cols}, shiftleft(_part, {ORDER_BITS}) + (coalesce({POSITION}.o, _position) & {order}) AS _idx, "
+        f"CAST(pmod(_position + _part + {shift}, {partitions}) AS INT) AS key FROM ({rows})"
+    )
+    routed = f"SELECT {cols}, _idx, key, element_at({routes_sql}, pmod(key, {len(routes)}) + 1) AS {ROUTE} FROM ({keyed})"
+    if not repartition:
+        return routed
+    return f"SELECT {cols}, _idx, key FROM (SELECT /*+ REPARTITION({len(routes)}, {ROUTE}) */ * FROM ({routed}))"
 
 
 def with_model_rows(rows: DataFrame, routes: Sequence[int], model: bytes) -> DataFrame:

@@ -24,7 +24,7 @@ counting job before it):
 Keys come from a row's position within its source partition, so routing needs no counting job
 of its own (a dense global index would cost a Spark job per batch).
 
-The pure functions here are what the Spark column expressions in :func:`keyed_rows` compute.
+The pure functions here are what the SQL expressions of :func:`keyed_sql` compute.
 """
 
 from __future__ import annotations

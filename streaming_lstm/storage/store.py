@@ -6,7 +6,7 @@ Layout of ``DIR`` (the same for ``fit --out DIR`` and the trainer's ``CHECKPOINT
                        "server/m|v|rounds" (optional: the server optimiser's state, server_opt.py),
                        "drift/window|detections" (optional: the drift detector's window, drift.py),
                        "rehearsal/x|y" (optional: the trainer's rehearsal buffer, rehearsal.py),
-                       "gain/cross|power" (optional: the forecast gain's sums, gain.py)
+                       "gain/cross|power|windows" (optional: the forecast gain's sums, gain.py)
     v0000000007.json   metadata: config, version, last applied batch id, rows seen, sha256 of the npz
 
 ``DIR`` is a local path or any Hadoop-compatible URI (``hdfs://``, ``s3a://`` ...; fs.py).

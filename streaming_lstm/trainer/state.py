@@ -211,7 +211,8 @@ class TrainerState:
         keys they checked themselves (mean aggregation only; results.Fold), with those keys'
         statistics in ``folded_norms`` (key order) and their refusals in ``rejected``. ``recent``
         are the keys' newest rows (key order), appended to the rehearsal buffer (rehearsal.py);
-        ``gains`` their scored windows' sums for the forecast gain (gain.py, key order). Returns ``None`` (and changes nothing) for a batch id already applied.
+        ``gains`` their scored windows' sums for the forecast gain (gain.py, key order).
+        Returns ``None`` (and changes nothing) for a batch id already applied.
         """
         if self.is_applied(batch_id):
             return None

@@ -3,6 +3,8 @@ stream and (b) the same training done in one plain TensorFlow process, side by s
 
 ratio = trainer / (a + b). Small (50 rows) and large (20 000 rows) batches, Iris config, P = 2.
 Latency is the wall time from a file landing in the watched directory to the batch being done.
+The trainer runs with the query's plan training (``stream.plan`` auto, trainer/planned.py) and,
+beside it in the same session, with each batch planned in Python (``batch``): ``ratio_batch``.
 
 ``--remote local`` (or ``sc://HOST:PORT``) measures the same no-op and trainer over Spark Connect
 too (``local``: a server started for the run), in a second process after the classic one (PySpark
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +61,18 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
         trainer = make_trainer(spark, cfg, str(base / "ck-train"))
         trainer.warm_up()
         train_q = start_query(trainer, file_source(spark, train_feed.dir, cfg))
+        per_batch_cfg = replace(cfg, stream=replace(cfg.stream, plan="batch"))
+        batch_feed = FileFeed(base / "train-batch")
+        batch_q = start_query(make_trainer(spark, per_batch_cfg, str(base / "ck-batch")), file_source(spark, batch_feed.dir, cfg))
+        queries = [("noop", noop_feed, noop_q), ("trainer", train_feed, train_q), ("trainer_batch", batch_feed, batch_q)]
         spec = training.TrainSpec.from_app(cfg, streaming=True)
         try:
             for size in [int(s) for s in args.sizes.split(",")]:
-                names = ["noop", "trainer"] + ([] if remote else ["plain_tf"])
+                names = ["noop", "trainer", "trainer_batch"] + ([] if remote else ["plain_tf"])
                 times = out.setdefault(size, {name: [] for name in names})
                 for rep in range(args.reps + 1):  # the first rep warms up, not counted
                     rows = synthetic_rows(size, seed=rep)
-                    for name, feed, q in (("noop", noop_feed, noop_q), ("trainer", train_feed, train_q)):
+                    for name, feed, q in queries:
                         started = time.perf_counter()
                         feed.batch(rows)
                         q.processAllAvailable()
@@ -87,8 +94,8 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
                     if rep:
                         times["plain_tf"].append(time.perf_counter() - started)
         finally:
-            noop_q.stop()
-            train_q.stop()
+            for _, _, q in queries:
+                q.stop()
             session.stop()
     return out
 
@@ -116,8 +123,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     for size, times in classic.items():
         med = {k: statistics.median(v) for k, v in times.items()}
-        row: dict[str, Any] = {"rows": size, **{f"{k}_s": v for k, v in med.items()}, "ratio": med["trainer"] / (med["noop"] + med["plain_tf"]), "all": times}
-        line = f"{size:>6} rows: trainer {med['trainer']:.3f} s, no-op {med['noop']:.3f} s, plain TF {med['plain_tf']:.3f} s -> ratio {row['ratio']:.2f}"
+        base = med["noop"] + med["plain_tf"]
+        row: dict[str, Any] = {"rows": size, **{f"{k}_s": v for k, v in med.items()}}
+        row |= {"ratio": med["trainer"] / base, "ratio_batch": med["trainer_batch"] / base}
+        row["all"] = times
+        line = f"{size:>6} rows: trainer {med['trainer']:.3f} s (planned per batch {med['trainer_batch']:.3f} s), no-op {med['noop']:.3f} s, "
+        line += f"plain TF {med['plain_tf']:.3f} s -> ratio {row['ratio']:.2f} (per batch {row['ratio_batch']:.2f})"
         remote = over_connect.get(str(size))
         if remote:
             cmed = {k: statistics.median(v) for k, v in remote.items()}

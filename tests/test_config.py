@@ -27,6 +27,7 @@ def test_file_overrides_defaults_and_flags_override_file() -> None:
         ({"model.timesteps": 3}, "model.timesteps: timesteps x features_per_step (3 x 1) must equal the 4 feature columns"),
         ({"model.hidden": "32,0"}, "model.hidden: sizes must be positive, got [32, 0]"),
         ({"train.optimizer": "adagrad"}, "train.optimizer: must be one of adam, sgd, rmsprop, got 'adagrad'"),
+        ({"stream.plan": "sometimes"}, "stream.plan: must be one of auto, once, batch, got 'sometimes'"),
         ({"train.batch_size": 0}, "train.batch_size: must be positive, got 0"),
         ({"stream.partitions": -1}, "stream.partitions: must be positive, got -1"),
         ({"stream.decay": 1.5}, "stream.decay: must be in [0, 1], got 1.5"),

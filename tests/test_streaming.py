@@ -103,7 +103,8 @@ def test_replayed_batch_changes_nothing_and_restart_continues(spark: Any, iris_l
     assert restarted.state.version == 3 and restarted.state.rows_seen == 150
 
 
-def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("plan", ["auto", "batch"])
+def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_lines: list[str], tmp_path: Path, plan: str) -> None:
     bad = [
         "5.1,3.5,1.4",  # too few fields
         "5.1,3.5,1.4,0.2,0,9",  # too many
@@ -115,13 +116,15 @@ def test_bad_rows_go_to_dead_letters_and_the_stream_continues(spark: Any, iris_l
         "",
         "sepal_length,sepal_width,petal_length,petal_width,species",
     ]
-    with streaming(spark, config(), tmp_path / "ck") as (trainer, feed):
+    with streaming(spark, config(**{"stream.plan": plan}), tmp_path / "ck") as (trainer, feed):
+        assert trainer.planned == (plan == "auto")
         progress = [feed(iris_lines[:20] + bad + iris_lines[20:30]), feed(iris_lines[30:60])]
     h = trainer.history
     # The header line is skipped and counted, not a dead letter (rows.py).
     assert [(m["rows_in"], m["rows_valid"], m["rows_dead"], m["headers_skipped"]) for m in h] == [(39, 30, 8, 1), (30, 30, 0, 0)]
-    # A clean batch is counted by the training job itself; one with rejected rows by its own job.
-    assert [m["count_job"] for m in h] == [True, False]
+    # A clean batch is counted by the training job itself; one with rejected rows by its own job,
+    # unless the query's plan trains: then its tasks count the rejected rows they return.
+    assert [m["count_job"] for m in h] == [plan == "batch", False]
     # The same counts are the query's observed metrics, batch by batch (Spark's progress reports).
     observed = [p["observedMetrics"]["streaming_lstm"] for p in progress]
     assert [(p["batchId"], o["rows_in"], o["rows_valid"], o["rows_dead"], o["headers_skipped"]) for p, o in zip(progress, observed, strict=True)] == [
@@ -150,17 +153,16 @@ def test_nan_partition_update_is_rejected_and_model_stays_finite(spark: Any, iri
     cfg = config(**{"stream.partitions": 2, "stream.aggregation": "trimmed_mean", "stream.trim_fraction": 0.0})
     with streaming(spark, cfg, tmp_path / "ck") as (tr, feed):
         feed(iris_lines[:60])
-        real = tr._train
+        real = tr._apply
 
-        def poisoned(*args: Any, **kwargs: Any) -> tuple[list[Any], list[Any]]:
+        def poisoned(batch_id: int, results: list[Any], *args: Any) -> None:
             import dataclasses
 
-            results, folds = real(*args, **kwargs)
             w = dict(results[0].weights)
             w["head/bias"] = w["head/bias"] * np.nan
-            return [dataclasses.replace(results[0], weights=w), *results[1:]], folds
+            real(batch_id, [dataclasses.replace(results[0], weights=w), *results[1:]], *args)
 
-        monkeypatch.setattr(tr, "_train", poisoned)
+        monkeypatch.setattr(tr, "_apply", poisoned)
         feed(iris_lines[60:120])
     last = tr.history[-1]
     assert last["rejected_updates"] == 1
@@ -239,3 +241,36 @@ def test_observed_counts_are_used_only_when_provably_exact(spark: Any) -> None:
     assert settled(clean, 3) == batch_counts.BatchCounts(3, {})  # exact: the observation alone
     assert settled(clean, 2) == batch_counts.BatchCounts(3, {}, exact_job=True)  # e.g. a stage counted twice
     assert settled(parsed, 3) == batch_counts.BatchCounts(3, {"bad": 1}, 1, exact_job=True)
+
+
+def test_the_plan_built_once_trains_exactly_as_a_plan_built_per_batch(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+    """planned.py against handler.py's per-batch plan: the same rows reach the same keys in the same
+    order from the same model, so the same stream gives the same weights, counts and dead letters."""
+    rows = shuffled(iris_lines, 2, seed=5)
+    batches = [[*rows[:70], "1,2,3", "x,1,2,3,0"], rows[70:71], rows[71:230], ["sepal_length,sepal_width,petal_length,petal_width,species", *rows[230:]]]
+    runs = {}
+    for plan in ("auto", "batch"):
+        cfg = config(**{"stream.partitions": 3, "stream.plan": plan, "train.rehearsal_rows": 20})
+        with streaming(spark, cfg, tmp_path / plan) as (trainer, feed):
+            for batch in batches:
+                feed(batch)
+        assert trainer.planned == (plan == "auto")
+        dead = sorted(json.loads(x)["raw"] for f in (tmp_path / plan / "deadletter").glob("batch_id=0/*.json") for x in f.read_text().splitlines())
+        runs[plan] = (trainer.state, [(m["rows_valid"], m["rows_dead"], m["headers_skipped"], m["partition_rows"]) for m in trainer.history], dead)
+    (once, once_counts, once_dead), (per_batch, per_batch_counts, per_batch_dead) = runs["auto"], runs["batch"]
+    assert once_counts == per_batch_counts and [c[0] for c in once_counts] == [70, 1, 159, 70]
+    assert once_dead == per_batch_dead == ["1,2,3", "x,1,2,3,0"]
+    assert once.version == per_batch.version == 4 and once.rows_seen == per_batch.rows_seen == 300
+    for name, value in per_batch.weights.items():
+        np.testing.assert_array_equal(once.weights[name], value, err_msg=name)
+    np.testing.assert_array_equal(once.rehearsal.x, per_batch.rehearsal.x)
+
+
+def test_where_the_plan_is_built_once_and_why_not(spark: Any) -> None:
+    from streaming_lstm.trainer.planned import why_per_batch
+
+    assert why_per_batch(spark, config(), "/tmp/ck") is None  # local master and checkpoint: once
+    assert why_per_batch(spark, config(**{"stream.plan": "batch"}), "/tmp/ck") == "stream.plan = batch"
+    assert "not a local path" in str(why_per_batch(spark, config(), "hdfs://nn:8020/ck"))
+    with pytest.raises(ValueError, match=r"stream\.plan = once is not possible here: the checkpoint hdfs://nn:8020/ck"):
+        why_per_batch(spark, config(**{"stream.plan": "once"}), "hdfs://nn:8020/ck")

@@ -21,6 +21,7 @@ FORMATS = ("csv", "json")
 MODES = ("rows", "events")
 TASKS = ("classify", "forecast")
 KAFKA_READERS = ("auto", "spark", "python")
+PLANS = ("auto", "once", "batch")
 
 
 class ConfigError(ValueError):
@@ -170,6 +171,11 @@ class StreamConfig:
     # Kafka: "auto" = Spark's connector when its jar is on the classpath, else the Python data
     # source; "spark" or "python" force one (kafka/reader.py).
     kafka_reader: str = "auto"
+    # Where a micro-batch's training is planned (trainer/planned.py): "auto" = once, in the query's
+    # own plan, where the Python workers can read the checkpoint (a local master and checkpoint,
+    # row mode, not Spark Connect), else per batch; "once" also on other masters (the checkpoint
+    # must be at the same path on every executor); "batch" always per batch.
+    plan: str = "auto"
 
 
 @dataclass(frozen=True)

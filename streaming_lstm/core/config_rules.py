@@ -13,6 +13,7 @@ from streaming_lstm.core.config import (
     KAFKA_READERS,
     MODES,
     OPTIMIZERS,
+    PLANS,
     SERVER_OPTIMIZERS,
     TASKS,
     TRAIN_FROM,
@@ -138,5 +139,6 @@ def stream_rules(s: StreamConfig) -> None:
     need(s.log_files_kept >= 0, "stream.log_files_kept", s.log_files_kept, "must be >= 0")
     need(s.deadletter_max_mb >= 0, "stream.deadletter_max_mb", s.deadletter_max_mb, "must be >= 0 (0: unbounded)")
     need(s.max_files_per_trigger > 0, "stream.max_files_per_trigger", s.max_files_per_trigger, "must be positive")
+    need(s.plan in PLANS, "stream.plan", s.plan, f"must be one of {', '.join(PLANS)}")
     need(s.kafka_reader in KAFKA_READERS, "stream.kafka_reader", s.kafka_reader, f"must be one of {', '.join(KAFKA_READERS)}")
     need(s.max_offsets_per_trigger >= 0, "stream.max_offsets_per_trigger", s.max_offsets_per_trigger, "must be >= 0 (0 = no cap)")

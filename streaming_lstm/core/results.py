@@ -27,11 +27,24 @@ from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.weights import LSTMConfig, Weights, arrays_from_bytes, check_weights, schema, weights_to_bytes
 
-KEY, FOLD = "key", "fold"  # a result row's kind: one key's figures (and weights), or a task's fold
+# A result row's kind: one key's figures (and weights), a task's fold; from a plan built once per
+# query (trainer/planned.py), whose tasks also see the batch's rejected rows: one rejected row
+# (``reason``, its ``raw`` text and ``raw_length``), or a task's count of header rows (``rows``).
+KEY, FOLD, DEAD, HEADERS = "key", "fold", "dead", "headers"
+KIND = "kind"  # the column that names a row's kind; a batch with it holds results, not input rows
 RESULT_SCHEMA = (
     "kind string, key int, keys int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, "
-    "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double, recent binary, gain binary"
+    "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double, recent binary, gain binary, "
+    "reason string, raw string, raw_length int"
 )
+
+
+def blank_row(kind: str, **values: Any) -> dict[str, Any]:
+    """A row of :data:`RESULT_SCHEMA` of ``kind``: ``values``, every other column zero or empty."""
+    row: dict[str, Any] = {"kind": kind, "key": -1, "keys": 0, "rows": 0, "correct": 0, "loss_sum": 0.0, "train_loss": 0.0, "weights": b""}
+    row.update({"norm": b"", "seconds": 0.0, "worker_pid": 0, "rejected": None, "abs_sum": 0.0, "sq_sum": 0.0, "naive_sum": 0.0})
+    row.update({"recent": b"", "gain": b"", "reason": None, "raw": None, "raw_length": None})
+    return {**row, **values}
 
 
 @dataclass(frozen=True)
@@ -80,25 +93,25 @@ class PartitionResult:
 
     def to_row(self) -> dict[str, Any]:
         """One row of :data:`RESULT_SCHEMA` (column -> value)."""
-        return {
-            "kind": KEY,
-            "key": self.key,
-            "keys": 1,
-            "rows": self.rows,
-            "correct": self.prequential.correct,
-            "loss_sum": self.prequential.loss_sum,
-            "train_loss": self.train_loss,
-            "weights": weights_to_bytes(self.weights) if self.weights else b"",
-            "norm": weights_to_bytes(self.norm.to_arrays()),
-            "seconds": self.seconds,
-            "worker_pid": self.worker_pid,
-            "rejected": self.rejected,
-            "abs_sum": self.prequential.abs_sum,
-            "sq_sum": self.prequential.sq_sum,
-            "naive_sum": self.prequential.naive_sum,
-            "recent": weights_to_bytes(self.recent.to_arrays()) if self.recent is not None else b"",
-            "gain": weights_to_bytes(self.gain.to_arrays()) if self.gain is not None else b"",
-        }
+        return blank_row(
+            KEY,
+            key=self.key,
+            keys=1,
+            rows=self.rows,
+            correct=self.prequential.correct,
+            loss_sum=self.prequential.loss_sum,
+            train_loss=self.train_loss,
+            weights=weights_to_bytes(self.weights) if self.weights else b"",
+            norm=weights_to_bytes(self.norm.to_arrays()),
+            seconds=self.seconds,
+            worker_pid=self.worker_pid,
+            rejected=self.rejected,
+            abs_sum=self.prequential.abs_sum,
+            sq_sum=self.prequential.sq_sum,
+            naive_sum=self.prequential.naive_sum,
+            recent=weights_to_bytes(self.recent.to_arrays()) if self.recent is not None else b"",
+            gain=weights_to_bytes(self.gain.to_arrays()) if self.gain is not None else b"",
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], lstm: LSTMConfig) -> PartitionResult:
@@ -129,25 +142,8 @@ class Fold:
     weighted_sum: np.ndarray
 
     def to_row(self, worker_pid: int = 0) -> dict[str, Any]:
-        return {
-            "kind": FOLD,
-            "key": self.first_key,
-            "keys": self.keys,
-            "rows": self.rows,
-            "correct": 0,
-            "loss_sum": 0.0,
-            "train_loss": 0.0,
-            "weights": weights_to_bytes({"weighted_sum": self.weighted_sum}),
-            "norm": b"",
-            "seconds": 0.0,
-            "worker_pid": worker_pid,
-            "rejected": None,
-            "abs_sum": 0.0,
-            "sq_sum": 0.0,
-            "naive_sum": 0.0,
-            "recent": b"",
-            "gain": b"",
-        }
+        weights = weights_to_bytes({"weighted_sum": self.weighted_sum})
+        return blank_row(FOLD, key=self.first_key, keys=self.keys, rows=self.rows, weights=weights, worker_pid=worker_pid)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], lstm: LSTMConfig) -> Fold:

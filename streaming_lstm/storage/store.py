@@ -137,7 +137,7 @@ class ModelStore:
     def versions(self) -> list[int]:
         return sorted(int(m.group(1)) for f in self.fs.list_names(self.dir) if (m := _NAME.match(f)))
 
-    def _paths(self, version: int) -> tuple[str, str]:
+    def paths(self, version: int) -> tuple[str, str]:
         stem = f"v{version:010d}"
         return join(self.dir, f"{stem}.npz"), join(self.dir, f"{stem}.json")
 
@@ -156,7 +156,7 @@ class ModelStore:
         """Write version ``version`` atomically, then delete all but the newest ``keep``."""
         ensure_private_dir(self.dir)
         blob = weights_to_bytes(pack_model(weights, norm, next_weights, extra, rehearsal))
-        npz_path, json_path = self._paths(version)
+        npz_path, json_path = self.paths(version)
         record = {
             "format": FORMAT,
             "version": version,
@@ -169,12 +169,12 @@ class ModelStore:
         self.fs.write_atomic(json_path, json.dumps(record, indent=1, sort_keys=True).encode())
         self.fs.sync_dir(self.dir)
         for old in self.versions()[:-keep]:
-            for p in self._paths(old)[::-1]:  # JSON first: the version stops existing at once
+            for p in self.paths(old)[::-1]:  # JSON first: the version stops existing at once
                 self.fs.delete(p)
         return json_path
 
     def load(self, version: int) -> SavedModel:
-        npz_path, json_path = self._paths(version)
+        npz_path, json_path = self.paths(version)
         try:
             meta = json.loads(self.fs.read_bytes(json_path))
             if meta.get("format") != FORMAT:

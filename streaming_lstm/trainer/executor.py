@@ -27,7 +27,7 @@ from streaming_lstm.core.rehearsal import Rehearsal, tail
 from streaming_lstm.core.seeds import task_seed
 from streaming_lstm.core.weights import LSTMConfig, arrays_from_bytes, flatten, weights_to_bytes
 from streaming_lstm.storage.store import pack_model, unpack_model
-from streaming_lstm.trainer.state import check_update
+from streaming_lstm.trainer.state import TrainerState, check_update
 
 _CONFIG_CACHE: dict[str, AppConfig] = {}
 
@@ -40,7 +40,7 @@ def _training() -> ModuleType:
     return training
 
 
-def _config(config_dict: dict[str, Any]) -> AppConfig:
+def task_config(config_dict: dict[str, Any]) -> AppConfig:
     """The config a task was sent, validated once per Python worker rather than once per task."""
     cache_key = repr(sorted(config_dict.items()))
     cfg = _CONFIG_CACHE.get(cache_key)
@@ -62,6 +62,12 @@ class TaskModel(NamedTuple):
         return self.gain.value() if self.gain is not None else None
 
 
+def start_model(state: TrainerState) -> TaskModel:
+    """What a batch's tasks start from, given the state before the batch."""
+    rehearsal = state.rehearsal if len(state.rehearsal) else None
+    return TaskModel(state.training_weights(), state.norm, rehearsal, state.gain)
+
+
 def encode_model(weights: dict[str, np.ndarray], norm: NormStats, rehearsal: Rehearsal | None = None, gain: ForecastGain | None = None) -> bytes:
     """A :class:`TaskModel` as one ``.npz`` blob (what the broadcast carries)."""
     return weights_to_bytes(pack_model(weights, norm, extra=gain.to_arrays() if gain is not None else None, rehearsal=rehearsal))
@@ -73,7 +79,7 @@ def decode_model(blob: bytes, lstm: LSTMConfig) -> TaskModel:
     return TaskModel(weights, norm, Rehearsal.from_arrays(arrays), ForecastGain.from_arrays(arrays))
 
 
-def _maybe_fail(batch_id: int) -> None:
+def maybe_fail(batch_id: int) -> None:
     """The ``worker`` fault point: die in a task's first attempt only, so Spark's retry succeeds."""
     if not os.environ.get(faults.ENV):
         return  # the normal case: no fault configured, nothing more to look up
@@ -131,27 +137,36 @@ def train_frames(
 ) -> Iterator[pd.DataFrame]:
     """The ``mapInPandas`` body: rows ``key, _idx, f0.., label`` in, one result row per key out.
     The global weights come as ``model_blob`` (a broadcast), or else as the one row with ``_model``
-    set (Spark Connect; connect.ship_model).
-
-    Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
-    order, and a replayed batch must train on the rows in the same order to reproduce its weights.
-    ``epochs`` is this batch's local epoch count (schedule.py), decided by the driver.
+    set (Spark Connect; connect.ship_model). ``epochs`` is this batch's local epoch count
+    (schedule.py), decided by the driver.
     """
     import time
 
     entered = time.perf_counter()
-    cfg = _config(config_dict)
+    cfg = task_config(config_dict)
     parts = list(frames) if frames is not None else []
     if not parts:
         return  # a batch with fewer rows than keys leaves a task's partition empty
     blob, frame = split_model_row(parts, model_blob)
-    _maybe_fail(batch_id)
+    maybe_fail(batch_id)
     if frame.empty:
         return  # ... or only its model row
+    assert blob is not None
+    model = decode_model(blob, LSTMConfig.from_app(cfg))
+    yield from train_keys(cfg, frame, model, batch_id=batch_id, epochs=epochs, threads=threads, entered=entered)
+
+
+def train_keys(cfg: AppConfig, frame: pd.DataFrame, model: TaskModel, *, batch_id: int, epochs: int, threads: int, entered: float) -> Iterator[pd.DataFrame]:
+    """Train each key of ``frame`` (rows ``key, _idx, f0.., label``) from ``model``: one result
+    row per key, then (mean aggregation) the task's fold.
+
+    Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
+    order, and a replayed batch must train on the rows in the same order to reproduce its weights.
+    """
+    import time
+
     training = _training()
     spec = training.TrainSpec.from_app(cfg, streaming=True)
-    assert blob is not None
-    model = decode_model(blob, spec.model)
     folder = Folder(cfg, model.weights) if cfg.stream.aggregation == "mean" else None
     keys = sorted(int(k) for k in frame["key"].unique())
     for key in keys:
@@ -204,7 +219,7 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], 
     started = time.perf_counter()
     for _ in frames:
         pass
-    cfg = _config(config_dict)
+    cfg = task_config(config_dict)
     spec = training.TrainSpec.from_app(cfg, streaming=True)
     n = spec.model.num_features
     from streaming_lstm.core.weights import init_weights
@@ -242,7 +257,7 @@ def score_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any],
     if blob is None:
         raise RuntimeError("a scoring task received rows but no model row")
     training = _training()
-    cfg = _config(config_dict)
+    cfg = task_config(config_dict)
     spec = training.TrainSpec.from_app(cfg)
     model = decode_model(blob, spec.model)
     weights, norm = model.weights, model.norm

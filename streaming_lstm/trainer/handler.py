@@ -1,6 +1,10 @@
 """The ``foreachBatch`` handler: convert, dispatch, aggregate. No training math here (training.py).
 
-For each micro-batch ``(df, batch_id)``:
+Where the query's own plan trains (planned.py, :meth:`StreamingTrainer.training_plan`), ``df``
+holds the tasks' results: the handler skips an applied batch id (1), gives the batch's tasks their
+ticket and runs the plan (steps 2-4 happen there), writes the dead letters the tasks returned, and
+applies the results (5). Elsewhere (Spark Connect, event mode, a checkpoint the Python workers
+cannot read) it plans each micro-batch ``(df, batch_id)`` itself:
 
 1. A batch id the state has already applied is skipped and logged (Spark replays the last
    uncommitted batch after a restart; the model that includes it may already be on disk).
@@ -33,7 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from streaming_lstm.core import faults, schedule
 from streaming_lstm.core.config import AppConfig
-from streaming_lstm.core.results import RESULT_SCHEMA, Fold, PartitionResult, decode
+from streaming_lstm.core.results import KIND, RESULT_SCHEMA, Fold, PartitionResult, decode
 from streaming_lstm.core.seeds import key_shift
 from streaming_lstm.core.threads import intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig
@@ -44,12 +48,12 @@ from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage import tb_log
 from streaming_lstm.storage.deadletters import DeadLetterCap
-from streaming_lstm.storage.fs import join
+from streaming_lstm.storage.fs import join, local_path
 from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, History, MetricsLog, forecast_fields, read_metrics
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
 from streaming_lstm.storage.tracking import MlflowTracker
-from streaming_lstm.trainer import executor, routing
+from streaming_lstm.trainer import executor, planned, routing
 from streaming_lstm.trainer.routing import keyed_rows, route_keys
 from streaming_lstm.trainer.state import TrainerState, Update
 from streaming_lstm.trainer.window_state import descriptor_warning, in_window_order
@@ -131,6 +135,10 @@ class StreamingTrainer:
         self.lstm = LSTMConfig.from_app(cfg)
         self.partitions = cfg.stream.partitions
         self.tasks, self.routes, self.threads = plan_tasks(spark, cfg)
+        why = planned.why_per_batch(spark, cfg, self.checkpoint)
+        self.planned = why is None  # the query's plan trains (planned.py); else each batch is planned here
+        if why:
+            log.info("each batch is planned in Python: %s", why)
         self.on_batch = on_batch  # told each applied batch's metrics (the console line, or nothing)
         self._lock = threading.Lock()
         self._stopping = False
@@ -162,6 +170,13 @@ class StreamingTrainer:
         """Start the Python workers and trace the model in each (seconds); see :func:`warm_workers`."""
         return warm_workers(self.spark, self.cfg, self.tasks, self.routes, self.threads)
 
+    def training_plan(self, parsed: DataFrame) -> DataFrame:
+        """The streaming plan's training part when this trainer plans once (planned.py), else ``parsed``."""
+        if not self.planned:
+            return parsed
+        model_dir = os.path.abspath(local_path(join(self.checkpoint, "model")))  # a worker's working directory is its own
+        return planned.training_plan(parsed, self.cfg, self.routes, self.threads, model_dir)
+
     def follow(self, query: Any) -> None:
         """Nothing to follow: this trainer runs in this process (remote.py has the other kind)."""
 
@@ -189,6 +204,21 @@ class StreamingTrainer:
                 df.write.format("noop").mode("overwrite").save()
             return
         started = time.perf_counter()
+        epochs = schedule.local_epochs(self.cfg.train, self.state.rows_seen)  # from the state before this batch
+        if KIND in df.columns:  # the tasks' results: the query's plan trained (training_plan)
+            results, folds, counts, steps = self._run_planned(df, batch_id, epochs)
+        else:
+            results, folds, counts, steps = self._run_per_batch(df, batch_id, epochs)
+        if counts.empty:
+            return  # an empty batch changes nothing and needs no version
+        metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
+        metrics["step_seconds"] = steps
+        metrics["count_job"] = counts.exact_job
+        self._apply(batch_id, results, folds, metrics)
+
+    def _run_per_batch(self, df: DataFrame, batch_id: int, epochs: int) -> tuple[list[PartitionResult], list[Fold], BatchCounts, dict[str, float]]:
+        """Steps 2-4, planned for this batch: parse (unless the query did), count, train, dead letters."""
+        started = time.perf_counter()
         if self.cfg.data.mode == "events":
             df = in_window_order(df)
         # Cached: the exact count and the dead letters read it again (a Kafka batch is not fetched
@@ -198,30 +228,38 @@ class StreamingTrainer:
         parsed = parsed_batch(df, self.cfg.data).persist()
         try:
             observed, observation = batch_counts.observe(parsed)
-            epochs = schedule.local_epochs(self.cfg.train, self.state.rows_seen)  # from the state before this batch
             results, folds = self._train(observed, batch_id, epochs)
             t_train = time.perf_counter()
             counts = batch_counts.settle(observation, sum(r.rows for r in results), parsed)
             t_count = time.perf_counter()
-            self._write_dead_letters(parsed, batch_id, counts)
+            if counts.rows_dead:
+                self._write_dead_letters(dead_letters(parsed, batch_id), batch_id)
             t_dead = time.perf_counter()
         finally:
             parsed.unpersist()
-        if counts.empty:
-            return  # an empty batch changes nothing and needs no version
-        metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
         # "read_parse_train" includes decoding the results (PartitionResult.from_row); "count" is
         # counts.exact_counts' job when the observed counts were not enough (else ~0).
-        metrics["step_seconds"] = {"read_parse_train": t_train - started, "count": t_count - t_train, "dead_letters": t_dead - t_count}
-        metrics["count_job"] = counts.exact_job
-        self._apply(batch_id, results, folds, metrics)
+        return results, folds, counts, {"read_parse_train": t_train - started, "count": t_count - t_train, "dead_letters": t_dead - t_count}
 
-    def _write_dead_letters(self, parsed: DataFrame, batch_id: int, counts: BatchCounts) -> None:
+    def _run_planned(self, df: DataFrame, batch_id: int, epochs: int) -> tuple[list[PartitionResult], list[Fold], BatchCounts, dict[str, float]]:
+        """Steps 2-4 where the query's plan holds them (planned.py): give the batch's tasks their
+        ticket, run the plan, decode; write the dead letters the tasks returned."""
+        started = time.perf_counter()
+        connect.describe(self.spark, f"streaming-lstm batch {batch_id}: parse, score and train ({self.partitions} partitions)")
+        planned.Ticket(batch_id, self.state.version, epochs, key_shift(self.cfg.model.seed, batch_id, self.partitions)).give(self.spark)
+        faults.hit_later("mid_train", batch_id)
+        table = df.toArrow()  # Arrow: the results carry weights as bytes (see _train)
+        results, folds, counts, letters = planned.decode_planned(table.to_pylist(), self.lstm, batch_id)
+        t_train = time.perf_counter()
+        if letters:
+            self._write_dead_letters(self.spark.createDataFrame(letters, planned.DEAD_LETTER_SCHEMA), batch_id)
+        return results, folds, counts, {"read_parse_train": t_train - started, "count": 0.0, "dead_letters": time.perf_counter() - t_train}
+
+    def _write_dead_letters(self, letters: DataFrame, batch_id: int) -> None:
         """Step 4b: rejected rows to ``CHECKPOINT/deadletter/batch_id=N/`` (overwritten on replay)."""
-        if counts.rows_dead:
-            connect.describe(self.spark, f"streaming-lstm batch {batch_id}: dead letters")
-            dead_letters(parsed, batch_id).write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
-            self.deadletter_cap.written(batch_id)
+        connect.describe(self.spark, f"streaming-lstm batch {batch_id}: dead letters")
+        letters.write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
+        self.deadletter_cap.written(batch_id)
 
     def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float, epochs: int) -> BatchMetrics:
         """Step 5a: the batch's figures, checked: every valid row was trained exactly once."""
@@ -324,11 +362,9 @@ class StreamingTrainer:
         driver's float sums then run in one fixed order, so a replay reproduces the same weights."""
         connect.describe(self.spark, f"streaming-lstm batch {batch_id}: parse, score and train ({self.partitions} partitions)")
         shift = key_shift(self.cfg.model.seed, batch_id, self.partitions)
-        d = self.cfg.data
-        columns = [*self.cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns()]
-        rehearsal = self.state.rehearsal if len(self.state.rehearsal) else None
-        blob = executor.encode_model(self.state.training_weights(), self.state.norm, rehearsal, self.state.gain)
+        blob = executor.encode_model(*executor.start_model(self.state))
         shipped = connect.ship_model(self.spark, blob)  # a broadcast, or None: model rows (Connect)
+        columns = planned.training_columns(self.cfg)
         keyed = keyed_rows(parsed, columns, shift, self.partitions, self.routes, None if shipped is not None else blob)
         fn = functools.partial(
             executor.train_frames, model_blob=shipped, config_dict=self.cfg.to_dict(), batch_id=batch_id, threads=self.threads, epochs=epochs

@@ -104,6 +104,10 @@ class RemoteTrainer:
         tasks, routes, threads = plan_tasks(self.spark, self.cfg)
         return warm_workers(self.spark, self.cfg, tasks, routes, threads)
 
+    def training_plan(self, parsed: DataFrame) -> DataFrame:
+        """``parsed``: the server's handler plans each batch (planned.why_per_batch)."""
+        return parsed
+
     def request_stop(self) -> None:
         """Nothing to tell: the handler runs in the server (see the module docstring)."""
 

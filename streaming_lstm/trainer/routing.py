@@ -7,16 +7,20 @@ counting job before it):
   else Spark's partition id (file, socket and memory sources: their Spark partitions are already
   in a fixed order). Spark's own numbering of the connector's input partitions follows a map's
   iteration order and differs between a first run and a replay, so it is never used for Kafka.
-* A row's *position* is its place among the valid rows of its Spark partition (from
-  ``monotonically_increasing_id``); a replayed Spark partition holds the same rows in the same order.
+* A row's *position* is its place among the rows of its Spark partition, rejected ones included
+  (from ``monotonically_increasing_id``, numbered before rejected rows are set apart); a replayed
+  Spark partition holds the same rows in the same order.
 * Its key is ``(position + part + shift) mod P`` (:func:`key_of`), with a shift seeded by the batch
-  id (:func:`~streaming_lstm.core.seeds.key_shift`): within one Spark partition key sizes differ by at
-  most one, so over a batch of S Spark partitions by at most S; no key always takes the remainder.
+  id (:func:`~streaming_lstm.core.seeds.key_shift`): within one Spark partition of clean rows key
+  sizes differ by at most one, so over a batch of S Spark partitions by at most S (each rejected
+  row can widen that by one); no key always takes the remainder.
 * Its order inside its key is ``_idx = part * 2**40 + (Kafka offset, else position) mod 2**40``
   (:func:`order_of`): a total order of the batch's rows that a replay reproduces (the training
   task sorts by it; the shuffle delivers blocks in no fixed order).
-* Key k is trained in Spark task ``k mod T``, routed there by a value that Spark's hash
-  partitioning sends to that task (``routes``, see :func:`route_keys`).
+* Key k is trained in Spark task ``((k - shift) mod P) mod T``, routed there by a value that
+  Spark's hash partitioning sends to that task (``routes``, see :func:`route_keys`). The task does
+  not depend on the shift, so a plan built once per query (planned.py), which learns the shift in
+  the task, sends every row where a plan built per batch does.
 * Under Spark Connect, which has no broadcast variables, each of the T tasks also receives exactly
   one *model row* (``key`` = -1, ``_model`` = the global weights as ``.npz`` bytes): the weights
   travel with the data (connect.ship_model). Data rows then have ``_model`` NULL.
@@ -111,23 +115,35 @@ def keyed_rows(parsed: DataFrame, columns: Sequence[str], shift: int, partitions
     return to_tasks(keyed.withColumn(MODEL, F.lit(None).cast("binary")).unionByName(shipped, allowMissingColumns=True), routes)
 
 
-def keyed_sql(batch: str, columns: Sequence[str], shift: int, partitions: int, routes: Sequence[int], *, repartition: bool) -> str:
+def keyed_sql(
+    batch: str, columns: Sequence[str], shift: int, partitions: int, routes: Sequence[int], *, repartition: bool, rejected: Sequence[str] = ()
+) -> str:
     """:func:`keyed_rows`' statement over the relation ``batch``: :func:`key_of` and :func:`order_of` as SQL, each key routed
-    to task ``key mod T`` (:func:`route_of`); ``repartition`` moves the rows there (Spark's
-    ``REPARTITION(T, _route)`` hint: the hash partitioning of ``DataFrame.repartition``) and drops
-    ``_route``, else the rows keep it for a union before :func:`to_tasks`."""
-    cols = ", ".join(f"`{c}`" for c in columns)
+    to task ``(key - shift) mod P mod T`` (:func:`route_of`; the task of a key does not depend on
+    the shift, so a plan built once routes as a plan built per batch does); ``repartition`` moves
+    the rows there (Spark's ``REPARTITION(T, _route)`` hint: the hash partitioning of
+    ``DataFrame.repartition``) and drops ``_route``, else the rows keep it for a union before
+    :func:`to_tasks`.
+
+    Rows are numbered before the rejected ones are dropped (a nondeterministic projection is never
+    pushed below a filter), so a row's key is the same whether the rejected rows travel with the
+    valid ones or not: with ``rejected`` (column names, e.g. ``reason``) they do, carrying those columns.
+    """
+    keep = [*columns, *rejected]
+    cols = ", ".join(f"`{c}`" for c in keep)
     routes_sql = "array(" + ", ".join(f"CAST({r} AS BIGINT)" for r in routes) + ")"
     local, order = (1 << LOCAL_BITS) - 1, (1 << ORDER_BITS) - 1
-    rows = (
-        f"SELECT {cols}, {POSITION}, monotonically_increasing_id() & {local} AS _position, "
-        f"coalesce({POSITION}.p, CAST(spark_partition_id() AS BIGINT)) AS _part FROM {batch} WHERE reason IS NULL"
+    numbered = (
+        f"SELECT {cols}, reason AS _reason, {POSITION}, monotonically_increasing_id() & {local} AS _position, "
+        f"coalesce({POSITION}.p, CAST(spark_partition_id() AS BIGINT)) AS _part FROM {batch}"
     )
+    rows = f"SELECT * FROM ({numbered})" + ("" if rejected else " WHERE _reason IS NULL")
     keyed = (
         f"SELECT {cols}, shiftleft(_part, {ORDER_BITS}) + (coalesce({POSITION}.o, _position) & {order}) AS _idx, "
-        f"CAST(pmod(_position + _part + {shift}, {partitions}) AS INT) AS key FROM ({rows})"
+        f"CAST(pmod(_position + _part + {shift}, {partitions}) AS INT) AS key, "
+        f"CAST(pmod(pmod(_position + _part, {partitions}), {len(routes)}) AS INT) AS _slot FROM ({rows})"
     )
-    routed = f"SELECT {cols}, _idx, key, element_at({routes_sql}, pmod(key, {len(routes)}) + 1) AS {ROUTE} FROM ({keyed})"
+    routed = f"SELECT {cols}, _idx, key, element_at({routes_sql}, _slot + 1) AS {ROUTE} FROM ({keyed})"
     if not repartition:
         return routed
     return f"SELECT {cols}, _idx, key FROM (SELECT /*+ REPARTITION({len(routes)}, {ROUTE}) */ * FROM ({routed}))"

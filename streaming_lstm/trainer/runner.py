@@ -29,6 +29,7 @@ from streaming_lstm.kafka.reader import READERS, BrokerWatch, choose_reader, rec
 from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.spark_parse import observed
 from streaming_lstm.spark import connect
+from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage.fs import is_local, join
 from streaming_lstm.storage.metrics import BatchCallback, BatchMetrics, History, forecast_last, prequential_span, print_line
 from streaming_lstm.storage.store import check_compatible
@@ -51,6 +52,9 @@ class Trainer(Protocol):
     last_rows_at: float
 
     def handle(self, df: DataFrame, batch_id: int) -> None: ...
+    def training_plan(self, parsed: DataFrame) -> DataFrame:
+        """The query's plan from parsed rows on: ``parsed``, or with the training in it (planned.py)."""
+
     def warm_up(self) -> float: ...
     def follow(self, query: StreamingQuery) -> None:
         """Take in what was applied elsewhere since the last call (a trainer in this process has nothing to take in)."""
@@ -124,8 +128,11 @@ def start_query(trainer: Trainer, source: DataFrame) -> StreamingQuery:
     """
     trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
     d = trainer.cfg.data
-    plan = windowed(observed_events(source, d), trainer.cfg) if d.mode == "events" else observed(source, d)
-    with operator_partitions(source.sparkSession, trainer.cfg):
+    plan = windowed(observed_events(source, d), trainer.cfg) if d.mode == "events" else trainer.training_plan(observed(source, d))
+    # Adaptive execution off for the query's own session (cloned at start): it would run the
+    # training plan's shuffle while Spark prepares the batch, before the handler can give the
+    # batch's tasks their ticket (planned.py), and it re-plans small batches for nothing.
+    with operator_partitions(source.sparkSession, trainer.cfg), adaptive_execution_off(source.sparkSession):
         return (
             plan.writeStream.foreachBatch(trainer.handle)
             .option("checkpointLocation", join(trainer.checkpoint, "spark"))

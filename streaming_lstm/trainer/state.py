@@ -155,13 +155,14 @@ class TrainerState:
         self.gain: ForecastGain | None = ForecastGain.empty(self.lstm.num_classes) if uses_gain else None
 
     @classmethod
-    def open(cls, cfg: AppConfig, store: ModelStore) -> TrainerState:
-        """Resume from the newest loadable version in ``store``, or start fresh if it is empty.
+    def open(cls, cfg: AppConfig, store: ModelStore, version: int | None = None) -> TrainerState:
+        """Resume from the newest loadable version in ``store``, or start fresh if it is empty;
+        with ``version``, from exactly that version (0: fresh), or a :class:`ModelStoreError`.
 
         A model saved with other shapes is an error, never silently replaced by random weights.
         """
         state = cls(cfg, store)
-        saved = store.load_latest()
+        saved = store.load_latest() if version is None else store.load(version) if version > 0 else None
         if saved is not None:
             why = shape_mismatch(LSTMConfig.from_app(saved.config), state.lstm, store.dir)
             if why:

@@ -1,0 +1,229 @@
+"""The training plan built once per query: keying, routing and training are part of the streaming
+query's own plan, so a micro-batch costs no Python planning; ``foreachBatch`` only collects the
+tasks' results and applies them (handler.py).
+
+Where a batch is planned per batch (handler.py's other path), the handler builds the keyed plan
+from Python for every micro-batch and ships the model in a broadcast. Here the plan is built when
+the query starts; Spark plans each micro-batch from it in the JVM. What differs per batch reaches
+the tasks as a *ticket*, a Spark local property the handler sets before it runs the batch's job
+(Spark hands local properties to every task of the jobs that thread starts):
+
+* ``batch_id``, the key ``shift`` (seeds.key_shift; the tasks add it to the plan's unshifted key,
+  routing.keyed_sql) and the local ``epochs`` (schedule.py);
+* ``version``: the model version the batch trains from. Tasks read exactly that version from the
+  model store (each Python worker caches the newest it read), which is the one the state holds
+  while the batch runs: the state saves each version before its batch is committed (state.py), and
+  a version that cannot be read fails the batch rather than training from another.
+
+The tasks see the batch's rejected rows too (the batch is not read a second time): each comes
+back as a result row of kind ``dead``, header rows as a count of kind ``headers``
+(results.py), so the counts are exact under any retry (Spark delivers a job's result once).
+
+Where it applies: classic PySpark with a local master and a local checkpoint (Python workers read
+the model files directly), row mode. Spark Connect, event mode, other masters and checkpoints on
+HDFS or object stores plan per batch (``stream.plan``, :func:`why_per_batch`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.results import DEAD, HEADERS, RESULT_SCHEMA, Fold, PartitionResult, blank_row, decode
+from streaming_lstm.core.weights import LSTMConfig
+from streaming_lstm.parse.counts import BatchCounts
+from streaming_lstm.parse.rows import ACCEPTED, HEADER, RAW_LIMIT
+from streaming_lstm.parse.spark_parse import POSITION
+from streaming_lstm.spark import connect
+from streaming_lstm.storage.fs import is_local
+from streaming_lstm.storage.store import ModelStore
+from streaming_lstm.trainer import executor
+from streaming_lstm.trainer.routing import ORDER_BITS, ROUTE, to_tasks
+from streaming_lstm.trainer.state import TrainerState
+
+TICKET = "streaming_lstm.batch"  # the local property the handler sets for each batch's job
+DEAD_LETTER_SCHEMA = "batch_id int, reason string, raw string, raw_length int"  # spark_parse.dead_letters' columns
+REJECTED = ("reason", "raw", "raw_length")  # what a rejected row carries to its task
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What a batch's tasks learn from the handler (module docstring)."""
+
+    batch_id: int
+    version: int
+    epochs: int
+    shift: int
+
+    def give(self, spark: SparkSession) -> None:
+        """Attach the ticket to the jobs this thread starts from now on."""
+        spark.sparkContext.setLocalProperty(TICKET, json.dumps(asdict(self)))
+
+    @classmethod
+    def taken(cls) -> Ticket:
+        """The running task's ticket; a clear error outside a planned trainer's batch."""
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        text = ctx.getLocalProperty(TICKET) if ctx is not None else None
+        if not text:
+            raise RuntimeError(f"a planned training task ran without its batch's ticket (the Spark local property {TICKET})")
+        return cls(**json.loads(text))
+
+
+def why_per_batch(spark: SparkSession, cfg: AppConfig, checkpoint: str) -> str | None:
+    """Why this run plans each batch in Python (``stream.plan``), or None: it plans once.
+
+    ``auto`` plans once where the Python workers can read the model store themselves (a local
+    master and checkpoint); ``once`` also on another master, for a checkpoint every executor sees
+    at the same path (a shared mount)."""
+    plan = cfg.stream.plan
+    if plan == "batch":
+        return "stream.plan = batch"
+    why = None
+    if connect.is_remote(spark):
+        why = "Spark Connect runs the handler in the server"
+    elif cfg.data.mode == "events":
+        why = "event mode's windows come from Spark state"
+    elif not is_local(checkpoint):
+        why = f"the checkpoint {checkpoint} is not a local path the Python workers can read"
+    elif plan == "auto" and not (spark.sparkContext.master or "").startswith("local"):
+        why = f"the master {spark.sparkContext.master} is not local (stream.plan = once asserts every executor reads the checkpoint)"
+    if why and plan == "once":
+        raise ValueError(f"stream.plan = once is not possible here: {why}; use stream.plan = auto or batch")
+    return why
+
+
+def training_columns(cfg: AppConfig) -> list[str]:
+    """The columns a training task reads: inputs, label, forecast targets and naive forecasts."""
+    d = cfg.data
+    return [*cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns()]
+
+
+def training_plan(parsed: DataFrame, cfg: AppConfig, routes: list[int], threads: int, model_dir: str) -> DataFrame:
+    """The streaming plan from parsed rows (spark_parse.observed) to the tasks' result rows:
+    rejected rows keep their text (truncated as dead letters are), every row is keyed in its source
+    partition (:func:`key_batches`), routed to its task, and trained by :func:`planned_frames`."""
+    reason = F.col("reason")
+    dead = reason.isNotNull() & ~reason.isin(HEADER, ACCEPTED)
+    raw = [F.when(dead, F.substring("value", 1, RAW_LIMIT)).alias("raw"), F.when(dead, F.length("value")).alias("raw_length")]
+    rows = parsed.select(*training_columns(cfg), *REJECTED[:1], *raw, POSITION)
+    schema = StructType([f for f in rows.schema.fields if f.name != POSITION] + [StructField(n, t) for n, t in KEYED.items()])
+    keying = functools.partial(key_batches, partitions=cfg.stream.partitions, routes=routes)
+    keyed = to_tasks(rows.mapInArrow(keying, schema), routes)
+    fn = functools.partial(planned_frames, config_dict=cfg.to_dict(), threads=threads, model_dir=model_dir)
+    return keyed.mapInPandas(fn, RESULT_SCHEMA)
+
+
+KEYED = {"_idx": LongType(), "key": IntegerType(), ROUTE: LongType()}  # what key_batches adds
+
+
+def key_batches(batches: Iterator[pa.RecordBatch], *, partitions: int, routes: list[int]) -> Iterator[pa.RecordBatch]:
+    """The ``mapInArrow`` body that keys one source partition's rows as routing.keyed_sql does
+    (``monotonically_increasing_id``, which numbers rows there, is not allowed in a streaming
+    plan): each row's position in the partition, its ``_idx``, its ``key`` with the batch's shift
+    and its ``_route``; ``_pos`` is dropped."""
+    from pyspark import TaskContext
+
+    shift = Ticket.taken().shift
+    ctx = TaskContext.get()
+    spark_part = ctx.partitionId() if ctx is not None else 0
+    seen = 0
+    route_of = np.asarray(routes, np.int64)
+    for batch in batches:
+        position = np.arange(seen, seen + batch.num_rows, dtype=np.int64)
+        seen += batch.num_rows
+        kafka_part, offset = batch.column(POSITION).flatten()  # NULL where the source has no offsets
+        part = pc.fill_null(kafka_part, spark_part).to_numpy(zero_copy_only=False).astype(np.int64)
+        order = np.where(offset.is_valid().to_numpy(zero_copy_only=False), pc.fill_null(offset, 0).to_numpy(zero_copy_only=False), position)
+        unshifted = (position + part) % partitions
+        arrays = [batch.column(i) for i, name in enumerate(batch.schema.names) if name != POSITION]
+        names = [name for name in batch.schema.names if name != POSITION]
+        extra = [
+            (part << ORDER_BITS) + (order.astype(np.int64) & ((1 << ORDER_BITS) - 1)),
+            ((unshifted + shift) % partitions).astype(np.int32),
+            route_of[unshifted % len(routes)],
+        ]
+        yield pa.RecordBatch.from_arrays([*arrays, *(pa.array(a) for a in extra)], names=[*names, *KEYED])
+
+
+_MODEL: dict[tuple[Any, ...], executor.TaskModel] = {}  # the newest model this Python worker read
+
+
+def model_at(cfg: AppConfig, model_dir: str, version: int) -> executor.TaskModel:
+    """Version ``version`` of the store at ``model_dir`` as a batch's starting model, cached by
+    the version file's identity (a checkpoint removed and started again reuses version numbers)
+    and the config (version 0 is the config's initial model)."""
+    store = ModelStore(model_dir)
+    json_path = store.paths(version)[1]
+    stamp = os.stat(json_path).st_mtime_ns if version > 0 and os.path.exists(json_path) else None
+    key = (model_dir, version, stamp, id(cfg))
+    if key not in _MODEL:
+        state = TrainerState.open(cfg, store, version)
+        _MODEL.clear()
+        _MODEL[key] = executor.start_model(state)
+    return _MODEL[key]
+
+
+def planned_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int, model_dir: str) -> Iterator[pd.DataFrame]:
+    """The planned ``mapInPandas`` body: a task's rows, valid and rejected, in; its rejected rows
+    (kind ``dead``), header count (``headers``), and each key's result and its fold out
+    (executor.train_keys)."""
+    entered = time.perf_counter()
+    parts = list(frames)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if frame.empty:
+        return
+    cfg = executor.task_config(config_dict)
+    ticket = Ticket.taken()
+    executor.maybe_fail(ticket.batch_id)
+    valid = frame["reason"].isna().to_numpy()
+    yield from rejected_rows(frame.loc[~valid])
+    rows = frame.loc[valid].reset_index(drop=True)
+    if rows.empty:
+        return
+    model = model_at(cfg, model_dir, ticket.version)
+    yield from executor.train_keys(cfg, rows, model, batch_id=ticket.batch_id, epochs=ticket.epochs, threads=threads, entered=entered)
+
+
+def rejected_rows(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """A task's rejected rows as result rows: one per dead letter (in source order), one count of
+    header rows; event mode's tally rows never reach a planned task."""
+    if frame.empty:
+        return
+    headers = int((frame["reason"] == HEADER).sum())
+    if headers:
+        yield pd.DataFrame([blank_row(HEADERS, rows=headers)])
+    dead = frame.loc[frame["reason"] != HEADER].sort_values("_idx", kind="stable")
+    if len(dead):
+        texts = zip(dead["reason"], dead["raw"], dead["raw_length"], strict=True)
+        yield pd.DataFrame([blank_row(DEAD, rows=1, reason=r, raw=t, raw_length=None if pd.isna(n) else int(n)) for r, t, n in texts])
+
+
+Letter = tuple[int, str, str | None, int | None]  # a row of DEAD_LETTER_SCHEMA
+
+
+def decode_planned(rows: list[Mapping[str, Any]], lstm: LSTMConfig, batch_id: int) -> tuple[list[PartitionResult], list[Fold], BatchCounts, list[Letter]]:
+    """A planned batch's result rows: the keys' results and folds (results.decode), its exact
+    counts, and its dead letters as rows of :data:`DEAD_LETTER_SCHEMA`."""
+    results, folds = decode(rows, lstm)
+    dead = [r for r in rows if r["kind"] == DEAD]
+    headers = sum(int(r["rows"]) for r in rows if r["kind"] == HEADERS)
+    counts = BatchCounts(sum(r.rows for r in results), dict(Counter(r["reason"] for r in dead)), headers)
+    letters = [(batch_id, r["reason"], r["raw"], r["raw_length"]) for r in dead]
+    return results, folds, counts, letters

@@ -29,13 +29,13 @@ from streaming_lstm.core.weights import LSTMConfig, Weights, arrays_from_bytes, 
 
 # A result row's kind: one key's figures (and weights), a task's fold; from a plan built once per
 # query (trainer/planned.py), whose tasks also see the batch's rejected rows: one rejected row
-# (``reason``, its ``raw`` text and ``raw_length``), or a task's count of header rows (``rows``).
+# (``reason``, its ``raw`` text as bytes and ``raw_length``), or a task's count of header rows (``rows``).
 KEY, FOLD, DEAD, HEADERS = "key", "fold", "dead", "headers"
 KIND = "kind"  # the column that names a row's kind; a batch with it holds results, not input rows
 RESULT_SCHEMA = (
     "kind string, key int, keys int, rows long, correct long, loss_sum double, train_loss double, weights binary, norm binary, seconds double, "
     "worker_pid int, rejected string, abs_sum double, sq_sum double, naive_sum double, recent binary, gain binary, "
-    "reason string, raw string, raw_length int"
+    "reason string, raw binary, raw_length int"
 )
 
 

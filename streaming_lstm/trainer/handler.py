@@ -252,7 +252,7 @@ class StreamingTrainer:
         results, folds, counts, letters = planned.decode_planned(table.to_pylist(), self.lstm, batch_id)
         t_train = time.perf_counter()
         if letters:
-            self._write_dead_letters(self.spark.createDataFrame(letters, planned.DEAD_LETTER_SCHEMA), batch_id)
+            self._write_dead_letters(planned.dead_letter_frame(self.spark, letters), batch_id)
         return results, folds, counts, {"read_parse_train": t_train - started, "count": 0.0, "dead_letters": time.perf_counter() - t_train}
 
     def _write_dead_letters(self, letters: DataFrame, batch_id: int) -> None:

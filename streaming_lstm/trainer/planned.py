@@ -57,7 +57,7 @@ from streaming_lstm.trainer.routing import ORDER_BITS, ROUTE, to_tasks
 from streaming_lstm.trainer.state import TrainerState
 
 TICKET = "streaming_lstm.batch"  # the local property the handler sets for each batch's job
-DEAD_LETTER_SCHEMA = "batch_id int, reason string, raw string, raw_length int"  # spark_parse.dead_letters' columns
+LETTER_SCHEMA = "batch_id int, reason string, raw binary, raw_length int"  # a dead letter as the tasks return it
 REJECTED = ("reason", "raw", "raw_length")  # what a rejected row carries to its task
 
 
@@ -121,7 +121,9 @@ def training_plan(parsed: DataFrame, cfg: AppConfig, routes: list[int], threads:
     partition (:func:`key_batches`), routed to its task, and trained by :func:`planned_frames`."""
     reason = F.col("reason")
     dead = reason.isNotNull() & ~reason.isin(HEADER, ACCEPTED)
-    raw = [F.when(dead, F.substring("value", 1, RAW_LIMIT)).alias("raw"), F.when(dead, F.length("value")).alias("raw_length")]
+    # The text as bytes: a line that is not valid UTF-8 reaches Spark as is, and Arrow cannot hand
+    # it to Python as a string; the dead letter casts it back in Spark (dead_letter_frame).
+    raw = [F.when(dead, F.substring("value", 1, RAW_LIMIT)).cast("binary").alias("raw"), F.when(dead, F.length("value")).alias("raw_length")]
     rows = parsed.select(*training_columns(cfg), *REJECTED[:1], *raw, POSITION)
     schema = StructType([f for f in rows.schema.fields if f.name != POSITION] + [StructField(n, t) for n, t in KEYED.items()])
     keying = functools.partial(key_batches, partitions=cfg.stream.partitions, routes=routes)
@@ -215,15 +217,22 @@ def rejected_rows(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
         yield pd.DataFrame([blank_row(DEAD, rows=1, reason=r, raw=t, raw_length=None if pd.isna(n) else int(n)) for r, t, n in texts])
 
 
-Letter = tuple[int, str, str | None, int | None]  # a row of DEAD_LETTER_SCHEMA
+Letter = tuple[int, str, bytes | None, int | None]  # a row of LETTER_SCHEMA
 
 
 def decode_planned(rows: list[Mapping[str, Any]], lstm: LSTMConfig, batch_id: int) -> tuple[list[PartitionResult], list[Fold], BatchCounts, list[Letter]]:
     """A planned batch's result rows: the keys' results and folds (results.decode), its exact
-    counts, and its dead letters as rows of :data:`DEAD_LETTER_SCHEMA`."""
+    counts, and its dead letters as rows of :data:`LETTER_SCHEMA`."""
     results, folds = decode(rows, lstm)
     dead = [r for r in rows if r["kind"] == DEAD]
     headers = sum(int(r["rows"]) for r in rows if r["kind"] == HEADERS)
     counts = BatchCounts(sum(r.rows for r in results), dict(Counter(r["reason"] for r in dead)), headers)
     letters = [(batch_id, r["reason"], r["raw"], r["raw_length"]) for r in dead]
     return results, folds, counts, letters
+
+
+def dead_letter_frame(spark: SparkSession, letters: list[Letter]) -> DataFrame:
+    """The tasks' dead letters with spark_parse.dead_letters' columns, the text a string again
+    (Spark's own bytes, so the JSON written is what the per-batch plan writes)."""
+    frame = spark.createDataFrame(letters, LETTER_SCHEMA)
+    return frame.select("batch_id", "reason", F.col("raw").cast("string").alias("raw"), "raw_length")

@@ -8,8 +8,8 @@ the query starts; Spark plans each micro-batch from it in the JVM. What differs 
 the tasks as a *ticket*, a Spark local property the handler sets before it runs the batch's job
 (Spark hands local properties to every task of the jobs that thread starts):
 
-* ``batch_id``, the key ``shift`` (seeds.key_shift; the tasks add it to the plan's unshifted key,
-  routing.keyed_sql) and the local ``epochs`` (schedule.py);
+* ``batch_id``, the key ``shift`` (seeds.key_shift; the keying tasks, :func:`key_batches`, add it
+  as routing.keyed_sql does) and the local ``epochs`` (schedule.py);
 * ``version``: the model version the batch trains from. Tasks read exactly that version from the
   model store (each Python worker caches the newest it read), which is the one the state holds
   while the batch runs: the state saves each version before its batch is committed (state.py), and

@@ -134,7 +134,7 @@ class KafkaSink:
 
         ensure_topic(bootstrap, topic, partitions, config)
         self.topic = topic
-        with authentication_named(bootstrap):
+        with authentication_named(bootstrap, config):
             self.producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5, **config)
 
     def send(self, row: str, key: int | str) -> None:

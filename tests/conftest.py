@@ -14,6 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Spark's Python workers must run this interpreter (the venv's), not python3 from PATH.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# The suite starts dozens of JVMs (each command-line test's Spark driver, the brokers, HDFS) that
+# live a minute or less: C1 alone compiles what they run at a fraction of the CPU C2 spends, and no
+# test measures speed (local/jvm_deps.extra_java_options; set it empty to test with C2).
+os.environ.setdefault("STREAMING_LSTM_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
 
 
 @pytest.fixture(scope="session")

@@ -116,3 +116,44 @@ def test_java_client_settings_reach_kafka_python_typed() -> None:
 
     got = client_config({"kafka.fetch.max.wait.ms": "10", "kafka.enable.auto.commit": "false", "kafka.client.id": "scorer-1", "startingOffsets": "earliest"})
     assert got == {"fetch_max_wait_ms": 10, "enable_auto_commit": False, "client_id": "scorer-1"}
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "PLAINTEXT"])
+def test_a_broker_that_closes_every_connection_is_named_as_an_authentication_failure_only_with_sasl(protocol: str) -> None:
+    # A broker closes the connection after a failed SASL authentication, and kafka-python can lose
+    # its answer in the close; a listener that accepts and closes is exactly that, without the answer.
+    import socket
+    import threading
+
+    from streaming_lstm.kafka.source import KafkaSourceError, connect
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def close_each() -> None:
+        while not stop.is_set():
+            try:
+                server.accept()[0].close()
+            except TimeoutError:
+                continue
+
+    closer = threading.Thread(target=close_each, daemon=True)
+    closer.start()
+    options = {"kafka.security.protocol": protocol}
+    if protocol.startswith("SASL"):
+        jaas = 'org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="p";'
+        options |= {"kafka.sasl.mechanism": "PLAIN", "kafka.sasl.jaas.config": jaas}
+    try:
+        with pytest.raises(KafkaSourceError) as failed:
+            connect(f"127.0.0.1:{server.getsockname()[1]}", "t", options, timeout=2.0)
+    finally:
+        stop.set()
+        closer.join()
+        server.close()
+    message = str(failed.value)
+    assert "gave up after 2 s" in message, message
+    assert ("authentication probably failed: the broker closed all" in message) == protocol.startswith("SASL"), message
+    assert 'password="' not in message and "jaas" not in message

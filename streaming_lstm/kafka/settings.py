@@ -120,29 +120,57 @@ def client_config(options: Mapping[str, str]) -> dict[str, Any]:
 class AuthFailures(logging.Handler):
     """kafka-python's reports of a failed SASL authentication while a client connects. It retries
     such a failure until its bootstrap timeout and then says only that it could not bootstrap; this
-    keeps the first report, so the error can name the cause."""
+    keeps the first report, so the error can name the cause.
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+    The broker answers a failed authentication and then closes the connection. When the answer and
+    the close arrive in one read, kafka-python (3.0) reports only "socket disconnected" and the
+    answer is lost, so with SASL configured a bootstrap whose every connection the broker closed is
+    named as a probable authentication failure (:meth:`cause`), never a bare timeout."""
+
+    def __init__(self, sasl: bool = False) -> None:
+        super().__init__(logging.WARNING)
+        self.sasl = sasl
         self.seen: str | None = None
+        self.closed_in_setup = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         if self.seen is None and ("uthentication failed" in text or "SaslAuthentication" in text):
             self.seen = text.removeprefix("Connection failed: ")
+        elif text.startswith("Bootstrap connection") and "socket disconnected" in text:
+            self.closed_in_setup += 1
+
+    def cause(self) -> str | None:
+        """The authentication failure seen, else the probable one (see the class docstring)."""
+        if self.seen:
+            return f"authentication failed: {self.seen}"
+        if self.sasl and self.closed_in_setup:
+            return (
+                f"authentication probably failed: the broker closed all {self.closed_in_setup} connections while "
+                "they were set up, as it does after a wrong SASL user or password (or a security.protocol its "
+                "listener does not speak)"
+            )
+        return None
+
+
+def uses_sasl(config: Mapping[str, Any]) -> bool:
+    """Whether kafka-python keyword arguments (:func:`client_config`) authenticate with SASL."""
+    return str(config.get("security_protocol", "")).upper().startswith("SASL")
 
 
 @contextmanager
-def authentication_named(where: str) -> Iterator[AuthFailures]:
-    """Within the block, a failure after a failed authentication becomes one ConfigError naming it."""
-    watch = AuthFailures()
+def authentication_named(where: str, config: Mapping[str, Any]) -> Iterator[AuthFailures]:
+    """Within the block, a failure after a failed authentication becomes one ConfigError naming it;
+    ``config`` is the client's kafka-python keyword arguments."""
+    watch = AuthFailures(uses_sasl(config))
     logger = logging.getLogger("kafka")
     logger.addHandler(watch)
     try:
         yield watch
-    except Exception:
-        if watch.seen:
-            raise ConfigError(f"Kafka at {where}: authentication failed: {watch.seen}") from None
+    except Exception as exc:
+        cause = watch.cause()
+        if cause:
+            raise ConfigError(f"Kafka at {where}: {cause} ({type(exc).__name__})") from None
         raise
     finally:
         logger.removeHandler(watch)
@@ -155,7 +183,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, 
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    with authentication_named(bootstrap):
+    with authentication_named(bootstrap, config):
         admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **config)
     try:
         if topic not in admin.list_topics():

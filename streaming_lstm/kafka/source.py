@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from pyspark.sql.datasource import CaseInsensitiveDict, DataSource, DataSourceStreamReader, InputPartition
 
-from streaming_lstm.kafka.settings import AuthFailures, client_config
+from streaming_lstm.kafka.settings import AuthFailures, client_config, uses_sasl
 
 log = logging.getLogger(__name__)
 SOURCE_NAME = "streaming_lstm_kafka"
@@ -60,9 +60,10 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
 
     deadline = time.monotonic() + timeout
     last = "no answer"
+    probable: str | None = None
     while True:
         consumer = None
-        watch = AuthFailures()
+        watch = AuthFailures(uses_sasl(client_config(options)))
         logging.getLogger("kafka").addHandler(watch)
         try:
             left_ms = max(500, int((deadline - time.monotonic()) * 1000))
@@ -82,9 +83,11 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
         if consumer is not None:
             consumer.close()
         if watch.seen:  # retrying cannot help: the credentials are wrong
-            raise KafkaSourceError(f"Kafka at {bootstrap}, topic '{topic}': authentication failed: {watch.seen}")
+            raise KafkaSourceError(f"Kafka at {bootstrap}, topic '{topic}': {watch.cause()}")
+        probable = watch.cause() or probable
         if time.monotonic() >= deadline:
-            raise KafkaSourceError(f"Kafka at {bootstrap}, topic '{topic}': {last} (gave up after {timeout:g} s)")
+            named = f"{probable}; " if probable else ""
+            raise KafkaSourceError(f"Kafka at {bootstrap}, topic '{topic}': {named}{last} (gave up after {timeout:g} s)")
         time.sleep(0.5)
 
 

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,17 @@ def java_executable() -> str:
     ourselves: the Kafka broker, the HDFS minicluster)."""
     home = os.environ.get("JAVA_HOME")
     return os.path.join(home, "bin", "java") if home else shutil.which("java") or "java"
+
+
+JAVA_OPTIONS_ENV = "STREAMING_LSTM_JAVA_OPTIONS"
+
+
+def extra_java_options() -> list[str]:
+    """``$STREAMING_LSTM_JAVA_OPTIONS`` split as a shell would: JVM options for every JVM this
+    project starts itself (a local Spark driver, the Kafka broker, the HDFS minicluster), e.g.
+    ``-XX:TieredStopAtLevel=1`` for short runs (the test suite sets it: a JVM that lives a minute
+    spends much of its CPU compiling with C2 code it never runs long enough to repay)."""
+    return shlex.split(os.environ.get(JAVA_OPTIONS_ENV, ""))
 
 
 def pyspark_version() -> str:

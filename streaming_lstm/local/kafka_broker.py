@@ -22,7 +22,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from streaming_lstm.local.jvm_deps import KAFKA_VERSION, JarsError, java_executable, require
+from streaming_lstm.local.jvm_deps import KAFKA_VERSION, JarsError, extra_java_options, java_executable, require
 from streaming_lstm.local.kafka_security import SecureListener
 from streaming_lstm.local.process import Service, ServiceError, free_port, listening
 
@@ -158,7 +158,8 @@ class ApacheKafkaBroker(Service):
         except JarsError as exc:
             raise BrokerError(str(exc)) from None
         log4j = self._conf_dir / "log4j2.properties"
-        return [java_executable(), f"-Xmx{self.heap}", "-XX:+UseG1GC", f"-Dlog4j2.configurationFile=file:{log4j}", "-cp", classpath, main, *args]
+        options = [f"-Xmx{self.heap}", "-XX:+UseG1GC", *extra_java_options(), f"-Dlog4j2.configurationFile=file:{log4j}"]
+        return [java_executable(), *options, "-cp", classpath, main, *args]
 
     def prepare(self) -> None:
         """Write the broker's settings and format its log directory the first time."""

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
-from streaming_lstm.local.jvm_deps import java_executable, require
+from streaming_lstm.local.jvm_deps import extra_java_options, java_executable, require
 from streaming_lstm.local.process import Service, ServiceError, free_port
 
 MAIN = "org.apache.hadoop.mapreduce.MiniHadoopClusterManager"
@@ -84,7 +84,7 @@ class MiniDFS(Service):
         jars = os.pathsep.join(str(j) for j in require("hdfs"))
         data = f"-Dtest.build.data={self.data_dir / 'data'}"
         args = ["-nomr", "-format", "-nnport", str(self.port), "-writeDetails", str(self._details), *[a for kv in conf for a in ("-D", kv)]]
-        return [java_executable(), f"-Xmx{self.heap}", data, "-cp", jars, MAIN, *args]
+        return [java_executable(), f"-Xmx{self.heap}", *extra_java_options(), data, "-cp", jars, MAIN, *args]
 
     def ready(self) -> bool:
         """The cluster writes its details file once it has left safe mode."""

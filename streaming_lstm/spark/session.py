@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from importlib import resources
 from pyspark.sql import SparkSession
 
 from streaming_lstm.core.config import SparkConfig
-from streaming_lstm.local.jvm_deps import connector_jars
+from streaming_lstm.local.jvm_deps import connector_jars, extra_java_options
 from streaming_lstm.spark import cds
 
 LOG4J2 = "log4j2.properties"
@@ -20,6 +21,8 @@ REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas"
 REDACTED_SETTINGS = "(?i)secret|password|token|access[.]?key|jaas"
 LOG4J2_VERBOSE = "log4j2-verbose.properties"  # -v: also the JVM's stack traces of a query that ends
 CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
+DAEMON_MODULE = "spark.python.daemon.module"
+DAEMON = "streaming_lstm.spark.daemon"  # forks the Python workers with TensorFlow imported
 FILESYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
 
@@ -56,8 +59,9 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
     if not submitted:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    local = not submitted and cfg.master.startswith("local")
     java_opts = f"-Dlog4j2.configurationFile=file:{log4j2_path()}"
-    driver_opts = f"{java_opts} {cds.java_options()}" if not submitted and cfg.master.startswith("local") else java_opts
+    driver_opts = f"{java_opts} {cds.java_options()} {shlex.join(extra_java_options())}" if local else java_opts
     builder = (
         SparkSession.builder.appName(cfg.app_name)
         .config("spark.driver.extraJavaOptions", driver_opts.strip())
@@ -78,6 +82,8 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
         .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
         .config("spark.redaction.regex", REDACTED_SETTINGS)
     )
+    if local:
+        builder = builder.config(DAEMON_MODULE, DAEMON)
     if not submitted:
         builder = builder.master(cfg.master)
         if cfg.master.startswith("local") and CHECKPOINT_MANAGER not in cfg.conf:

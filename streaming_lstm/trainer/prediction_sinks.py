@@ -132,8 +132,9 @@ class PythonProducer:
         from streaming_lstm.kafka.settings import authentication_named, client_config
 
         self.topic = topic
-        with authentication_named(bootstrap):
-            self.producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", **client_config(options))
+        config = client_config(options)
+        with authentication_named(bootstrap, config):
+            self.producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", **config)
 
     def send_all(self, pairs: Sequence[tuple[str, str]]) -> None:
         for key, value in pairs:

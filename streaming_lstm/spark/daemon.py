@@ -1,0 +1,23 @@
+"""Spark's Python worker daemon, with TensorFlow imported once before it forks the workers.
+
+Spark starts one daemon per executor (``spark.python.daemon.module``) and forks every Python
+worker from it. A worker that trains or scores imports TensorFlow, about 3 s of CPU; forked from a
+daemon that has imported it, the worker starts with it in memory, in pages it shares with the
+daemon and its siblings. Spark's own daemon imports nothing before forking because a thread
+started at import does not survive a fork: TensorFlow's import starts none (it leaves numpy's
+BLAS thread and Arrow's allocator thread, whose libraries reinitialise them in a forked child).
+Used for local masters (spark/session.py), where the workers run this interpreter and so have
+this package; a cluster's executors keep Spark's daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from pyspark import daemon
+
+with contextlib.suppress(ImportError):  # a worker that needs it says so when it imports it
+    import tensorflow  # noqa: F401
+
+if __name__ == "__main__":
+    daemon.manager()

@@ -8,10 +8,13 @@ file, timed to its exit. Every line either process writes is stamped with the se
 since its start, so the JSON holds the phases of each cold start (session, worker warm-up, query
 start, first batch) as the trainer logs them.
 
-Each run also starts ``train`` without the JVM's class-data-sharing archive
-(``STREAMING_LSTM_CDS=0``; ``streaming_lstm/spark/cds.py``), so the archive's share is measured
-side by side. ``--json`` prints ``train_first_batch_s``, ``fit_s`` and ``ratio`` (medians, with each run's
-figures and min/max under ``runs``).
+Each run also starts ``train`` in three variants, so each start-up lever's share is measured side
+by side: without the JVM's class-data-sharing archive (``no_cds``: ``STREAMING_LSTM_CDS=0``;
+``streaming_lstm/spark/cds.py``), with Spark's own Python daemon instead of the one that forks the
+workers with TensorFlow imported (``spark_daemon``; ``streaming_lstm/spark/daemon.py``), and with
+the JVM's C1 compiler only (``c1``: ``STREAMING_LSTM_JAVA_OPTIONS=-XX:TieredStopAtLevel=1``).
+``--json`` prints ``train_first_batch_s``, ``fit_s`` and ``ratio`` (medians, with each run's
+figures and min/max under ``runs``) and ``train_<variant>_first_batch_s`` for each variant.
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from bench.common import write
 from streaming_lstm.spark.cds import archive_path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("train_first_batch_s", "train_no_cds_first_batch_s", "cds_saves_s", "fit_s", "ratio")
+# name -> (environment, extra train arguments): each changes one start-up lever from the default
+VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "no_cds": ({"STREAMING_LSTM_CDS": "0"}, []),
+    "spark_daemon": ({}, ["--set", 'spark.conf={"spark.python.daemon.module" = "pyspark.daemon"}']),
+    "c1": ({"STREAMING_LSTM_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}, []),
+}
+FIGURES = ("train_first_batch_s", *(f"train_{v}_first_batch_s" for v in VARIANTS), "fit_s", "ratio")
 CLI = [str(Path(sys.executable).with_name("streaming-lstm"))]  # the console script, as a user starts it
 
 
@@ -61,11 +70,12 @@ def stamped(proc: subprocess.Popen[str], started: float, out: list[tuple[float, 
     return thread
 
 
-def run_train(data: Path, checkpoint: Path, timeout: float, *, cds: bool = True) -> dict[str, Any]:
-    """Seconds from process start to the first applied batch (the first metrics.jsonl line);
-    ``cds=False`` starts the JVM without the class-data-sharing archive (streaming_lstm/spark/cds.py)."""
-    argv = [*CLI, "train", "--source", "file", "--path", str(data.parent), "--checkpoint", str(checkpoint), "--max-batches", "1"]
-    env = {**os.environ, "STREAMING_LSTM_CDS": "1" if cds else "0"}
+def run_train(data: Path, checkpoint: Path, timeout: float, variant: str | None = None) -> dict[str, Any]:
+    """Seconds from process start to the first applied batch (the first metrics.jsonl line), as
+    the defaults start or with one of :data:`VARIANTS`."""
+    changed, extra = VARIANTS[variant] if variant else ({}, [])
+    argv = [*CLI, "train", "--source", "file", "--path", str(data.parent), "--checkpoint", str(checkpoint), "--max-batches", "1", *extra]
+    env = {**os.environ, "STREAMING_LSTM_CDS": "1", "STREAMING_LSTM_JAVA_OPTIONS": "", **changed}
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[tuple[float, str]] = []
@@ -113,14 +123,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             base = Path(tmp) / f"run{run}"
             data = sample(args.rows, base / "in", seed=run)
             train = run_train(data, base / "ck", args.timeout)
-            plain = run_train(data, base / "ck-no-cds", args.timeout, cds=False)
             fit = run_fit(data, base / "model", args.timeout)
             ratio = train["first_batch_s"] / fit["exit_s"]
             runs.append({"train_first_batch_s": train["first_batch_s"], "train_exit_s": train["exit_s"], "fit_s": fit["exit_s"], "ratio": ratio})
-            runs[-1].update({"train_no_cds_first_batch_s": plain["first_batch_s"], "cds_saves_s": plain["first_batch_s"] - train["first_batch_s"]})
-            runs[-1].update({"train_output": train["output"], "train_no_cds_output": plain["output"]})
-            line = f"train's first applied batch {train['first_batch_s']:.1f} s (without the CDS archive {plain['first_batch_s']:.1f} s)"
-            say(f"run {run + 1}: {line}, fit {fit['exit_s']:.1f} s: {ratio:.2f}x", flush=True)
+            runs[-1]["train_output"] = train["output"]
+            for variant in VARIANTS:
+                other = run_train(data, base / f"ck-{variant}", args.timeout, variant)
+                runs[-1].update({f"train_{variant}_first_batch_s": other["first_batch_s"], f"train_{variant}_output": other["output"]})
+            others = ", ".join(f"{v} {runs[-1][f'train_{v}_first_batch_s']:.1f} s" for v in VARIANTS)
+            say(f"run {run + 1}: train's first applied batch {train['first_batch_s']:.1f} s ({others}), fit {fit['exit_s']:.1f} s: {ratio:.2f}x", flush=True)
     payload: dict[str, Any] = {
         "rows": args.rows,
         "cds_archive": str(archive_path()) if archive_path().exists() else None,

@@ -43,6 +43,18 @@ def require_java() -> None:
         raise RuntimeError("Java was not found (Spark needs Java 17 or 21): install a JDK, e.g. 'apt-get install openjdk-17-jre-headless', or set JAVA_HOME")
 
 
+def local_settings() -> dict[str, str]:
+    """What a local session sets beyond every session's settings ([spark.conf] overrides each).
+
+    The checkpoint manager: Spark's default (FileContext) has Hadoop's local file system fork a
+    `chmod` for every checkpoint file it writes (no native Hadoop library), several times slower
+    than the FileSystem manager (`python -m bench checkpoint-io`); rename on a local disk is
+    atomic, so exactly-once holds (on a cluster, HDFS or object stores, Spark's default stays).
+    The Python daemon: the workers are forked with TensorFlow imported (spark/daemon.py).
+    """
+    return {CHECKPOINT_MANAGER: FILESYSTEM_MANAGER, DAEMON_MODULE: DAEMON}
+
+
 def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -> SparkSession:
     """The active session if there is one (spark-submit, tests), else a new one from ``cfg``.
 
@@ -82,18 +94,9 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
         .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
         .config("spark.redaction.regex", REDACTED_SETTINGS)
     )
-    if local:
-        builder = builder.config(DAEMON_MODULE, DAEMON)
     if not submitted:
         builder = builder.master(cfg.master)
-        if cfg.master.startswith("local") and CHECKPOINT_MANAGER not in cfg.conf:
-            # Spark's default (FileContext) manager has Hadoop's local file system fork a `chmod`
-            # for every checkpoint file it writes (no native Hadoop library), several times slower
-            # than the FileSystem manager (`python -m bench checkpoint-io`). Rename on a local disk
-            # is atomic, so exactly-once holds; on a cluster (HDFS, object stores) Spark's default
-            # stays.
-            builder = builder.config(CHECKPOINT_MANAGER, FILESYSTEM_MANAGER)
-    conf = {**cfg.conf, **(extra_conf or {})}
+    conf = {**(local_settings() if local else {}), **cfg.conf, **(extra_conf or {})}
     connector = connector_jars()
     if not submitted and connector:
         # Spark's Kafka connector, fetched by scripts/setup.sh for exactly this PySpark version;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -155,5 +156,6 @@ def test_a_broker_that_closes_every_connection_is_named_as_an_authentication_fai
         server.close()
     message = str(failed.value)
     assert "gave up after 5 s" in message, message
-    assert ("authentication probably failed: the broker closed all" in message) == protocol.startswith("SASL"), message
+    named = re.search(r"authentication probably failed: the broker closed [1-9][0-9]* connection", message)
+    assert bool(named) == protocol.startswith("SASL"), message
     assert 'password="' not in message and "jaas" not in message

@@ -146,7 +146,7 @@ class AuthFailures(logging.Handler):
             return f"authentication failed: {self.seen}"
         if self.sasl and self.closed_in_setup:
             return (
-                f"authentication probably failed: the broker closed all {self.closed_in_setup} connections while "
+                f"authentication probably failed: the broker closed {self.closed_in_setup} connection(s) while "
                 "they were set up, as it does after a wrong SASL user or password (or a security.protocol its "
                 "listener does not speak)"
             )

@@ -61,9 +61,10 @@ def connect(bootstrap: str, topic: str, options: Mapping[str, str], timeout: flo
     deadline = time.monotonic() + timeout
     last = "no answer"
     probable: str | None = None
+    sasl = uses_sasl(client_config(options))
     while True:
         consumer = None
-        watch = AuthFailures(uses_sasl(client_config(options)))
+        watch = AuthFailures(sasl)
         logging.getLogger("kafka").addHandler(watch)
         try:
             left_ms = max(500, int((deadline - time.monotonic()) * 1000))

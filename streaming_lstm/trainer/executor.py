@@ -10,7 +10,9 @@ to this module, not a copy of the cache.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -30,13 +32,23 @@ from streaming_lstm.storage.store import pack_model, unpack_model
 from streaming_lstm.trainer.state import TrainerState, check_update
 
 _CONFIG_CACHE: dict[str, AppConfig] = {}
+TRAINING_MODULE = "streaming_lstm.core.training"
 
 
 def _training() -> ModuleType:
     """training.py, imported here in the Python worker: it imports TensorFlow at its top, and the
-    driver, which only references these functions, must not pay for that."""
+    driver, which only references these functions, must not pay for that.
+
+    The first import in a process freezes what exists (``gc.freeze``): Spark's daemon runs a full
+    ``gc.collect()`` after every task of a reused worker, ~0.15 s over TensorFlow's objects that
+    the worker's next task would wait for (spark/daemon.py freezes them before the fork where it
+    can; this covers Spark's own daemon on a cluster)."""
+    first = TRAINING_MODULE not in sys.modules
     from streaming_lstm.core import training
 
+    if first:
+        gc.collect()
+        gc.freeze()
     return training
 
 

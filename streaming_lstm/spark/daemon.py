@@ -12,7 +12,7 @@ this package; a cluster's executors keep Spark's daemon.
 The imported objects are frozen (``gc.freeze``) before the daemon forks: a reused worker runs a
 full ``gc.collect()`` after every task, which over TensorFlow's objects takes ~0.15 s that the
 worker's next task waits for (the next stage of the same batch included); frozen, the collector
-skips them, and it no longer writes to the pages the workers share with the daemon.
+skips them, and it does not write to the pages the workers share with the daemon.
 """
 
 from __future__ import annotations

@@ -141,3 +141,29 @@ def test_init_config_writes_a_configuration_that_fits_the_file(tmp_path: Path, c
     assert code == 2 and "--timesteps 4: must divide the 6 feature columns evenly" in err
     code, text, _ = run(capsys, "init-config", "--data", str(f))
     assert code == 0 and "timesteps = 1" in text and "features_per_step = 6" in text, "by default every feature is in one step"
+
+
+def test_init_config_keeps_a_feature_with_empty_cells_and_names_what_it_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "sensors.csv"
+    lines = ["id,temp,humidity,note,state"]
+    lines += [f"r{i},{20 + i % 3},{'' if i % 10 == 4 else 40 + i % 5},,{['idle', 'hot'][i % 2]}" for i in range(30)]
+    f.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "sensors.toml"
+    code, text, _ = run(capsys, "init-config", "--data", str(f), "--out", str(out))
+    assert code == 0 and "2 features, label 'state'" in text, text
+    assert "left out 'id': not a number: 'r0' in sample row 1" in text
+    assert "left out 'note': empty in every sample row" in text
+    assert "'humidity': 3 empty of 30 sample rows" in text
+    header = out.read_text().split("[data]")[0]
+    assert "# left out 'id'" in header and "# 'humidity': 3 empty" in header, "the notes are in the file too"
+    code, text, _ = run(capsys, "fit", "--data", str(f), "--conf", str(out), "--out", str(tmp_path / "m"), "--epochs", "1", "--json")
+    result = strict_loads(text)
+    assert code == 0 and result["rows_trained"] == 27 and sum(result["rows_rejected"].values()) == 3, result
+
+
+def test_the_confusion_table_keeps_its_columns_apart_for_any_count() -> None:
+    from streaming_lstm.commands.standalone import Evaluation
+
+    table = Evaluation(500, 0.92, 0.2, [[223, 21], [20, 236]], ["0", "1"]).format().splitlines()[-3:]
+    assert [line.split() for line in table] == [["0", "1"], ["0", "223", "21"], ["1", "20", "236"]], table
+    assert len({len(line) for line in table}) == 1, "every line as wide as the header"

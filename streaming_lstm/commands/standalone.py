@@ -46,7 +46,8 @@ class Evaluation:
         }
 
     def format(self) -> str:
-        width = max(len(n) for n in self.class_names) + 2
+        # Wide enough for every class name and every count, with two spaces between columns.
+        width = max(len(str(v)) for v in [*self.class_names, *(c for row in self.confusion for c in row)]) + 2
         rejected = sum(self.rows_rejected.values())
         lines = [f"rows {self.rows}   accuracy {self.accuracy:.4f}   loss {self.loss:.4f}"]
         if rejected or self.headers_skipped:

@@ -119,3 +119,28 @@ def test_small_mini_batches_train_on_one_intra_op_thread_and_large_ones_on_every
     assert intra_op_threads(seed_shape, 256, cores=2) == 2
     assert intra_op_threads(seed_shape, 256, cores=1) == 1
     assert intra_op_threads(LSTMConfig(timesteps=4, features_per_step=1, hidden=(64,), num_classes=3), 256, cores=2) == 1
+
+
+def test_tensorflow_comes_without_keras_until_keras_is_asked_for() -> None:
+    """core/tf_import.py: the package's TensorFlow import leaves Keras out (a quarter of the
+    import's time); the model trains without it, and ``tf.keras`` still loads it on first use."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from streaming_lstm.core import training\n"
+        "from streaming_lstm.core.weights import LSTMConfig, init_weights\n"
+        "import numpy as np\n"
+        "keras = sorted(m for m in sys.modules if m == 'keras' or m.startswith('keras.'))\n"
+        "assert not keras, keras[:5]\n"
+        "spec = training.TrainSpec(LSTMConfig(2, 2, (8,), 3), 'adam', 0.01, 0.0, 0.0)\n"
+        "x, y = np.ones((6, 4), np.float32), np.arange(6, dtype=np.int32) % 3\n"
+        "w, loss = training.fit(init_weights(spec.model), x, y, spec, epochs=2, batch_size=4, seed=0)\n"
+        "assert np.isfinite(loss) and 'keras.src' not in sys.modules\n"
+        "tf = training.tf\n"
+        "print(tf.keras.layers.LSTM(3)(tf.zeros((1, 2, 1))).shape, tf.keras.optimizers.Adam.__module__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["(1,", "3)", "keras.src.optimizers.adam"], done.stdout

@@ -37,7 +37,7 @@ def export_saved_model(model_path: str | os.PathLike[str], out: str | os.PathLik
     if names and not force:
         shown = ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else "")
         raise ConfigError(f"--out {os.fspath(out)}: not empty ({shown}); choose a new directory, or add --force to write the SavedModel into it")
-    import tensorflow as tf
+    from streaming_lstm.core.tf_import import tf
 
     module, info = serving_module(saved)
     out_loc = os.fspath(out)
@@ -55,7 +55,7 @@ def window_inputs(raw: Any, lstm: LSTMConfig, change_from: tuple[int, ...]) -> A
     relative to its last one; ``raw`` (B, T*F)."""
     if not change_from:
         return raw
-    import tensorflow as tf
+    from streaming_lstm.core.tf_import import tf
 
     f = lstm.features_per_step
     last = raw[:, -f:]  # (B, F)
@@ -65,9 +65,8 @@ def window_inputs(raw: Any, lstm: LSTMConfig, change_from: tuple[int, ...]) -> A
 def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
     """A ``tf.Module`` that serves ``saved`` (``serve``: the signature; ``__call__``: the output
     tensor alone, which MLflow's TensorFlow flavour calls), and what it takes and gives."""
-    import tensorflow as tf
-
     from streaming_lstm.core.model import LSTMStack
+    from streaming_lstm.core.tf_import import tf
 
     lstm = LSTMConfig.from_app(saved.config)
     shift, div = saved.norm.scale()

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-import tensorflow as tf
 
+from streaming_lstm.core.tf_import import tf
 from streaming_lstm.core.weights import LSTMConfig, Weights, schema
 
 __all__ = ["LSTMCell", "LSTMConfig", "LSTMStack", "backward_steps", "forward_steps", "lstm_layer"]

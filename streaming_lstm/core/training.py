@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from streaming_lstm.core.change import forecast_base, forecast_columns, served, window_inputs
 from streaming_lstm.core.config import AppConfig
@@ -31,6 +30,7 @@ from streaming_lstm.core.model import LSTMStack
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.results import PartitionResult, Score
+from streaming_lstm.core.tf_import import tf
 from streaming_lstm.core.threads import INTER_OP_THREADS, intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig, Weights, check_weights
 

@@ -3,9 +3,10 @@
 Spark starts one daemon per executor (``spark.python.daemon.module``) and forks every Python
 worker from it. A worker that trains or scores imports TensorFlow, about 3 s of CPU; forked from a
 daemon that has imported it, the worker starts with it in memory, in pages it shares with the
-daemon and its siblings. Spark's own daemon imports nothing before forking because a thread
-started at import does not survive a fork: TensorFlow's import starts none (it leaves numpy's
-BLAS thread and Arrow's allocator thread, whose libraries reinitialise them in a forked child).
+daemon and its siblings; so do Spark's worker module, pandas, Arrow and the trainer's own task
+modules, which every worker imports before its first task. Spark's own daemon imports nothing before forking because a thread
+started at import does not survive a fork: these imports start none but numpy's BLAS thread and
+Arrow's allocator thread (``jemalloc_bg_thd``), whose libraries reinitialise them in a forked child.
 Used for local masters (spark/session.py), where the workers run this interpreter and so have
 this package; a cluster's executors keep Spark's daemon.
 
@@ -20,10 +21,15 @@ from __future__ import annotations
 import contextlib
 import gc
 
-from pyspark import daemon
+# What every worker imports before its first task (about 0.5 s of CPU each): Spark's worker
+# module and its Arrow and pandas serialisers; then TensorFlow, through the training module.
+import pandas  # noqa: F401
+import pyarrow  # noqa: F401
+from pyspark import daemon, worker  # noqa: F401  (worker: imported for the workers)
+from pyspark.sql.pandas import serializers  # noqa: F401
 
 with contextlib.suppress(ImportError):  # a worker that needs it says so when it imports it
-    import tensorflow  # noqa: F401
+    from streaming_lstm.core import training  # noqa: F401  TensorFlow (without its eager Keras: core/tf_import.py)
 gc.collect()
 gc.freeze()
 

@@ -130,7 +130,7 @@ class TensorBoardLog:
                 self._writer = EventFile(local_path(self.logdir))
             self._writer.write(step, summary)
             return
-        import tensorflow as tf  # gs://: TensorFlow's own file systems
+        from streaming_lstm.core.tf_import import tf  # gs://: TensorFlow's own file systems
 
         if self._writer is None:
             # On a scheme TensorFlow lacks (hdfs://, s3a:// without tensorflow-io) this raises, and

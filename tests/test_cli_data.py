@@ -167,3 +167,11 @@ def test_the_confusion_table_keeps_its_columns_apart_for_any_count() -> None:
     table = Evaluation(500, 0.92, 0.2, [[223, 21], [20, 236]], ["0", "1"]).format().splitlines()[-3:]
     assert [line.split() for line in table] == [["0", "1"], ["0", "223", "21"], ["1", "20", "236"]], table
     assert len({len(line) for line in table}) == 1, "every line as wide as the header"
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_init_config_names_a_delimiter_other_than_the_comma(tmp_path: Path, capsys: pytest.CaptureFixture[str], sep: str) -> None:
+    f = tmp_path / "other.csv"
+    f.write_text("\n".join(sep.join(r) for r in [["a", "b", "label"], ["1", "2", "x"], ["2", "3", "y"]]) + "\n")
+    code, _, err = run(capsys, "init-config", "--data", str(f))
+    assert code == 2 and f"this file looks separated by {sep!r}; convert it to commas first" in err, err

@@ -52,6 +52,12 @@ def read_sample(path: str | Path) -> tuple[list[str], list[list[str]]]:
     first = next((fields for _, fields in records if fields is not None), None)
     if first is None:
         raise ConfigError(f"{path}: the file is empty")
+    other = next((sep for sep in (";", "\t", "|") if len(first) == 1 and sep in first[0]), None)
+    if other is not None:
+        raise ConfigError(
+            f"{path}: one column, {first[0][:60]!r}: fields are read as comma-separated (RFC 4180), "
+            f"and this file looks separated by {other!r}; convert it to commas first"
+        )
     has_header = all(parse_double(f) is None for f in first)
     columns = first if has_header else [f"c{i}" for i in range(len(first))]
     if len(set(columns)) != len(columns):

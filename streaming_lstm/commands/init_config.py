@@ -85,7 +85,7 @@ def _numeric(columns: list[str], rows: list[list[str]], leave_out: set[str]) -> 
 
 
 def _kind(rows: list[list[str]], i: int) -> str:
-    """ "numeric", or why column ``i`` is not: its first non-number in the sample, or "empty"."""
+    """Column ``i``'s kind in the sample: "numeric", or why not (its first non-number, or empty throughout)."""
     seen = False
     for n, r in enumerate(rows):
         if _is_blank(r[i]):

@@ -2,8 +2,8 @@
 
 ``import tensorflow`` ends by importing Keras 3's optimizers (its ``__init__`` does it eagerly so
 that they register with the SavedModel loader), which imports all of Keras and matplotlib's
-pyplot: about a quarter of the import's time (``python -X importtime -c "import tensorflow"``:
-``keras._tf_keras`` 1.0-1.4 of 4.0-5.9 s). This package builds its LSTM, optimisers and exports
+pyplot: about a quarter of the import's time (``python -X importtime -c "import tensorflow"``
+shows it under ``keras._tf_keras``; docs/benchmarks.md has the figures). This package builds its LSTM, optimisers and exports
 from TensorFlow's own ops and never calls Keras at run time, yet every Python worker, ``fit``,
 ``predict`` and ``export`` pays that import before its first step. Here Keras's modules are
 refused while TensorFlow's ``__init__`` runs (TensorFlow catches the ImportError and carries on);

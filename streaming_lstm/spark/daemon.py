@@ -3,10 +3,11 @@
 Spark starts one daemon per executor (``spark.python.daemon.module``) and forks every Python
 worker from it. A worker that trains or scores imports TensorFlow, about 3 s of CPU; forked from a
 daemon that has imported it, the worker starts with it in memory, in pages it shares with the
-daemon and its siblings; so do Spark's worker module, pandas, Arrow and the trainer's own task
-modules, which every worker imports before its first task. Spark's own daemon imports nothing before forking because a thread
-started at import does not survive a fork: these imports start none but numpy's BLAS thread and
-Arrow's allocator thread (``jemalloc_bg_thd``), whose libraries reinitialise them in a forked child.
+daemon and its siblings; so do Spark's worker module, pandas, Arrow and the training module,
+which every worker imports before its first task. Spark's own daemon imports nothing before
+forking because a thread started at import does not survive a fork: these imports start none but
+numpy's BLAS thread and Arrow's allocator thread (``jemalloc_bg_thd``), whose libraries
+reinitialise them in a forked child.
 Used for local masters (spark/session.py), where the workers run this interpreter and so have
 this package; a cluster's executors keep Spark's daemon.
 

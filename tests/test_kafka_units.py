@@ -119,11 +119,13 @@ def test_java_client_settings_reach_kafka_python_typed() -> None:
     assert got == {"fetch_max_wait_ms": 10, "enable_auto_commit": False, "client_id": "scorer-1"}
 
 
+@pytest.mark.parametrize("close", ["close", "reset"])
 @pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "PLAINTEXT"])
-def test_a_broker_that_closes_every_connection_is_named_as_an_authentication_failure_only_with_sasl(protocol: str) -> None:
+def test_a_broker_that_closes_every_connection_is_named_as_an_authentication_failure_only_with_sasl(protocol: str, close: str) -> None:
     # A broker closes the connection after a failed SASL authentication, and kafka-python can lose
     # its answer in the close; a listener that accepts and closes is exactly that, without the answer.
     import socket
+    import struct
     import threading
 
     from streaming_lstm.kafka.source import KafkaSourceError, connect
@@ -137,9 +139,12 @@ def test_a_broker_that_closes_every_connection_is_named_as_an_authentication_fai
     def close_each() -> None:
         while not stop.is_set():
             try:
-                server.accept()[0].close()
+                conn = server.accept()[0]
             except TimeoutError:
                 continue
+            if close == "reset":  # linger 0: the close is a reset, as when the client's bytes were unread
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
 
     closer = threading.Thread(target=close_each, daemon=True)
     closer.start()

@@ -117,6 +117,12 @@ def client_config(options: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+# How kafka-python (3.0) words a bootstrap connection the broker closed: an orderly close, or a
+# reset ("Connection reset by peer", or "104 ECONNRESET") when the broker closed with the
+# client's bytes unread.
+CLOSED_WORDING = ("socket disconnected", "reset by peer", "ECONNRESET")
+
+
 class AuthFailures(logging.Handler):
     """kafka-python's reports of a failed SASL authentication while a client connects. It retries
     such a failure until its bootstrap timeout and then says only that it could not bootstrap; this
@@ -124,8 +130,10 @@ class AuthFailures(logging.Handler):
 
     The broker answers a failed authentication and then closes the connection. When the answer and
     the close arrive in one read, kafka-python (3.0) reports only "socket disconnected" and the
-    answer is lost, so with SASL configured a bootstrap whose every connection the broker closed is
-    named as a probable authentication failure (:meth:`cause`), never a bare timeout."""
+    answer is lost; when the client's next request was still unread, the close arrives as a reset
+    ("Connection reset by peer"). So with SASL configured a bootstrap whose every connection the
+    broker closed is named as a probable authentication failure (:meth:`cause`), never a bare
+    timeout."""
 
     def __init__(self, sasl: bool = False) -> None:
         super().__init__(logging.WARNING)
@@ -137,7 +145,7 @@ class AuthFailures(logging.Handler):
         text = record.getMessage()
         if self.seen is None and ("uthentication failed" in text or "SaslAuthentication" in text):
             self.seen = text.removeprefix("Connection failed: ")
-        elif text.startswith("Bootstrap connection") and "socket disconnected" in text:
+        elif text.startswith("Bootstrap connection") and any(closed in text for closed in CLOSED_WORDING):
             self.closed_in_setup += 1
 
     def cause(self) -> str | None:

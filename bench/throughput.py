@@ -122,6 +122,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runs", type=int, default=3, help="measurements of each row; min/median/max reported (default 3)")
     p.add_argument("--small-rows", type=int, default=3000, help="rows for the small mini-batch row (default 3000)")
     p.add_argument("--small-batch", type=int, default=10, help="the small mini-batch size (default 10, the seed's)")
+    p.add_argument("--out", default="throughput", help="results file name under bench/results (default throughput)")
+    p.add_argument(
+        "--prequential",
+        choices=("batch", "step"),
+        default="batch",
+        help="the streaming side's train.prequential: batch (a forward pass scores each row first, the default) or step (scored in the training pass)",
+    )
     p.add_argument("--child", choices=SMALL_KINDS, help=argparse.SUPPRESS)
     p.add_argument("--child-seed", type=int, default=7, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from streaming_lstm.trainer.runner import start_query
     from streaming_lstm.trainer.sources import file_source
 
-    cfg = load_config(ROOT / "conf" / "iris.toml", {**OVERRIDES, "stream.partitions": args.partitions})
+    cfg = load_config(ROOT / "conf" / "iris.toml", {**OVERRIDES, "stream.partitions": args.partitions, "train.prequential": args.prequential})
     m = cfg.model
     classes = len(cfg.data.classes)
     flops = lstm_flops_per_row(m.timesteps, m.features_per_step, list(m.hidden), classes)
@@ -222,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     payload = {
         "partitions": args.partitions,
+        "prequential": args.prequential,
         "hidden": list(m.hidden),
         "batch_size": 256,
         "epochs": 1,
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results,
         "small_mini_batch": small_row,
     }
-    path = write("throughput", payload)
+    path = write(args.out, payload)
     print(json.dumps(payload) if args.json else f"mini-batch {args.small_batch}: from scratch / keras {small_row['from_scratch_over_keras']:.2f}\nwrote {path}")
     return payload
 

@@ -29,6 +29,7 @@ def test_file_overrides_defaults_and_flags_override_file() -> None:
         ({"train.optimizer": "adagrad"}, "train.optimizer: must be one of adam, sgd, rmsprop, got 'adagrad'"),
         ({"stream.plan": "sometimes"}, "stream.plan: must be one of auto, once, batch, got 'sometimes'"),
         ({"train.batch_size": 0}, "train.batch_size: must be positive, got 0"),
+        ({"train.prequential": "row"}, "train.prequential: must be one of batch, step, got 'row'"),
         ({"stream.partitions": -1}, "stream.partitions: must be positive, got -1"),
         ({"stream.decay": 1.5}, "stream.decay: must be in [0, 1], got 1.5"),
         ({"stream.trigger": "soon"}, "stream.trigger: expected a duration"),
@@ -41,6 +42,13 @@ def test_bad_values_name_key_and_value(overrides: dict, message: str) -> None:
         load_config(IRIS, overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_scoring_in_the_training_steps_is_for_classification() -> None:
+    load_config(IRIS, {"train.prequential": "step"})
+    with pytest.raises(ConfigError) as err:
+        load_config(IRIS.parent / "solar.toml", {"train.prequential": "step"})
+    assert str(err.value) == "train.prequential: scores classification only: a forecast needs \"batch\", got 'step'"
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:

@@ -172,3 +172,35 @@ def test_every_benchmark_takes_json(name: str) -> None:
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
         module.main(["--help"])
     assert exit_.value.code == 0 and "--json" in out.getvalue()
+
+
+class _Parsed(Exception):
+    """Raised by the patched ``parse_args``: the benchmark's command line parsed, nothing run."""
+
+
+def documented_benchmarks() -> list[tuple[str, list[str]]]:
+    """Every ``python -m bench NAME ...`` the README and docs/ show in backticks, as (where, argv)."""
+    found = []
+    for page in PAGES:
+        for command in re.findall(r"`python -m bench ([^`]+)`", page.read_text(), flags=re.S):
+            words = shlex.split(" ".join(command.split()))
+            if words[0] != "NAME":  # the generic form
+                found.append((f"{page.name}: python -m bench {' '.join(words)}", words))
+    return found
+
+
+@pytest.mark.parametrize(("where", "argv"), documented_benchmarks(), ids=[w for w, _ in documented_benchmarks()])
+def test_every_documented_benchmark_command_parses(where: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each benchmark command line the pages show names a benchmark and parses with its own parser."""
+    import importlib
+
+    assert argv[0] in BENCHMARKS, f"{where}: no benchmark {argv[0]!r}"
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self: argparse.ArgumentParser, args: list[str] | None = None, namespace: object = None) -> argparse.Namespace:
+        raise _Parsed(parse(self, args, namespace))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    module = importlib.import_module(f"bench.{argv[0].replace('-', '_')}")
+    with pytest.raises(_Parsed):
+        module.main(argv[1:])

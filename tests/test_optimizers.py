@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from streaming_lstm.core import training
+from streaming_lstm.core import compiled, training
 from streaming_lstm.core.model import LSTMStack
 from streaming_lstm.core.weights import LSTMConfig, init_weights
 
@@ -17,9 +17,9 @@ STEPS = 6
 
 def keras_optimizer(name: str, lr: float) -> tf.keras.optimizers.Optimizer:
     if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate=lr, beta_1=training.ADAM_BETA1, beta_2=training.ADAM_BETA2, epsilon=training.EPSILON)
+        return tf.keras.optimizers.Adam(learning_rate=lr, beta_1=compiled.ADAM_BETA1, beta_2=compiled.ADAM_BETA2, epsilon=compiled.EPSILON)
     if name == "rmsprop":
-        return tf.keras.optimizers.RMSprop(learning_rate=lr, rho=training.RMSPROP_RHO, epsilon=training.EPSILON, momentum=0.0, centered=False)
+        return tf.keras.optimizers.RMSprop(learning_rate=lr, rho=compiled.RMSPROP_RHO, epsilon=compiled.EPSILON, momentum=0.0, centered=False)
     return tf.keras.optimizers.SGD(learning_rate=lr)
 
 

@@ -49,6 +49,32 @@ def test_train_partition_scores_before_training() -> None:
     assert training.score(r.weights, NormStats.of(x).transform(x), y, spec).loss < expected.loss
 
 
+def test_scoring_in_the_training_steps_scores_each_new_row_before_the_step_that_learns_it() -> None:
+    """fit_scored trains exactly as fit does, and its score is, row by row, the weights before
+    the first-epoch step that learned the row, counted over the new rows only (not the
+    rehearsal's), checked against score() of the weights after each prefix of steps."""
+    spec = training.TrainSpec(CFG, "adam", 0.01, 5.0, 0.0)
+    x, y = toy(37)
+    xn = NormStats.of(x).transform(x)
+    w0, new = init_weights(CFG), 30  # rows 30.. stand for the rehearsal's
+    plain, plain_loss = training.fit(w0, xn, y, spec, epochs=3, batch_size=8, seed=5)
+    scored, loss, prequential = training.fit_scored(w0, xn, y, spec, new_rows=new, epochs=3, batch_size=8, seed=5)
+    assert loss == plain_loss and all(np.array_equal(plain[k], scored[k]) for k in plain)
+    order, mask = training.mini_batches(len(x), 3, 8, np.random.default_rng(5))
+    model, correct, loss_sum = training.compiled(spec), 0, 0.0
+    for k in range(len(order) // 3):  # the first epoch: weights after k steps score step k's rows
+        model.net.assign(w0)
+        model.reset_optimizer()
+        model.train_steps(8)(xn, y, order[:k], mask[:k])
+        rows = order[k][(mask[k] > 0) & (order[k] < new)]
+        got = training.score(model.net.get(), xn[rows], y[rows], spec)
+        correct, loss_sum = correct + got.correct, loss_sum + got.loss_sum
+    assert (prequential.rows, prequential.correct) == (new, correct)
+    assert prequential.loss_sum == pytest.approx(loss_sum, rel=1e-5)
+    r = training.train_partition(0, w0, NormStats.empty(4), x[:new], y[:new], spec, epochs=3, batch_size=8, seed=5, score_steps=True)
+    assert r.prequential.rows == new and r.prequential != training.score(w0, NormStats.empty(4).transform(x[:new]), y[:new], spec)
+
+
 def test_short_last_batch_and_other_row_counts_do_not_retrace() -> None:
     """One trace per static mini-batch size (training.padded_size): a short last mini-batch is
     padded, any number of rows >= batch_size reuses the full size, fewer rows a power of two."""
@@ -63,7 +89,7 @@ def test_short_last_batch_and_other_row_counts_do_not_retrace() -> None:
     assert full.experimental_get_tracing_count() == before == 1
     assert [training.padded_size(n, 10) for n in (1, 2, 3, 5, 8, 9, 10, 11, 1000)] == [1, 2, 4, 8, 8, 10, 10, 10, 10]
     _, loss = training.fit(init_weights(CFG), x[:3], y[:3], spec, epochs=1, batch_size=10, seed=0)
-    assert set(model._train_fns) == {10, 4} and np.isfinite(loss)
+    assert set(model._train_fns) == {(10, False), (4, False)} and np.isfinite(loss)
 
 
 def test_mini_batches_cover_every_row_once_per_epoch_and_mask_only_padding() -> None:
@@ -138,7 +164,7 @@ def test_tensorflow_comes_without_keras_until_keras_is_asked_for() -> None:
         "x, y = np.ones((6, 4), np.float32), np.arange(6, dtype=np.int32) % 3\n"
         "w, loss = training.fit(init_weights(spec.model), x, y, spec, epochs=2, batch_size=4, seed=0)\n"
         "assert np.isfinite(loss) and 'keras.src' not in sys.modules\n"
-        "tf = training.tf\n"
+        "from streaming_lstm.core.tf_import import tf\n"
         "print(tf.keras.layers.LSTM(3)(tf.zeros((1, 2, 1))).shape, tf.keras.optimizers.Adam.__module__)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

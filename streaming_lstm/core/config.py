@@ -15,6 +15,7 @@ from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 TRAIN_FROM = ("batch", "running")
+PREQUENTIAL = ("batch", "step")  # TrainConfig.prequential
 AGGREGATIONS = ("mean", "trimmed_mean", "median")
 SERVER_OPTIMIZERS = ("none", "momentum", "adam", "yogi")  # server_opt.py
 FORMATS = ("csv", "json")
@@ -123,6 +124,11 @@ class TrainConfig:
     warmup_epochs: int = 10  # extra local epochs at the first row, decaying to 0 (schedule.py)
     warmup_rows: int = 1000  # rows trained over which the extra epochs decay; 0 = no warm-up
     rehearsal_rows: int = 500  # newest trained rows each batch replays with its own (rehearsal.py); 0 = off
+    # Which model scores a streaming row before training on it: "batch" = the version before the
+    # micro-batch (the served model's figure); "step" (classification) = the weights of the local
+    # step that learns the row, before that step: River's row-by-row protocol a mini-batch at a
+    # time, scored inside the training pass at no cost of its own.
+    prequential: str = "batch"
     tf_threads: int = 0  # TF intra-op threads per process; 0 = per model and mini-batch (core/threads.py)
 
 

@@ -14,6 +14,7 @@ from streaming_lstm.core.config import (
     MODES,
     OPTIMIZERS,
     PLANS,
+    PREQUENTIAL,
     SERVER_OPTIMIZERS,
     TASKS,
     TRAIN_FROM,
@@ -34,6 +35,8 @@ def validate(cfg: AppConfig) -> None:
     model_rules(cfg.data, cfg.model)
     train_rules(cfg.train)
     stream_rules(cfg.stream)
+    step = cfg.train.prequential == "step"
+    need(not (step and cfg.data.task == "forecast"), "train.prequential", cfg.train.prequential, 'scores classification only: a forecast needs "batch"')
 
 
 def need(ok: bool, key: str, value: Any, why: str) -> None:
@@ -114,6 +117,7 @@ def train_rules(t: TrainConfig) -> None:
     for key in ("warmup_epochs", "warmup_rows"):
         need(getattr(t, key) >= 0, f"train.{key}", getattr(t, key), "must be >= 0 (0 = no warm-up)")
     need(t.rehearsal_rows >= 0, "train.rehearsal_rows", t.rehearsal_rows, "must be >= 0 (0 = no rehearsal)")
+    need(t.prequential in PREQUENTIAL, "train.prequential", t.prequential, f"must be one of {', '.join(PREQUENTIAL)}")
 
 
 def stream_rules(s: StreamConfig) -> None:

@@ -1,223 +1,31 @@
 """Training as a pure function of (weights, rows, config): it never touches Spark.
 
-TensorFlow is imported here, at the top, once: the Spark driver never imports this module (it
+TensorFlow is imported with this module, once: the Spark driver never imports it (it
 needs only :mod:`~streaming_lstm.core.seeds` and :mod:`~streaming_lstm.core.results`), the Python workers
 and the one-process commands do.
 
-The standalone ``fit`` and every streaming partition task call the functions here. A process keeps
-one compiled model per :class:`TrainSpec` in a module-level cache (:func:`compiled`): Spark reuses
-its Python workers across micro-batches, and a cache that lives in this importable module survives
-between tasks, while one inside a cloudpickled closure would be rebuilt (and TF retraced) every task.
-
-Optimisers are written out too (adam, sgd, rmsprop) so that their state is plain variables that a
-task resets to zero: every task starts from the global weights with a fresh optimiser, which makes a
-replayed task reproduce its result exactly.
+The standalone ``fit`` and every streaming partition task call the functions here; they run the
+process's compiled model for their :class:`~streaming_lstm.core.compiled.TrainSpec`
+(:mod:`~streaming_lstm.core.compiled`).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
 from streaming_lstm.core.change import forecast_base, forecast_columns, served, window_inputs
-from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.compiled import TrainSpec, compiled, env_threads
 from streaming_lstm.core.gain import ForecastGain
-from streaming_lstm.core.model import LSTMStack
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
 from streaming_lstm.core.results import PartitionResult, Score
-from streaming_lstm.core.tf_import import tf
-from streaming_lstm.core.threads import INTER_OP_THREADS, intra_op_threads
-from streaming_lstm.core.weights import LSTMConfig, Weights, check_weights
+from streaming_lstm.core.threads import intra_op_threads
+from streaming_lstm.core.weights import Weights, check_weights
 
-ADAM_BETA1, ADAM_BETA2, EPSILON, RMSPROP_RHO = 0.9, 0.999, 1e-7, 0.9
 SCORE_CHUNK = 8192  # rows per predict call: bounds memory on large batches
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """What a compiled model depends on; hashable, the key of the per-process cache."""
-
-    model: LSTMConfig
-    optimizer: str
-    learning_rate: float
-    clip_norm: float
-    l2: float
-    change_from: tuple[int, ...] = ()  # data.forecast_change: AppConfig.change_columns()
-
-    @classmethod
-    def from_app(cls, cfg: AppConfig, *, streaming: bool = False) -> TrainSpec:
-        """The standalone trainer's spec, or (``streaming``) a partition task's."""
-        t = cfg.train
-        lr = t.local_learning_rate if streaming and t.local_learning_rate > 0 else t.learning_rate
-        return cls(LSTMConfig.from_app(cfg), t.optimizer, lr, t.clip_norm, t.l2, cfg.change_columns())
-
-
-_THREADS_SET = False
-
-
-def configure_threads(threads: int) -> None:
-    """Set TF's thread pools once per process, before TF runs anything: ``threads`` intra-op
-    (0: TF's default, the cores) and :data:`~streaming_lstm.core.threads.INTER_OP_THREADS`
-    inter-op threads (:mod:`~streaming_lstm.core.threads` says why).
-
-    With several Spark tasks per executor, tasks x intra-op threads should not exceed the cores.
-    """
-    global _THREADS_SET
-    if _THREADS_SET:
-        return
-    _THREADS_SET = True
-    try:
-        if threads > 0:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
-        tf.config.experimental.enable_op_determinism()
-    except RuntimeError:
-        # TF was already initialised in this process (e.g. a test ran a model first); its pools stay.
-        pass
-
-
-class CompiledModel:
-    """An :class:`~streaming_lstm.core.model.LSTMStack`, its optimiser state and traced functions.
-
-    :meth:`train_steps` runs every mini-batch of a training call inside one traced loop: a call
-    from Python into a ``tf.function`` costs about as much as a whole step of a small LSTM on 10
-    rows, so ``fit`` makes one call, not one per mini-batch. Its mini-batch size is static (one
-    trace per size, :func:`padded_size`; a short mini-batch is padded with masked rows): with a
-    ``None`` batch dimension every elementwise gradient carries shape and broadcast-reduction ops,
-    which make up a large share of a step's ops. Scoring and prediction take a ``None`` batch
-    dimension.
-    """
-
-    def __init__(self, spec: TrainSpec) -> None:
-        self.spec = spec
-        self.net = LSTMStack(spec.model)
-        variables = self.net.ordered
-        self.slots_m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.slots_v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.step = tf.Variable(0.0, trainable=False)
-        self._l2_vars = [v for name, v in self.net.by_name.items() if not name.endswith("bias")]
-        nfeat = spec.model.num_features
-        x_sig = tf.TensorSpec((None, nfeat), tf.float32)
-        # Class ids, or (forecast) the normalised targets, one column per forecast value.
-        y_sig = tf.TensorSpec((None, spec.model.num_classes), tf.float32) if spec.model.forecast else tf.TensorSpec((None,), tf.int32)
-        self._sigs = (x_sig, y_sig)
-        self._train_fns: dict[int, tf.types.experimental.PolymorphicFunction] = {}
-        self.score_step = tf.function(self._score_step, input_signature=[x_sig, y_sig])
-        self.predict_step = tf.function(self._predict_step, input_signature=[x_sig])
-        self.outputs_step = tf.function(self.net, input_signature=[x_sig])  # the head's raw outputs
-        self._reset = tf.function(self._reset_body, input_signature=[])
-
-    # -- traced bodies ------------------------------------------------------------------------
-    def train_steps(self, batch: int) -> tf.types.experimental.PolymorphicFunction:
-        """The traced training loop for mini-batches of ``batch`` rows (traced on first use)."""
-        fn = self._train_fns.get(batch)
-        if fn is None:
-            steps_sig = tf.TensorSpec((None, batch), tf.int32), tf.TensorSpec((None, batch), tf.float32)
-            fn = self._train_fns[batch] = tf.function(self._train_steps, input_signature=[*self._sigs, *steps_sig])
-        return fn
-
-    def _loss(self, x, y, mask):  # type: ignore[no-untyped-def]
-        """The mean loss over the rows whose ``mask`` is 1 (padding rows have 0: no gradient)."""
-        out = self.net(x)  # (B, C): logits, or the normalised forecasts
-        if self.spec.model.forecast:
-            per_row = tf.reduce_mean(tf.square(out - y), axis=1)  # (B,) MSE over the forecast values
-        else:
-            per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)  # (B,)
-        loss = tf.reduce_sum(per_row * mask) / tf.reduce_sum(mask)
-        if self.spec.l2 > 0:
-            loss += self.spec.l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in self._l2_vars])
-        return loss
-
-    def _train_step(self, x, y, mask):  # type: ignore[no-untyped-def]
-        variables = self.net.ordered
-        with tf.GradientTape() as tape:
-            loss = self._loss(x, y, mask)
-        grads = tape.gradient(loss, variables)
-        if self.spec.clip_norm > 0:
-            grads, _ = tf.clip_by_global_norm(grads, self.spec.clip_norm)
-        lr = self.spec.learning_rate
-        self.step.assign_add(1.0)
-        t = self.step
-        # The updates are Keras's own (tf.keras.optimizers, Keras 3), term for term, so that they
-        # agree to float rounding (tests/test_optimizers.py). Note where epsilon sits: Adam adds it
-        # to sqrt(v) with the bias correction folded into the step size (Kingma & Ba's "efficient"
-        # form), RMSprop inside the square root; both damp the steps of tiny gradients.
-        #   Adam:  m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2);  var -= alpha m / (sqrt(v) + eps)
-        #   with alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
-        # Adam runs as TF's fused kernel (ResourceApplyAdam computes exactly those three lines, in
-        # that order): one op per variable instead of eight, which matters at small mini-batches.
-        beta1_power, beta2_power = tf.pow(ADAM_BETA1, t), tf.pow(ADAM_BETA2, t)  # once per step, not per variable
-        for var, g, m, v in zip(variables, grads, self.slots_m, self.slots_v, strict=True):
-            if self.spec.optimizer == "adam":
-                tf.raw_ops.ResourceApplyAdam(
-                    var=var.handle,
-                    m=m.handle,
-                    v=v.handle,
-                    beta1_power=beta1_power,
-                    beta2_power=beta2_power,
-                    lr=lr,
-                    beta1=ADAM_BETA1,
-                    beta2=ADAM_BETA2,
-                    epsilon=EPSILON,
-                    grad=g,
-                )
-            elif self.spec.optimizer == "rmsprop":
-                v.assign(RMSPROP_RHO * v + (1 - RMSPROP_RHO) * tf.square(g))
-                var.assign_sub((lr * g) / tf.sqrt(v + EPSILON))
-            else:  # sgd
-                var.assign_sub(lr * g)
-        return loss
-
-    def _train_steps(self, x, y, order, mask):  # type: ignore[no-untyped-def]
-        """Step k trains rows ``order[k]`` (S, b) where ``mask[k]`` is 1; returns the (S,) step losses."""
-        steps = tf.shape(order)[0]
-        losses = tf.TensorArray(tf.float32, size=steps)
-        for k in tf.range(steps):  # a graph loop (AutoGraph), not a Python one
-            idx = order[k]  # (b,) static
-            losses = losses.write(k, self._train_step(tf.gather(x, idx), tf.gather(y, idx), mask[k]))
-        return losses.stack()
-
-    def _score_step(self, x, y):  # type: ignore[no-untyped-def]
-        logits = self.net(x)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.int32))
-        return correct, tf.reduce_sum(losses)
-
-    def _predict_step(self, x):  # type: ignore[no-untyped-def]
-        return tf.nn.softmax(self.net(x))
-
-    # -- eager helpers ------------------------------------------------------------------------
-    def reset_optimizer(self) -> None:
-        """Zero the optimiser's state in one traced call: eager assigns of host zeros, one per
-        slot variable, cost a visible share of a small partition's training."""
-        self._reset()
-
-    def _reset_body(self) -> None:
-        for s in (*self.slots_m, *self.slots_v):
-            s.assign(tf.zeros_like(s))
-        self.step.assign(0.0)
-
-
-_CACHE: dict[TrainSpec, CompiledModel] = {}
-
-
-def env_threads() -> int:
-    """``STREAMING_LSTM_TF_THREADS``: intra-op threads for a process outside a trainer task (0: unset)."""
-    return int(os.environ.get("STREAMING_LSTM_TF_THREADS", "0"))
-
-
-def compiled(spec: TrainSpec, threads: int = 0) -> CompiledModel:
-    """The process's compiled model for ``spec`` (built and traced on first use only)."""
-    model = _CACHE.get(spec)
-    if model is None:
-        configure_threads(threads or env_threads())
-        model = _CACHE[spec] = CompiledModel(spec)
-    return model
 
 
 def padded_size(rows: int, batch_size: int) -> int:
@@ -255,20 +63,67 @@ def fit(
     threads for this model and mini-batch (:func:`~streaming_lstm.core.threads.intra_op_threads`)
     if this process has not set them yet.
     """
+    new_weights, last, _ = _run_fit(weights, x, y, spec, epochs, batch_size, seed, threads, scored_rows=None)
+    return new_weights, last
+
+
+def fit_scored(
+    weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: TrainSpec,
+    *,
+    new_rows: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    threads: int = 0,
+) -> tuple[Weights, float, Score]:
+    """:func:`fit` (classification, ``epochs`` >= 1) that also scores rows ``x[:new_rows]`` as the
+    first epoch met them: each row by the weights of the step that learned it, before that step
+    (every row is predicted before any step learns it, as in River's row-by-row test-then-train,
+    a mini-batch at a time). The score costs no forward pass of its own."""
+    assert epochs > 0 and not spec.model.forecast, "scoring in the training pass needs classification and an epoch"
+    new_weights, last, score_ = _run_fit(weights, x, y, spec, epochs, batch_size, seed, threads, scored_rows=new_rows)
+    assert score_ is not None
+    return new_weights, last, score_
+
+
+def _run_fit(
+    weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: TrainSpec,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    threads: int,
+    *,
+    scored_rows: int | None,
+) -> tuple[Weights, float, Score | None]:
     model = compiled(spec, threads or env_threads() or intra_op_threads(spec.model, batch_size))
     model.net.assign(check_weights(weights, spec.model))
     model.reset_optimizer()
     n = len(x)
     if epochs <= 0 or n == 0:
-        return model.net.get(), float("nan")
+        return model.net.get(), float("nan"), (None if scored_rows is None else Score(0, 0, 0.0))
     y_dtype = np.float32 if spec.model.forecast else np.int32
     order, mask = mini_batches(n, epochs, batch_size, np.random.default_rng(seed))  # (S, b) each
-    run = model.train_steps(order.shape[1])
-    losses = run(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, y_dtype), order, mask).numpy()
+    args = (np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, y_dtype), order, mask)
     per_epoch = len(order) // epochs
+    score_ = None
+    if scored_rows is not None:
+        losses_t, right, entropy = model.train_steps(order.shape[1], scored=True)(*args)
+        first = order[:per_epoch], mask[:per_epoch] > 0  # the first epoch meets every row once
+        new = first[0][first[1]] < scored_rows  # the new rows, not the rehearsal's
+        right_new, entropy_new = right.numpy()[:per_epoch][first[1]][new], entropy.numpy()[:per_epoch][first[1]][new]
+        score_ = Score(int(new.sum()), int(right_new.sum()), float(entropy_new.astype(np.float64).sum()))
+        losses = losses_t.numpy()
+    else:
+        losses = model.train_steps(order.shape[1])(*args).numpy()
     sizes = mask[-per_epoch:].sum(axis=1)  # the last epoch's mini-batch sizes
     last = float(np.dot(losses[-per_epoch:].astype(np.float64), sizes) / n)  # the last epoch's mean
-    return model.net.get(), last
+    return model.net.get(), last, score_
 
 
 def score(weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: TrainSpec, threads: int = 0) -> Score:
@@ -353,12 +208,16 @@ def train_partition(
     naive: np.ndarray | None = None,
     replay: Rehearsal | None = None,
     gain: np.ndarray | None = None,
+    score_steps: bool = False,
 ) -> PartitionResult:
     """One streaming partition: test, then train (prequential, as in River).
 
     1. Score every row with the incoming global weights and normaliser (the prequential figures;
        forecasts also against ``naive``, the last-value forecast of each target, (N, C), served
-       with the incoming ``gain``, and the rows' sums for the next gain, gain.py).
+       with the incoming ``gain``, and the rows' sums for the next gain, gain.py). With
+       ``score_steps`` (classification, ``train.prequential = "step"``) the first local epoch
+       scores instead: each row by the weights of the step that learns it, before that step, on
+       the merged normaliser (:func:`fit_scored`).
     2. Merge this partition's statistics (features, and forecast targets) into the global ones and
        normalise with that.
     3. Train ``epochs`` local epochs from the global weights, on the new rows and the ``replay``
@@ -369,7 +228,6 @@ def train_partition(
     (learned as changes from the window's last values with ``data.forecast_change``).
     """
     started = time.perf_counter()
-    sums = None
     if spec.model.forecast:
         assert naive is not None, "a forecast partition needs the naive forecasts"
         prequential, sums = score_forecast(weights, norm, x_raw, y, naive, spec, threads, gain)
@@ -379,13 +237,18 @@ def train_partition(
             columns = np.concatenate([columns, forecast_columns(spec, replay.x, replay.y)])
         both = norm.merge(local).transform(columns)
         x_n, y_n = both[:, : spec.model.num_features], both[:, spec.model.num_features :]
+        new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+        return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started, gain=sums)
+    local = NormStats.of(x_raw)
+    merged = norm.merge(local)
+    x_n, y_n = merged.transform(x_raw), y
+    if replay is not None and len(replay):
+        x_n = np.concatenate([x_n, merged.transform(replay.x)])
+        y_n = np.concatenate([y, replay.y.astype(y.dtype)])
+    if score_steps and epochs > 0:
+        options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "threads": threads}
+        new_weights, train_loss, prequential = fit_scored(weights, x_n, y_n, spec, new_rows=len(x_raw), **options)
     else:
         prequential = score(weights, norm.transform(x_raw), y, spec, threads)
-        local = NormStats.of(x_raw)
-        merged = norm.merge(local)
-        x_n, y_n = merged.transform(x_raw), y
-        if replay is not None and len(replay):
-            x_n = np.concatenate([x_n, merged.transform(replay.x)])
-            y_n = np.concatenate([y, replay.y.astype(y.dtype)])
-    new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
-    return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started, gain=sums)
+        new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+    return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started)

@@ -215,7 +215,7 @@ def train_key(
     seed = task_seed(cfg.model.seed, batch_id, key)
     limit, partitions = cfg.train.rehearsal_rows, cfg.stream.partitions
     replay = rehearsal.share(key, partitions) if rehearsal is not None and limit > 0 else None
-    options = {"naive": naive, "replay": replay, "gain": start.served_gain(), "threads": threads}
+    options = {"naive": naive, "replay": replay, "gain": start.served_gain(), "threads": threads, "score_steps": cfg.train.prequential == "step"}
     result = training.train_partition(key, weights, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=seed, **options)
     return dataclasses.replace(result, recent=tail(x, y, limit, partitions)) if limit > 0 else result
 

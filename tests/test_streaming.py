@@ -298,3 +298,19 @@ def test_python_workers_keep_tensorflow_s_objects_out_of_the_collector(spark: An
     assert len(rows) == 2
     for row in rows:
         assert row.tf and not row.keras and row.frozen > 5 * row.tracked, row
+
+
+def test_route_values_hash_as_spark_does_and_reach_their_task(spark: Any) -> None:
+    """routing.route_keys computes Spark's hash partitioning in Python (no Spark job): its hash
+    equals ``F.hash`` on longs across the range, and ``repartition(P, _route)`` sends the slot-j
+    route value to shuffle partition j."""
+    from pyspark.sql import functions as F
+
+    from streaming_lstm.trainer.routing import route_keys, slots, spark_hash_long, to_tasks
+
+    values = [0, 1, -1, 7, 2**31, -(2**31) - 1, 2**32 + 3, 2**40 + 5, 2**63 - 1, -(2**63)]
+    hashed = spark.createDataFrame([(v,) for v in values], "v long").select(F.hash("v").alias("h")).collect()
+    assert [r["h"] for r in hashed] == [spark_hash_long(v) for v in values]
+    for partitions in (1, 2, 3, 15, 64):
+        routed = to_tasks(slots(spark, route_keys(partitions)), route_keys(partitions)).select("id", F.spark_partition_id().alias("task"))
+        assert sorted((r["id"], r["task"]) for r in routed.collect()) == [(j, j) for j in range(partitions)]

@@ -91,7 +91,7 @@ def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int
     cores = connect.default_parallelism(spark)
     tasks = min(cfg.stream.partitions, cfg.stream.tasks or cores)
     threads = cfg.train.tf_threads or intra_op_threads(LSTMConfig.from_app(cfg), cfg.train.batch_size, max(1, cores // tasks))
-    return tasks, route_keys(spark, tasks), threads
+    return tasks, route_keys(tasks), threads
 
 
 def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, routes: list[int], threads: int) -> float:

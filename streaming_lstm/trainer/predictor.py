@@ -65,7 +65,7 @@ class StreamPredictor:
         self.saved: SavedModel | None = None
         self.blob: bytes = b""
         self.shipped: Any = None
-        self.routes = route_keys(spark, connect.default_parallelism(spark))
+        self.routes = route_keys(connect.default_parallelism(spark))
         self.rows_scored = 0
         self.rows_rejected = 0
         self.rows_labelled = 0

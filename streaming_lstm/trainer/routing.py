@@ -54,19 +54,44 @@ def order_of(part: int, offset: int | None, position: int) -> int:
     return (part << ORDER_BITS) + ((position if offset is None else offset) & ((1 << ORDER_BITS) - 1))
 
 
-def route_keys(spark: SparkSession, partitions: int) -> list[int]:
+_MASK32 = 0xFFFFFFFF
+
+
+def _rotl32(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & _MASK32
+
+
+def _mix_k1(k1: int) -> int:
+    return (_rotl32((k1 * 0xCC9E2D51) & _MASK32, 15) * 0x1B873593) & _MASK32
+
+
+def _mix_h1(h1: int, k1: int) -> int:
+    return (_rotl32(h1 ^ k1, 13) * 5 + 0xE6546B64) & _MASK32
+
+
+def spark_hash_long(value: int, seed: int = 42) -> int:
+    """Spark's ``hash()`` of a long (``Murmur3_x86_32.hashLong`` with Spark's seed 42), as a
+    signed 32-bit int: the low word, then the high word, then the finaliser with length 8."""
+    h1 = _mix_h1(_mix_h1(seed, _mix_k1(value & _MASK32)), _mix_k1((value >> 32) & _MASK32))
+    h1 ^= 8
+    h1 = ((h1 ^ (h1 >> 16)) * 0x85EBCA6B) & _MASK32
+    h1 = ((h1 ^ (h1 >> 13)) * 0xC2B2AE35) & _MASK32
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 >= 1 << 31 else h1
+
+
+def route_keys(partitions: int) -> list[int]:
     """For each slot j < P a long value that ``repartition(P, col)`` sends to shuffle partition j.
 
-    Spark's hash partitioning is ``pmod(murmur3(value), P)``, which is what ``F.hash`` computes, so
-    one small query finds a value per partition; keys then never share a task.
+    Spark's hash partitioning is ``pmod(murmur3(value), P)`` (``F.hash``, seed 42), computed here
+    (:func:`spark_hash_long`) rather than by a Spark job: a cold session's first job costs more
+    than a second. The smallest such value per slot; keys then never share a task.
     """
     found: dict[int, int] = {}
-    upper = 64 * partitions
+    value = 0
     while len(found) < partitions:
-        rows = spark.range(0, upper).select("id", F.pmod(F.hash(F.col("id")), F.lit(partitions)).alias("p")).collect()
-        for row in rows:
-            found.setdefault(int(row["p"]), int(row["id"]))
-        upper *= 4
+        found.setdefault(spark_hash_long(value) % partitions, value)
+        value += 1
     return [found[j] for j in range(partitions)]
 
 

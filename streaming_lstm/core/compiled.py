@@ -74,9 +74,9 @@ class CompiledModel:
     :meth:`train_steps` runs every mini-batch of a training call inside one traced loop: a call
     from Python into a ``tf.function`` costs about as much as a whole step of a small LSTM on 10
     rows, so ``fit`` makes one call, not one per mini-batch. Its mini-batch size is static (one
-    trace per size, :func:`padded_size`; a short mini-batch is padded with masked rows): with a
-    ``None`` batch dimension every elementwise gradient carries shape and broadcast-reduction ops,
-    which make up a large share of a step's ops. Scoring and prediction take a ``None`` batch
+    trace per size, :func:`~streaming_lstm.core.training.padded_size`; a short mini-batch is padded
+    with masked rows): with a ``None`` batch dimension every elementwise gradient carries shape and
+    broadcast-reduction ops, which make up a large share of a step's ops. Scoring and prediction take a ``None`` batch
     dimension.
     """
 

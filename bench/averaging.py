@@ -20,7 +20,7 @@ from bench.common import parser as bench_parser
 from bench.common import write
 from streaming_lstm.core import training
 from streaming_lstm.core.config_load import load_config
-from streaming_lstm.core.schedule import local_epochs
+from streaming_lstm.core.schedule import local_epochs, mini_batch
 from streaming_lstm.core.seeds import key_shift, task_seed
 from streaming_lstm.parse.data import load_csv
 from streaming_lstm.trainer.state import TrainerState, Update
@@ -72,7 +72,8 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
                 data.y[rows],
                 spec,
                 epochs=local_epochs(cfg.train, state.rows_seen),  # as the trainer: warm-up included
-                batch_size=cfg.train.batch_size,
+                batch_size=mini_batch(cfg.train, int(state.norm.count), len(data.x[rows])),
+                score_steps=cfg.scores_in_steps(),
                 seed=task_seed(cfg.model.seed, batch_id, key),
             )
             updates.append(Update(r.rows, r.weights, r.norm, key))

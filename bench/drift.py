@@ -19,7 +19,7 @@ from streaming_lstm.core import training
 from streaming_lstm.core.config import decay_for_half_life
 from streaming_lstm.core.config_load import load_config
 from streaming_lstm.core.drift import Adwin
-from streaming_lstm.core.schedule import local_epochs
+from streaming_lstm.core.schedule import local_epochs, mini_batch
 from streaming_lstm.core.seeds import task_seed
 from streaming_lstm.parse.data import load_csv
 from streaming_lstm.trainer.state import TrainerState, Update
@@ -52,7 +52,8 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
                 y[sel],
                 spec,
                 epochs=local_epochs(cfg.train, state.rows_seen),  # as the trainer: warm-up included
-                batch_size=cfg.train.batch_size,
+                batch_size=mini_batch(cfg.train, int(state.norm.count), len(data.x[idx][sel])),
+                score_steps=cfg.scores_in_steps(),
                 seed=task_seed(0, b, k),
             )
             ups.append(Update(r.rows, r.weights, r.norm, k))

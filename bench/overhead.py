@@ -49,7 +49,8 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
     from streaming_lstm.trainer.runner import start_query
     from streaming_lstm.trainer.sources import file_source
 
-    same_work = {"train.warmup_epochs": 0, "train.rehearsal_rows": 0}  # the batch's own rows, local_epochs times, as plain TF
+    # the batch's own rows, local_epochs times, in full mini-batches, as plain TF
+    same_work = {"train.warmup_epochs": 0, "train.warmup_batch_size": 0, "train.rehearsal_rows": 0}
     cfg = load_config(ROOT / "conf" / "iris.toml", {"stream.partitions": args.partitions, "stream.trigger": "0s", **same_work})
     out: dict[int, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,9 +89,9 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
                     state_w, norm = state.training_weights(), state.norm  # type: ignore[union-attr]
                     for key in range(args.partitions):
                         sel = np.arange(len(data.y)) % args.partitions == key
-                        training.train_partition(
-                            key, state_w, norm, data.x[sel], data.y[sel], spec, epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size, seed=key
-                        )
+                        epochs, steps = cfg.train.local_epochs, cfg.scores_in_steps()
+                        x, y = data.x[sel], data.y[sel]
+                        training.train_partition(key, state_w, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=key, score_steps=steps)
                     if rep:
                         times["plain_tf"].append(time.perf_counter() - started)
         finally:

@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         queries = {}
         for n in ps:
             over = {"stream.partitions": n, "stream.trigger": "0s", "model.hidden": "128,256", "train.batch_size": 10}
-            cfg = load_config(ROOT / "conf" / "iris.toml", {**over, "train.local_epochs": 1, "train.warmup_epochs": 0, "train.rehearsal_rows": 0})
+            cfg = load_config(
+                ROOT / "conf" / "iris.toml",
+                {**over, "train.local_epochs": 1, "train.warmup_epochs": 0, "train.warmup_batch_size": 0, "train.rehearsal_rows": 0},
+            )
             trainer = StreamingTrainer(spark, cfg, base / f"ck-{n}")
             trainer.warm_up()
             feed = FileFeed(base / f"in-{n}")

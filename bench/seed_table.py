@@ -39,6 +39,7 @@ def overrides(epochs: int, partitions: int) -> dict[str, Any]:
         "train.local_learning_rate": 0.001,
         "train.local_epochs": epochs,
         "train.warmup_epochs": 0,  # the seed's fixed epoch count
+        "train.warmup_batch_size": 0,  # ... and mini-batch
         "train.rehearsal_rows": 0,  # ... over the batch's own rows only
         "train.epochs": epochs,
         "stream.partitions": partitions,

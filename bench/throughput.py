@@ -38,6 +38,7 @@ OVERRIDES = {
     "train.batch_size": 256,
     "train.local_epochs": 1,
     "train.warmup_epochs": 0,
+    "train.warmup_batch_size": 0,  # every side trains in mini-batches of 256
     "train.rehearsal_rows": 0,  # every side trains the same rows once
     "train.epochs": 1,
     "stream.trigger": "0s",
@@ -125,9 +126,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default="throughput", help="results file name under bench/results (default throughput)")
     p.add_argument(
         "--prequential",
-        choices=("batch", "step"),
-        default="batch",
-        help="the streaming side's train.prequential: batch (a forward pass scores each row first, the default) or step (scored in the training pass)",
+        choices=("auto", "batch", "step"),
+        default="auto",
+        help="the streaming side's train.prequential: auto (the default: step, for this classifier), "
+        "batch (a forward pass scores each row first) or step (scored in the training pass)",
     )
     p.add_argument("--child", choices=SMALL_KINDS, help=argparse.SUPPRESS)
     p.add_argument("--child-seed", type=int, default=7, help=argparse.SUPPRESS)

@@ -29,7 +29,7 @@ def test_file_overrides_defaults_and_flags_override_file() -> None:
         ({"train.optimizer": "adagrad"}, "train.optimizer: must be one of adam, sgd, rmsprop, got 'adagrad'"),
         ({"stream.plan": "sometimes"}, "stream.plan: must be one of auto, once, batch, got 'sometimes'"),
         ({"train.batch_size": 0}, "train.batch_size: must be positive, got 0"),
-        ({"train.prequential": "row"}, "train.prequential: must be one of batch, step, got 'row'"),
+        ({"train.prequential": "row"}, "train.prequential: must be one of auto, batch, step, got 'row'"),
         ({"stream.partitions": -1}, "stream.partitions: must be positive, got -1"),
         ({"stream.decay": 1.5}, "stream.decay: must be in [0, 1], got 1.5"),
         ({"stream.trigger": "soon"}, "stream.trigger: expected a duration"),
@@ -45,9 +45,15 @@ def test_bad_values_name_key_and_value(overrides: dict, message: str) -> None:
 
 
 def test_scoring_in_the_training_steps_is_for_classification() -> None:
-    load_config(IRIS, {"train.prequential": "step"})
+    """ "auto" (the default) scores a classifier in the training steps and a forecast with the
+    batch's model; "step" on a forecast is an error naming the key and value."""
+    assert load_config(IRIS, {"train.prequential": "step"}).scores_in_steps()
+    assert load_config(IRIS).train.prequential == "auto" and load_config(IRIS).scores_in_steps()
+    assert not load_config(IRIS, {"train.prequential": "batch"}).scores_in_steps()
+    solar = IRIS.parent / "solar.toml"
+    assert not load_config(solar).scores_in_steps() and not load_config(solar, {"train.prequential": "auto"}).scores_in_steps()
     with pytest.raises(ConfigError) as err:
-        load_config(IRIS.parent / "solar.toml", {"train.prequential": "step"})
+        load_config(solar, {"train.prequential": "step"})
     assert str(err.value) == "train.prequential: scores classification only: a forecast needs \"batch\", got 'step'"
 
 

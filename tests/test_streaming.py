@@ -67,7 +67,7 @@ def test_balanced_partitions_exactly_once_and_it_learns(spark: Any, iris_lines: 
     assert trainer.state.rows_seen == 600 and trainer.state.version == 12
     first = np.mean([m["prequential_accuracy"] for m in history[:2]])
     last = np.mean([m["prequential_accuracy"] for m in history[-3:]])
-    assert last > first + 0.3, (first, last)
+    assert last >= 0.95 > first, (first, last)  # it learns (the first batches learn while they are scored)
     # metrics.jsonl has one line per batch, same figures.
     lines = [json.loads(x) for x in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
     assert [x["batch_id"] for x in lines] == list(range(12))
@@ -173,7 +173,8 @@ def test_nan_partition_update_is_rejected_and_model_stays_finite(spark: Any, iri
 def test_one_partition_one_epoch_equals_the_standalone_trainer(spark: Any, iris_lines: list[str], iris_csv: Path, tmp_path: Path) -> None:
     from streaming_lstm.commands import standalone
 
-    over = {"stream.partitions": 1, "train.local_epochs": 1, "train.epochs": 1, "train.local_learning_rate": 0.0, "train.warmup_epochs": 0}
+    over = {"stream.partitions": 1, "train.local_epochs": 1, "train.epochs": 1, "train.local_learning_rate": 0.0}
+    over |= {"train.warmup_epochs": 0, "train.warmup_batch_size": 0}  # the standalone trainer's epochs and mini-batch
     rows = shuffled(iris_lines, 1, seed=3)
     with streaming(spark, config(**over), tmp_path / "ck") as (_tr, feed):
         feed(rows)

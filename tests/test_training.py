@@ -50,18 +50,21 @@ def test_train_partition_scores_before_training() -> None:
 
 
 def test_scoring_in_the_training_steps_scores_each_new_row_before_the_step_that_learns_it() -> None:
-    """fit_scored trains exactly as fit does, and its score is, row by row, the weights before
-    the first-epoch step that learned the row, counted over the new rows only (not the
-    rehearsal's), checked against score() of the weights after each prefix of steps."""
+    """fit_scored's first epoch meets the new rows first (before the rehearsal's), and its score
+    is, row by row, the weights before the step that learned the row, counted over the new rows
+    only, checked against score() of the weights after each prefix of steps."""
     spec = training.TrainSpec(CFG, "adam", 0.01, 5.0, 0.0)
     x, y = toy(37)
     xn = NormStats.of(x).transform(x)
     w0, new = init_weights(CFG), 30  # rows 30.. stand for the rehearsal's
-    plain, plain_loss = training.fit(w0, xn, y, spec, epochs=3, batch_size=8, seed=5)
     scored, loss, prequential = training.fit_scored(w0, xn, y, spec, new_rows=new, epochs=3, batch_size=8, seed=5)
-    assert loss == plain_loss and all(np.array_equal(plain[k], scored[k]) for k in plain)
-    order, mask = training.mini_batches(len(x), 3, 8, np.random.default_rng(5))
+    order, mask = training.mini_batches(len(x), 3, 8, np.random.default_rng(5), first=new)
+    assert sorted(order[mask > 0][:new].tolist()) == list(range(new)), "the new rows open the first epoch"
     model, correct, loss_sum = training.compiled(spec), 0, 0.0
+    model.net.assign(w0)
+    model.reset_optimizer()
+    model.train_steps(8)(xn, y, order, mask)  # the same steps, as fit runs them
+    assert all(np.array_equal(model.net.get()[k], scored[k]) for k in scored) and np.isfinite(loss)
     for k in range(len(order) // 3):  # the first epoch: weights after k steps score step k's rows
         model.net.assign(w0)
         model.reset_optimizer()
@@ -105,6 +108,18 @@ def test_mini_batches_cover_every_row_once_per_epoch_and_mask_only_padding() -> 
         # The permutations are the same as before padding existed: one per epoch, in order.
         rng = np.random.default_rng(0)
         assert order[mask == 1].tolist() == np.concatenate([rng.permutation(rows) for _ in range(3)]).tolist()
+
+
+def test_mini_batches_can_open_the_first_epoch_with_the_first_rows() -> None:
+    """first=k: epoch 0 is a permutation of rows [0, k) then one of the rest; later epochs and
+    first=0 are the plain permutations."""
+    order, mask = training.mini_batches(23, 3, 4, np.random.default_rng(1), first=9)
+    met = order[mask == 1].reshape(3, 23)
+    assert sorted(met[0, :9].tolist()) == list(range(9)) and sorted(met[0, 9:].tolist()) == list(range(9, 23))
+    assert all(sorted(e.tolist()) == list(range(23)) for e in met)
+    plain, _ = training.mini_batches(23, 3, 4, np.random.default_rng(1))
+    assert training.mini_batches(23, 3, 4, np.random.default_rng(1), first=0)[0].tolist() == plain.tolist()
+    assert training.mini_batches(23, 3, 4, np.random.default_rng(1), first=23)[0].tolist() == plain.tolist(), "all new: one permutation"
 
 
 def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:

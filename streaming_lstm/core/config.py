@@ -15,7 +15,7 @@ from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 TRAIN_FROM = ("batch", "running")
-PREQUENTIAL = ("batch", "step")  # TrainConfig.prequential
+PREQUENTIAL = ("auto", "batch", "step")  # TrainConfig.prequential
 AGGREGATIONS = ("mean", "trimmed_mean", "median")
 SERVER_OPTIMIZERS = ("none", "momentum", "adam", "yogi")  # server_opt.py
 FORMATS = ("csv", "json")
@@ -123,12 +123,17 @@ class TrainConfig:
     local_learning_rate: float = 0.0  # streaming partition tasks; 0 = use learning_rate
     warmup_epochs: int = 10  # extra local epochs at the first row, decaying to 0 (schedule.py)
     warmup_rows: int = 1000  # rows trained over which the extra epochs decay; 0 = no warm-up
+    # A classifier's mini-batch at the first row, growing to batch_size at warmup_rows
+    # (schedule.mini_batch): a model that has seen nothing learns within its first batch; 0 =
+    # batch_size throughout. Forecasts always train in batch_size.
+    warmup_batch_size: int = 2
     rehearsal_rows: int = 500  # newest trained rows each batch replays with its own (rehearsal.py); 0 = off
     # Which model scores a streaming row before training on it: "batch" = the version before the
     # micro-batch (the served model's figure); "step" (classification) = the weights of the local
     # step that learns the row, before that step: River's row-by-row protocol a mini-batch at a
-    # time, scored inside the training pass at no cost of its own.
-    prequential: str = "batch"
+    # time, scored inside the training pass at no cost of its own; "auto" = "step" for a
+    # classifier, "batch" for a forecast (AppConfig.scores_in_steps).
+    prequential: str = "auto"
     tf_threads: int = 0  # TF intra-op threads per process; 0 = per model and mini-batch (core/threads.py)
 
 
@@ -225,6 +230,11 @@ class AppConfig:
             return ()
         F = len(d.features)
         return tuple((t - 1) * F + d.features.index(name) for name in d.targets) * d.horizon
+
+    def scores_in_steps(self) -> bool:
+        """Whether streaming tasks score rows inside the training pass (``train.prequential``
+        "step", or "auto" for a classifier) rather than with the batch's model first."""
+        return self.train.prequential == "step" or (self.train.prequential == "auto" and self.data.task != "forecast")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists); :func:`from_dict` reads it back."""

@@ -114,8 +114,9 @@ def train_rules(t: TrainConfig) -> None:
     for key in ("batch_size", "epochs", "local_epochs"):
         need(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "must be positive")
     need(t.tf_threads >= 0, "train.tf_threads", t.tf_threads, "must be >= 0")
-    for key in ("warmup_epochs", "warmup_rows"):
+    for key in ("warmup_epochs", "warmup_rows", "warmup_batch_size"):
         need(getattr(t, key) >= 0, f"train.{key}", getattr(t, key), "must be >= 0 (0 = no warm-up)")
+    need(t.warmup_batch_size <= t.batch_size, "train.warmup_batch_size", t.warmup_batch_size, f"must be <= train.batch_size ({t.batch_size})")
     need(t.rehearsal_rows >= 0, "train.rehearsal_rows", t.rehearsal_rows, "must be >= 0 (0 = no rehearsal)")
     need(t.prequential in PREQUENTIAL, "train.prequential", t.prequential, f"must be one of {', '.join(PREQUENTIAL)}")
 

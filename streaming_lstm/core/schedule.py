@@ -25,3 +25,23 @@ def local_epochs(train: TrainConfig, rows_seen: int) -> int:
         return train.local_epochs
     left = max(0.0, 1.0 - rows_seen / train.warmup_rows)
     return train.local_epochs + round(train.warmup_epochs * left)
+
+
+def mini_batch(train: TrainConfig, rows_seen: int, rows: int) -> int:
+    """The mini-batch a partition task trains its ``rows`` new rows in, when the model has trained
+    ``rows_seen`` rows before them (the normaliser's count, saved in every model version).
+
+    ``train.warmup_batch_size`` at the first row, growing linearly to ``train.batch_size`` at
+    ``train.warmup_rows``, rounded down to a power of two (the sizes ``training.padded_size``
+    traces for short partitions anyway, so the warm-up adds no trace). Measured at the partition's
+    last row, ``rows_seen + rows``: a first batch that is a backlog of ``warmup_rows`` rows or more
+    trains in full mini-batches, only a stream's first few rows in small ones. Small mini-batches
+    are many small optimiser steps: a model that has seen nothing learns within its first batch
+    (what ``train.prequential = "step"`` then scores), where one step of ``batch_size`` rows
+    would not."""
+    first, full = train.warmup_batch_size, train.batch_size
+    at = rows_seen + rows
+    if first <= 0 or first >= full or train.warmup_rows <= 0 or at >= train.warmup_rows:
+        return full
+    grown = first + (full - first) * at / train.warmup_rows
+    return min(full, 1 << (int(grown).bit_length() - 1))

@@ -37,16 +37,20 @@ def padded_size(rows: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(0, rows - 1).bit_length())
 
 
-def mini_batches(rows: int, epochs: int, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def mini_batches(rows: int, epochs: int, batch_size: int, rng: np.random.Generator, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``order`` (S, b) and ``mask`` (S, b): each epoch a fresh permutation of the rows cut into
     mini-batches of ``batch_size``; an epoch's last short mini-batch is padded with row 0 at mask 0.
-    ``b`` is :func:`padded_size`."""
+    ``b`` is :func:`padded_size`. With ``first`` > 0 the first epoch meets rows ``[0, first)``
+    (in a permutation of their own) before the others."""
     b = padded_size(rows, batch_size)
     per_epoch = -(-rows // batch_size)  # mini-batches per epoch
     order = np.zeros((epochs, per_epoch * batch_size), np.int32)
     mask = np.zeros((epochs, per_epoch * batch_size), np.float32)
     for e in range(epochs):
-        order[e, :rows] = rng.permutation(rows)
+        if e == 0 and 0 < first < rows:
+            order[e, :rows] = np.concatenate([rng.permutation(first), first + rng.permutation(rows - first)])
+        else:
+            order[e, :rows] = rng.permutation(rows)
         mask[e, :rows] = 1.0
     # Rows fewer than batch_size: one mini-batch, cut to b >= rows; else b == batch_size.
     return order.reshape(-1, batch_size)[:, :b], mask.reshape(-1, batch_size)[:, :b]
@@ -108,7 +112,7 @@ def _run_fit(
     if epochs <= 0 or n == 0:
         return model.net.get(), float("nan"), (None if scored_rows is None else Score(0, 0, 0.0))
     y_dtype = np.float32 if spec.model.forecast else np.int32
-    order, mask = mini_batches(n, epochs, batch_size, np.random.default_rng(seed))  # (S, b) each
+    order, mask = mini_batches(n, epochs, batch_size, np.random.default_rng(seed), first=scored_rows or 0)  # (S, b) each
     args = (np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, y_dtype), order, mask)
     per_epoch = len(order) // epochs
     score_ = None

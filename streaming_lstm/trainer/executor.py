@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from streaming_lstm.core import faults, results
+from streaming_lstm.core import faults, results, schedule
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.config_load import from_dict
 from streaming_lstm.core.gain import ForecastGain
@@ -215,8 +215,11 @@ def train_key(
     seed = task_seed(cfg.model.seed, batch_id, key)
     limit, partitions = cfg.train.rehearsal_rows, cfg.stream.partitions
     replay = rehearsal.share(key, partitions) if rehearsal is not None and limit > 0 else None
-    options = {"naive": naive, "replay": replay, "gain": start.served_gain(), "threads": threads, "score_steps": cfg.train.prequential == "step"}
-    result = training.train_partition(key, weights, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=seed, **options)
+    options = {"naive": naive, "replay": replay, "gain": start.served_gain(), "threads": threads, "score_steps": cfg.scores_in_steps()}
+    # A forecast trains in full mini-batches: the warm-up mini-batch made WaterFlow's one-step MAE
+    # worse than the last value's (bench forecast; docs/learning.md, "The first rows").
+    batch_size = cfg.train.batch_size if targets else schedule.mini_batch(cfg.train, int(norm.count), len(x))
+    result = training.train_partition(key, weights, norm, x, y, spec, epochs=epochs, batch_size=batch_size, seed=seed, **options)
     return dataclasses.replace(result, recent=tail(x, y, limit, partitions)) if limit > 0 else result
 
 

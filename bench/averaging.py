@@ -74,6 +74,7 @@ def replay(overrides: dict[str, Any], copies: int, batch_rows: int, partitions: 
                 epochs=local_epochs(cfg.train, state.rows_seen),  # as the trainer: warm-up included
                 batch_size=mini_batch(cfg.train, int(state.norm.count), len(data.x[rows])),
                 score_steps=cfg.scores_in_steps(),
+                trace_size=cfg.train.batch_size,  # as the trainer: the warm-up sizes in the full size's trace
                 seed=task_seed(cfg.model.seed, batch_id, key),
             )
             updates.append(Update(r.rows, r.weights, r.norm, key))

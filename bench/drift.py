@@ -54,6 +54,7 @@ def run(drift_half_life: float, batches_before: int, batches_after: int, batch_r
                 epochs=local_epochs(cfg.train, state.rows_seen),  # as the trainer: warm-up included
                 batch_size=mini_batch(cfg.train, int(state.norm.count), len(data.x[idx][sel])),
                 score_steps=cfg.scores_in_steps(),
+                trace_size=cfg.train.batch_size,  # as the trainer: the warm-up sizes in the full size's trace
                 seed=task_seed(0, b, k),
             )
             ups.append(Update(r.rows, r.weights, r.norm, k))

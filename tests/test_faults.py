@@ -68,6 +68,7 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
             store.load(v)
     final = run_train(args(ck))
     assert final.returncode == 0, final.stderr[-3000:]
+    assert "gone before they were read" not in final.stdout + final.stderr, "a replayed batch skipped as applied is not data loss"
 
     # The uninterrupted run: same topic, fresh checkpoint, in this process's Spark session (another
     # process and JVM than the killed runs, same local[2] layout and TF threads).

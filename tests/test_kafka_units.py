@@ -10,7 +10,7 @@ import pytest
 
 from streaming_lstm.kafka.reader import BrokerWatch, records_skipped
 from streaming_lstm.local import jvm_deps
-from streaming_lstm.trainer.runner import query_error
+from streaming_lstm.trainer.runner import ProgressWatch, query_error
 
 
 def progress(start: object, end: object, rows: int) -> dict[str, object]:
@@ -31,6 +31,22 @@ def test_records_skipped_reads_both_readers_offsets() -> None:
     # The first batch of a query has no start offsets; a non-Kafka source has none at all.
     assert records_skipped(progress(None, {"0": 5}, 0)) == 0
     assert records_skipped({"numInputRows": 3, "sources": [{"startOffset": None, "endOffset": '{"logOffset":2}'}]}) == 0
+
+
+def test_a_batch_replayed_and_skipped_as_already_applied_is_not_counted_as_lost() -> None:
+    """After a restart Spark replays the last uncommitted batch; the handler skips it unread when
+    the state has applied it (numInputRows 0): those records were trained, not gone."""
+    reports = [
+        {"batchId": 1, "durationMs": {"addBatch": 5}, **progress({"0": 0}, {"0": 60}, 0)},  # replayed, skipped
+        {"batchId": 2, "durationMs": {"addBatch": 5}, **progress({"0": 60}, {"0": 120}, 50)},  # 10 gone
+    ]
+    query = type("Query", (), {"recentProgress": reports})()
+    restarted, fresh = ProgressWatch(applied=1), ProgressWatch()
+    restarted.scan(query)
+    fresh.scan(query)
+    assert (restarted.records_skipped, fresh.records_skipped) == (10, 70)
+    restarted.scan(query)
+    assert restarted.records_skipped == 10, "each report counted once"
 
 
 def test_query_error_names_the_lost_partitions_and_offsets_not_sparks_wrappers() -> None:

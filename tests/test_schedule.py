@@ -109,3 +109,30 @@ def test_a_task_trains_a_classifier_in_the_warm_up_mini_batch_and_a_forecast_in_
     )
     forecast = bool(cfg.data.target_columns())
     assert calls == [16 if forecast else mini_batch(cfg.train, 300, 20)] and (forecast or calls[0] == 4)  # 2 + 14 x 0.32 -> 4
+
+
+@pytest.mark.parametrize("over", [{}, {"train.prequential": "batch"}, {"train.prequential": "batch", "train.warmup_batch_size": 0}])
+def test_a_worker_traces_before_the_stream_what_its_first_batches_train(over: dict[str, Any]) -> None:
+    """executor.warm_frames traces the loop a task of batch_size rows or more trains in; a first
+    batch and later ones in the warm-up mini-batches (2, then 4) trace nothing new: the warm-up
+    sizes run in the full size's trace (training.fit's trace_size)."""
+    import pandas as pd
+
+    from streaming_lstm.core import training
+    from streaming_lstm.core.normalizer import NormStats
+    from streaming_lstm.core.weights import init_weights
+    from streaming_lstm.trainer import executor
+
+    lr = 0.0117 + 0.0001 * len(over)  # a spec of each case's own: a fresh entry in the process's cache
+    cfg = load_config(ROOT / "conf" / "iris.toml", {"train.local_learning_rate": lr, "train.batch_size": 16, **over})
+    assert list(executor.warm_frames(iter([pd.DataFrame()]), config_dict=cfg.to_dict(), threads=1))
+    spec = training.TrainSpec.from_app(cfg, streaming=True)
+    traced = set(training.compiled(spec)._train_fns)
+    assert traced == {(16, cfg.scores_in_steps())}
+    rng = np.random.default_rng(0)
+    start = executor.TaskModel(init_weights(spec.model), NormStats.empty(spec.model.num_stats))
+    for seen in (0, 300):  # mini-batch 2, then 4 (schedule.mini_batch)
+        part = pd.DataFrame({**{c: rng.normal(size=30) for c in cfg.input_columns()}, "label": rng.integers(0, 3, 30)})
+        norm = NormStats.of(rng.normal(size=(seen, spec.model.num_stats))) if seen else start.norm
+        executor.train_key(training, spec, cfg, 0, part, start._replace(norm=norm), batch_id=0, epochs=1, threads=1)
+        assert set(training.compiled(spec)._train_fns) == traced, f"after {seen} rows seen"

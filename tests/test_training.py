@@ -185,3 +185,41 @@ def test_tensorflow_comes_without_keras_until_keras_is_asked_for() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["(1,", "3)", "keras.src.optimizers.adam"], done.stdout
+
+
+def test_mini_batches_laid_in_a_wider_trace_keep_their_rows_and_mask_the_rest() -> None:
+    """width > the mini-batch: the same rows in the same steps, the extra columns masked."""
+    plain = training.mini_batches(25, 2, 4, np.random.default_rng(7), first=5)
+    wide = training.mini_batches(25, 2, 4, np.random.default_rng(7), first=5, width=16)
+    assert plain[0].shape == (14, 4) and wide[0].shape == (14, 16)
+    np.testing.assert_array_equal(wide[0][:, :4], plain[0])
+    np.testing.assert_array_equal(wide[1][:, :4], plain[1])
+    assert not wide[1][:, 4:].any() and wide[1].sum() == 50 == plain[1].sum()
+    small = training.mini_batches(3, 1, 2, np.random.default_rng(7), width=training.padded_size(3, 16))
+    assert small[0].shape == (2, 4) and small[1].sum() == 3, "fewer rows than the width: padded to their power of two"
+
+
+@pytest.mark.parametrize("scored", [False, True])
+def test_a_schedule_of_mini_batch_sizes_trains_in_one_trace_and_as_each_size_alone(scored: bool) -> None:
+    """trace_size: mini-batches of 2, 4 and 8 rows run in the 16-row trace (one traced loop per
+    process, not one per size) and train what each size's own trace trains."""
+    spec = training.TrainSpec(CFG, "adam", 0.0123, 5.0, 1e-4)  # a spec of its own: a fresh cache entry
+    x, y = toy(40, seed=2)
+    xn, w0 = NormStats.of(x).transform(x), init_weights(CFG)
+    model = training.compiled(spec)
+    for size in (2, 4, 8):
+        if scored:
+            wide, loss, s_wide = training.fit_scored(w0, xn, y, spec, new_rows=30, epochs=2, batch_size=size, seed=1, trace_size=16)
+        else:
+            wide, loss = training.fit(w0, xn, y, spec, epochs=2, batch_size=size, seed=1, trace_size=16)
+        assert {k for k in model._train_fns if k[1] == scored} == {(16, scored)}, "every size ran in the 16-row trace"
+        if scored:
+            alone, loss_alone, s_alone = training.fit_scored(w0, xn, y, spec, new_rows=30, epochs=2, batch_size=size, seed=1)
+            assert (s_wide.rows, s_wide.correct) == (s_alone.rows, s_alone.correct) and s_wide.loss_sum == pytest.approx(s_alone.loss_sum, rel=1e-5)
+        else:
+            alone, loss_alone = training.fit(w0, xn, y, spec, epochs=2, batch_size=size, seed=1)
+        assert (size, scored) in model._train_fns
+        del model._train_fns[size, scored]
+        assert loss == pytest.approx(loss_alone, rel=1e-5)
+        for k in wide:
+            np.testing.assert_allclose(wide[k], alone[k], atol=1e-6, err_msg=f"{k} at mini-batch {size}")

@@ -32,10 +32,9 @@ def mini_batch(train: TrainConfig, rows_seen: int, rows: int) -> int:
     ``rows_seen`` rows before them (the normaliser's count, saved in every model version).
 
     ``train.warmup_batch_size`` at the first row, growing linearly to ``train.batch_size`` at
-    ``train.warmup_rows``, rounded down to a power of two (sizes ``training.padded_size`` also
-    gives short partitions, so a process traces at most log2(batch_size) + 1 shapes either way; a
-    worker traces each on first use). Measured at the partition's
-    last row, ``rows_seen + rows``: a first batch that is a backlog of ``warmup_rows`` rows or more
+    ``train.warmup_rows``, rounded down to a power of two; a task runs them in the trace of
+    ``train.batch_size`` (training.fit's ``trace_size``), so they add no trace. Measured at the
+    partition's last row, ``rows_seen + rows``: a first batch that is a backlog of ``warmup_rows`` rows or more
     trains in full mini-batches, only a stream's first few rows in small ones. Small mini-batches
     are many small optimiser steps: a model that has seen nothing learns within its first batch
     (what ``train.prequential = "step"`` then scores), where one step of ``batch_size`` rows

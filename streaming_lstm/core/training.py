@@ -37,12 +37,14 @@ def padded_size(rows: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(0, rows - 1).bit_length())
 
 
-def mini_batches(rows: int, epochs: int, batch_size: int, rng: np.random.Generator, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mini_batches(rows: int, epochs: int, batch_size: int, rng: np.random.Generator, first: int = 0, width: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``order`` (S, b) and ``mask`` (S, b): each epoch a fresh permutation of the rows cut into
     mini-batches of ``batch_size``; an epoch's last short mini-batch is padded with row 0 at mask 0.
-    ``b`` is :func:`padded_size`. With ``first`` > 0 the first epoch meets rows ``[0, first)``
-    (in a permutation of their own) before the others."""
-    b = padded_size(rows, batch_size)
+    ``b`` is :func:`padded_size`, or ``width`` when that is larger: each mini-batch of
+    ``batch_size`` rows then fills the first columns and masked padding the rest, the same steps
+    in a wider traced shape. With ``first`` > 0 the first epoch meets rows ``[0, first)`` (in a
+    permutation of their own) before the others."""
+    b = max(width, padded_size(rows, batch_size))
     per_epoch = -(-rows // batch_size)  # mini-batches per epoch
     order = np.zeros((epochs, per_epoch * batch_size), np.int32)
     mask = np.zeros((epochs, per_epoch * batch_size), np.float32)
@@ -52,12 +54,24 @@ def mini_batches(rows: int, epochs: int, batch_size: int, rng: np.random.Generat
         else:
             order[e, :rows] = rng.permutation(rows)
         mask[e, :rows] = 1.0
-    # Rows fewer than batch_size: one mini-batch, cut to b >= rows; else b == batch_size.
-    return order.reshape(-1, batch_size)[:, :b], mask.reshape(-1, batch_size)[:, :b]
+    order, mask = order.reshape(-1, batch_size), mask.reshape(-1, batch_size)
+    if b <= batch_size:  # rows fewer than batch_size: one mini-batch, cut to b >= rows
+        return order[:, :b], mask[:, :b]
+    pad = ((0, 0), (0, b - batch_size))
+    return np.pad(order, pad), np.pad(mask, pad)
 
 
 def fit(
-    weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: TrainSpec, *, epochs: int, batch_size: int, seed: int, threads: int = 0
+    weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: TrainSpec,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    threads: int = 0,
+    trace_size: int = 0,
 ) -> tuple[Weights, float]:
     """Train from ``weights`` on normalised rows ``x`` (N, F) and labels ``y`` (N,).
 
@@ -66,8 +80,14 @@ def fit(
     not modified and the result depends only on the arguments. ``threads`` 0 picks the intra-op
     threads for this model and mini-batch (:func:`~streaming_lstm.core.threads.intra_op_threads`)
     if this process has not set them yet.
+
+    ``trace_size`` (>= ``batch_size``; 0: ``batch_size``) is the mini-batch size the traced loop
+    is built for: smaller mini-batches are padded to it with masked rows, which carry no loss and
+    no gradient, so a schedule of sizes (``schedule.mini_batch``) shares one trace per process
+    instead of tracing each size (~0.7 s each for a small model) at the price of the padding's
+    arithmetic.
     """
-    new_weights, last, _ = _run_fit(weights, x, y, spec, epochs, batch_size, seed, threads, scored_rows=None)
+    new_weights, last, _ = _run_fit(weights, x, y, spec, epochs, batch_size, seed, threads, scored_rows=None, trace_size=trace_size)
     return new_weights, last
 
 
@@ -82,13 +102,14 @@ def fit_scored(
     batch_size: int,
     seed: int,
     threads: int = 0,
+    trace_size: int = 0,
 ) -> tuple[Weights, float, Score]:
     """:func:`fit` (classification, ``epochs`` >= 1) that also scores rows ``x[:new_rows]`` as the
     first epoch met them: each row by the weights of the step that learned it, before that step
     (every row is predicted before any step learns it, as in River's row-by-row test-then-train,
     a mini-batch at a time). The score costs no forward pass of its own."""
     assert epochs > 0 and not spec.model.forecast, "scoring in the training pass needs classification and an epoch"
-    new_weights, last, score_ = _run_fit(weights, x, y, spec, epochs, batch_size, seed, threads, scored_rows=new_rows)
+    new_weights, last, score_ = _run_fit(weights, x, y, spec, epochs, batch_size, seed, threads, scored_rows=new_rows, trace_size=trace_size)
     assert score_ is not None
     return new_weights, last, score_
 
@@ -104,15 +125,18 @@ def _run_fit(
     threads: int,
     *,
     scored_rows: int | None,
+    trace_size: int = 0,
 ) -> tuple[Weights, float, Score | None]:
-    model = compiled(spec, threads or env_threads() or intra_op_threads(spec.model, batch_size))
+    traced = max(trace_size, batch_size)
+    model = compiled(spec, threads or env_threads() or intra_op_threads(spec.model, traced))
     model.net.assign(check_weights(weights, spec.model))
     model.reset_optimizer()
     n = len(x)
     if epochs <= 0 or n == 0:
         return model.net.get(), float("nan"), (None if scored_rows is None else Score(0, 0, 0.0))
     y_dtype = np.float32 if spec.model.forecast else np.int32
-    order, mask = mini_batches(n, epochs, batch_size, np.random.default_rng(seed), first=scored_rows or 0)  # (S, b) each
+    width = padded_size(n, traced)
+    order, mask = mini_batches(n, epochs, batch_size, np.random.default_rng(seed), first=scored_rows or 0, width=width)  # (S, b) each
     args = (np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, y_dtype), order, mask)
     per_epoch = len(order) // epochs
     score_ = None
@@ -213,6 +237,7 @@ def train_partition(
     replay: Rehearsal | None = None,
     gain: np.ndarray | None = None,
     score_steps: bool = False,
+    trace_size: int = 0,
 ) -> PartitionResult:
     """One streaming partition: test, then train (prequential, as in River).
 
@@ -225,7 +250,7 @@ def train_partition(
     2. Merge this partition's statistics (features, and forecast targets) into the global ones and
        normalise with that.
     3. Train ``epochs`` local epochs from the global weights, on the new rows and the ``replay``
-       rows (this key's share of the rehearsal buffer, rehearsal.py; raw, like ``x_raw``).
+       rows (this key's share of the rehearsal buffer, rehearsal.py; raw, like ``x_raw``) (:func:`fit`).
 
     The result carries this partition's own statistics; the driver merges all partitions' into the
     global normaliser, so no row is counted twice. ``y`` is (N,) class ids or (N, C) raw targets
@@ -249,10 +274,10 @@ def train_partition(
     if replay is not None and len(replay):
         x_n = np.concatenate([x_n, merged.transform(replay.x)])
         y_n = np.concatenate([y, replay.y.astype(y.dtype)])
+    options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "threads": threads, "trace_size": trace_size}
     if score_steps and epochs > 0:
-        options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "threads": threads}
         new_weights, train_loss, prequential = fit_scored(weights, x_n, y_n, spec, new_rows=len(x_raw), **options)
     else:
         prequential = score(weights, norm.transform(x_raw), y, spec, threads)
-        new_weights, train_loss = fit(weights, x_n, y_n, spec, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+        new_weights, train_loss = fit(weights, x_n, y_n, spec, **options)
     return PartitionResult(key, len(x_raw), prequential, train_loss, new_weights, local, time.perf_counter() - started)

@@ -217,8 +217,10 @@ def train_key(
     replay = rehearsal.share(key, partitions) if rehearsal is not None and limit > 0 else None
     options = {"naive": naive, "replay": replay, "gain": start.served_gain(), "threads": threads, "score_steps": cfg.scores_in_steps()}
     # A forecast trains in full mini-batches: the warm-up mini-batch made WaterFlow's one-step MAE
-    # worse than the last value's (bench forecast; docs/learning.md, "The first rows").
+    # worse than the last value's (bench forecast; docs/learning.md, "The first rows"). The
+    # warm-up sizes run in the full size's trace, which warm_frames has built before the stream.
     batch_size = cfg.train.batch_size if targets else schedule.mini_batch(cfg.train, int(norm.count), len(x))
+    options["trace_size"] = cfg.train.batch_size
     result = training.train_partition(key, weights, norm, x, y, spec, epochs=epochs, batch_size=batch_size, seed=seed, **options)
     return dataclasses.replace(result, recent=tail(x, y, limit, partitions)) if limit > 0 else result
 
@@ -227,7 +229,10 @@ WARM_SCHEMA = "worker_pid int, seconds double"
 
 
 def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
-    """Import TF and trace the compiled model in this Python worker before the stream starts."""
+    """Import TF and trace, in this Python worker before the stream starts, what a partition of
+    ``train.batch_size`` rows or more runs (training.padded_size; smaller partitions trace their
+    power of two on first use): the training loop that scores in its steps (a classifier under
+    step scoring), or the plain loop and the forward pass that scores before training."""
     training = _training()
     import time
 
@@ -236,19 +241,20 @@ def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], 
         pass
     cfg = task_config(config_dict)
     spec = training.TrainSpec.from_app(cfg, streaming=True)
-    n = spec.model.num_features
     from streaming_lstm.core.weights import init_weights
 
-    # A full mini-batch: the static size every partition of batch_size rows or more trains with
-    # (training.padded_size); smaller partitions trace their power of two on first use.
-    rows = cfg.train.batch_size
+    rows, n = cfg.train.batch_size, spec.model.num_features
     x, w = np.zeros((rows, n), np.float32), init_weights(spec.model)
     y = np.zeros((rows, spec.model.num_classes), np.float32) if spec.model.forecast else np.zeros(rows, np.int32)
-    training.fit(w, x, y, spec, epochs=1, batch_size=rows, seed=0, threads=threads)
-    if spec.model.forecast:
-        training.outputs(w, x, spec, threads)  # what scoring a forecast traces
+    options = {"epochs": 1, "batch_size": rows, "seed": 0, "threads": threads}
+    if cfg.scores_in_steps():
+        training.fit_scored(w, x, y, spec, new_rows=rows, **options)
     else:
-        training.score(w, x, y, spec, threads)
+        training.fit(w, x, y, spec, **options)
+        if spec.model.forecast:
+            training.outputs(w, x, spec, threads)  # what scoring a forecast traces
+        else:
+            training.score(w, x, y, spec, threads)
     yield pd.DataFrame({"worker_pid": [os.getpid()], "seconds": [time.perf_counter() - started]})
 
 

@@ -162,10 +162,14 @@ def query_error(error: Any) -> str:
 
 class ProgressWatch:
     """Reads the query's progress reports as they come: counts Kafka records skipped (gone from the
-    broker before they were read, ``failOnDataLoss=false``) and says so once per batch."""
+    broker before they were read, ``failOnDataLoss=false``) and says so once per batch.
 
-    def __init__(self) -> None:
-        self.last_batch = -1
+    Batches up to ``applied`` (the state's last applied batch id when the query starts) are the
+    ones Spark replays after a restart and the handler skips unread: their records were trained
+    by an earlier run, not lost, so they are not counted."""
+
+    def __init__(self, applied: int = -1) -> None:
+        self.last_batch = applied
         self.records_skipped = 0
 
     def scan(self, query: StreamingQuery) -> None:
@@ -240,9 +244,9 @@ def run(
     """
     started = time.monotonic()
     stop_event = stop_event or threading.Event()
+    progress = ProgressWatch(applied=trainer.state.last_batch_id)  # read before the first batch can apply
     query = start_query(trainer, source)
     trainer.last_rows_at = time.monotonic()
-    progress = ProgressWatch()
     first = [on_first_trigger]
 
     def tick() -> str | None:

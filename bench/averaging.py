@@ -33,11 +33,14 @@ SETTINGS: list[dict[str, Any]] = [
     {"stream.half_life_batches": 2.0, "stream.train_from": "running", "train.local_learning_rate": 0.003},
     {"stream.decay": 1.0, "stream.train_from": "batch", "train.local_learning_rate": 0.003},
     {"stream.decay": 1.0, "stream.train_from": "running", "train.local_learning_rate": 0.003},
-    {"stream.decay": 0.0, "train.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 4.0, "train.local_learning_rate": 0.01},
-    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.01, "train.local_epochs": 10},
-    {"stream.half_life_batches": 2.0, "train.local_learning_rate": 0.02},
+    {"stream.decay": 0.0, "train.local_learning_rate": 0.01},  # a = 0: the running average is the batch's
+    {"stream.half_life_batches": 2.0, "stream.train_from": "batch", "train.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 4.0, "stream.train_from": "batch", "train.local_learning_rate": 0.01},
+    {"stream.half_life_batches": 2.0, "stream.train_from": "batch", "train.local_learning_rate": 0.01, "train.local_epochs": 10},
+    {"stream.half_life_batches": 2.0, "stream.train_from": "batch", "train.local_learning_rate": 0.02},
+    {},  # the defaults: half-life 2, train from the running average, local lr 0.01 (conf/iris.toml)
+    {"stream.half_life_batches": 1.0},
+    {"stream.half_life_batches": 4.0},
     # Robust aggregation: what it costs in learning (4 partitions, so a median has something to do).
     {"stream.partitions": 4, "stream.aggregation": "mean"},
     {"stream.partitions": 4, "stream.aggregation": "median"},

@@ -17,6 +17,11 @@ first window can forecast), before it learns from it.
 * River (row by row: ``forecast(horizon=1)`` then ``learn_one``): ``time_series.SNARIMAX`` and
   ``time_series.HoltWinters`` in a small grid (:func:`river_models`); the best of it per series.
 * naive: the last value.
+* hindsight linear (a bound, not a forecaster): the least-absolute-deviations linear forecast of
+  each point's change from the window's last ``timesteps - 1`` changes, every other column's last
+  change and its gap to the series, fit once on all scored points (:func:`hindsight_linear`). It
+  sees the future it is scored on, so no linear forecaster that learns as it goes can expect to
+  beat it; where it hardly beats the naive forecast, nothing linear does.
 
 ``--json`` prints one object per series with ``streaming_lstm_mae``, ``river_best_mae``,
 ``river_best_model`` and ``naive_mae``. Writes bench/results/forecast.json and forecast.png.
@@ -114,6 +119,23 @@ def run_river(make: Callable[[], Any], values: list[float], first: int) -> dict[
     return {"mae": float(np.mean(errors)), "fallbacks": fallbacks, "seconds": time.perf_counter() - started, "abs_errors": errors}
 
 
+def hindsight_linear(values: list[float], extra: list[dict[str, float]], first: int, timesteps: int) -> float:
+    """MAE of the least-absolute-deviations linear forecast of y_i - y_{i-1}, i >= ``first``, fit
+    with hindsight on all those points (iteratively reweighted least squares). Its inputs at i, all
+    known at i - 1: the last ``timesteps - 1`` changes of y, each other column's last change and its
+    gap to y, and a constant."""
+    y = np.asarray(values, float)
+    other = np.array([[e[c] for c in sorted(extra[0])] for e in extra], float)  # (N, C), C may be 0
+    change = np.diff(y)  # change[i - 1] = y_i - y_{i-1}
+    rows = [[*change[i - timesteps : i - 1][::-1], *(other[i - 1] - other[i - 2]), *(other[i - 1] - y[i - 1]), 1.0] for i in range(first, len(y))]
+    a, b = np.array(rows), change[first - 1 :]
+    coef: np.ndarray = np.linalg.lstsq(a, b, rcond=None)[0]
+    for _ in range(100):  # IRLS: weights 1/|residual| turn least squares into least absolute deviations
+        w = 1 / np.sqrt(np.maximum(np.abs(b - a @ coef), 1e-6))
+        coef = np.linalg.lstsq(a * w[:, None], b * w, rcond=None)[0]
+    return float(np.abs(b - a @ coef).mean())
+
+
 def write_csv(name: str, times: list[str], values: list[float], extra: list[dict[str, float]], path: Path) -> list[str]:
     columns = ["time", "value", *extra[0]]
     lines = [",".join([t, repr(v), *(repr(e[c]) for c in extra[0])]) for t, v, e in zip(times, values, extra, strict=True)]
@@ -184,6 +206,7 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
         "river_best_mae": river[best]["mae"],
         "river_best_model": best,
         "naive_mae": naive,
+        "hindsight_linear_mae": hindsight_linear(values, extra, first, s.timesteps),
         "streaming_lstm_skill": 1 - lstm["mae"] / naive,
         "river": {m: {k: v for k, v in r.items() if k != "abs_errors"} for m, r in river.items()},
         "deep_river_lstm_mae": DEEP_RIVER_LSTM_MAE.get(name),
@@ -193,7 +216,7 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
     say(
         f"{name}: streaming-lstm MAE {row['streaming_lstm_mae']:.3f} (skill {row['streaming_lstm_skill']:+.2f}; "
         f"levels, data.forecast_change = false: {level['mae']:.3f}) | "
-        f"River best {best} {row['river_best_mae']:.3f} | naive {naive:.3f}",
+        f"River best {best} {row['river_best_mae']:.3f} | naive {naive:.3f} | hindsight linear {row['hindsight_linear_mae']:.3f}",
         flush=True,
     )
     return row

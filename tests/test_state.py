@@ -139,6 +139,27 @@ def test_train_from_running_or_batch() -> None:
     np.testing.assert_array_equal(flatten(state2.training_weights()), flatten(state2.weights))
 
 
+@pytest.mark.parametrize(("server", "running"), [("none", True), ("adam", False), ("momentum", False)])
+def test_train_from_auto_is_the_running_average_unless_a_server_optimiser_steps(server: str, running: bool) -> None:
+    """A server optimiser's model is what its next round trains from; plain averaging trains the
+    next batch from the running average."""
+    state = TrainerState(cfg_with(decay=0.5, server_optimizer=server), store=None)
+    assert state.cfg.stream.train_from == "auto"
+    state.apply(0, [update(state, 10, 4)])
+    state.apply(1, [update(state, 10, 5)])
+    assert not np.allclose(flatten(state.weights), flatten(state.next_weights))
+    expected = state.weights if running else state.next_weights
+    np.testing.assert_array_equal(flatten(state.training_weights()), flatten(expected))
+
+
+def test_train_from_auto_is_the_batch_aggregate_for_a_forecast() -> None:
+    solar = load_config(ROOT / "conf" / "solar.toml")
+    assert solar.data.task == "forecast" and solar.stream.train_from == "auto"
+    assert not solar.trains_from_running()
+    assert load_config(ROOT / "conf" / "solar.toml", {"stream.train_from": "running"}).trains_from_running()
+    assert cfg_with().trains_from_running() and not cfg_with(train_from="batch").trains_from_running()
+
+
 def test_unflatten_keeps_names() -> None:
     w = init_weights(LSTMConfig(4, 1, (3,), 3))
     assert list(unflatten(flatten(w), w)) == list(w)

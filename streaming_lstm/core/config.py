@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-TRAIN_FROM = ("batch", "running")
+TRAIN_FROM = ("auto", "batch", "running")  # StreamConfig.train_from
 PREQUENTIAL = ("auto", "batch", "step")  # TrainConfig.prequential
 AGGREGATIONS = ("mean", "trimmed_mean", "median")
 SERVER_OPTIMIZERS = ("none", "momentum", "adam", "yogi")  # server_opt.py
@@ -149,7 +149,13 @@ class StreamConfig:
     # > 0 replaces it with a = exp(ln 0.5 / h).
     decay: float = 0.5**0.5
     half_life_batches: float = 0.0
-    train_from: str = "batch"  # which weights the next batch starts from: "batch" or "running"
+    # Which weights the next batch's partitions start from: "running" = the running average (an
+    # average of the batch models over the last few batches, which smooths the noise of small
+    # batches' local training); "batch" = this batch's aggregate alone (FedAvg's rule); "auto" =
+    # "running" for a classifier without a server optimiser, else "batch": a server optimiser's
+    # model is what its next round trains from, and forecasts measured better from the batch's
+    # aggregate (AppConfig.trains_from_running).
+    train_from: str = "auto"
     aggregation: str = "mean"
     trim_fraction: float = 0.1
     # A server-side optimiser over each batch's aggregate (server_opt.py: FedAvgM, FedAdam, FedYogi);
@@ -230,6 +236,13 @@ class AppConfig:
             return ()
         F = len(d.features)
         return tuple((t - 1) * F + d.features.index(name) for name in d.targets) * d.horizon
+
+    def trains_from_running(self) -> bool:
+        """Whether each batch's partitions start from the running average (``stream.train_from``
+        "running", or "auto" for a classifier without a server optimiser) rather than the last
+        batch's aggregate."""
+        s = self.stream
+        return s.train_from == "running" or (s.train_from == "auto" and s.server_optimizer == "none" and self.data.task != "forecast")
 
     def scores_in_steps(self) -> bool:
         """Whether streaming tasks score rows inside the training pass (``train.prequential``

@@ -192,7 +192,7 @@ class TrainerState:
 
     def training_weights(self) -> Weights:
         """The weights the next batch's partitions start from (``stream.train_from``)."""
-        return self.next_weights if self.cfg.stream.train_from == "batch" else self.weights
+        return self.weights if self.cfg.trains_from_running() else self.next_weights
 
     def apply(
         self,
@@ -288,7 +288,8 @@ class TrainerState:
         }
         self.last_meta = meta
         if self.store is not None:
-            nxt = self.next_weights if self.next_weights is not self.weights else None
+            # The batch's aggregate is saved only where the next batch trains from it.
+            nxt = None if self.next_weights is self.weights or self.cfg.trains_from_running() else self.next_weights
             extra = {
                 **(self.server.to_arrays() if self.server is not None else {}),
                 **(self.drift.to_arrays() if self.drift is not None else {}),

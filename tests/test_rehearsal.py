@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from streaming_lstm.core import training
+from streaming_lstm.core.config import decay_for_half_life
 from streaming_lstm.core.config_load import load_config
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal, tail
@@ -190,3 +191,21 @@ def test_a_drift_alarm_empties_the_buffer_and_a_replay_after_a_crash_decides_the
         np.testing.assert_array_equal(resumed.rehearsal.x, reference.rehearsal.x)
         for k in reference.weights:
             np.testing.assert_array_equal(resumed.weights[k], reference.weights[k])
+
+
+def test_by_default_an_alarm_shortens_the_half_life_to_half_a_batch_for_the_drift_batches() -> None:
+    cfg = load_config(ROOT / "conf" / "iris.toml")
+    state = TrainerState(cfg, None)
+    decays, alarms = [], []
+    for b in range(14):
+        alarm, _ = state.watch_drift(20, 2.0 if b < 6 else 18.0)
+        alarms.append(alarm)
+        decays.append(state.decay)
+    first = alarms.index(True)
+    raised = cfg.stream.drift_batches
+    assert cfg.stream.drift_half_life_batches == 0.5 and decay_for_half_life(0.5) == pytest.approx(0.25)
+    assert decays[:first] == [state.base_decay] * first
+    assert decays[first : first + raised] == [decay_for_half_life(0.5)] * raised
+    assert alarms.count(True) == 1  # one change, one alarm: then the usual half-life returns
+    assert decays[first + raised :] == [state.base_decay] * (len(decays) - first - raised)
+    assert state.base_decay != decay_for_half_life(0.5)

@@ -178,9 +178,10 @@ class StreamConfig:
     max_offsets_per_trigger: int = 0
     starting_offsets: str = "earliest"
     # Drift: ADWIN over the prequential error (0 turns it off); while an alarm is raised (the next
-    # ``drift_batches`` batches) the averaging half-life is ``drift_half_life_batches`` (0 = unchanged).
+    # ``drift_batches`` batches) the averaging half-life is ``drift_half_life_batches`` (0 = unchanged;
+    # half a batch lets the new concept's weights through within a batch or two, docs/learning.md).
     drift_delta: float = 0.002
-    drift_half_life_batches: float = 0.0
+    drift_half_life_batches: float = 0.5
     drift_batches: int = 3
     drift_forget_rehearsal: bool = True  # an alarm empties the rehearsal buffer (it holds the old concept)
     tensorboard: bool = True  # event files under CHECKPOINT/tensorboard

@@ -1,4 +1,6 @@
-"""Shared fixtures. Spark tests share one session for the whole run (starting one costs ~5 s)."""
+"""Shared fixtures. The session-scoped services (a Spark session, ~5 s to start; a broker, HDFS, a
+Connect server) start once per test process: once per run serially, once per pytest-xdist worker
+that needs them under ``scripts/test.sh``. All listen on free ports, so workers never collide."""
 
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def spark() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[object]:
-    """A real Apache Kafka broker (KRaft, one JVM on loopback) for the whole run, from the jars
+    """A real Apache Kafka broker (KRaft, one JVM on loopback) for the whole test process, from the jars
     scripts/setup.sh fetched. Tests use uuid-named topics, so they share it."""
     from streaming_lstm.local.kafka_broker import ApacheKafkaBroker
 
@@ -65,7 +67,7 @@ def kafka() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def hdfs(spark: object) -> Iterator[object]:
-    """A real HDFS (MiniDFSCluster: one NameNode, one DataNode, own JVM, loopback) for the whole run.
+    """A real HDFS (MiniDFSCluster: one NameNode, one DataNode, own JVM, loopback) for the whole test process.
 
     The shared Spark session gets the cluster's client settings (one replica per block); child
     processes get them through ``HADOOP_CONF_DIR`` (``hdfs.conf_dir``), as on a real cluster.
@@ -82,7 +84,7 @@ def hdfs(spark: object) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Spark Connect server (its own driver JVM and Python workers, local[2], loopback) for
-    the whole run, started as ``demo --remote local`` starts one; clients reach it at the URL."""
+    the whole test process, started as ``demo --remote local`` starts one; clients reach it at the URL."""
     from streaming_lstm.spark import connect_server
 
     server = connect_server.start("local[2]", log_path=str(tmp_path_factory.mktemp("connect") / "server.log"))

@@ -204,3 +204,38 @@ def test_every_documented_benchmark_command_parses(where: str, argv: list[str], 
     module = importlib.import_module(f"bench.{argv[0].replace('-', '_')}")
     with pytest.raises(_Parsed):
         module.main(argv[1:])
+
+
+def documented_test_runs() -> list[str]:
+    """The arguments of every ``scripts/test.sh ...`` line the README and docs/ show (fenced or in
+    backticks), each as one shell-quoted string ('' for the bare script)."""
+    found: set[str] = set()
+    for page in PAGES:
+        text = page.read_text()
+        for line in [*fenced_lines(text), *re.findall(r"`(scripts/test\.sh[^`\n]*)`", text)]:
+            if line.strip().startswith("scripts/test.sh"):
+                found.add(shlex.join(shlex.split(line, comments=True)[1:]))
+    return sorted(found)
+
+
+def selected(args: str) -> tuple[int, int]:
+    """(selected, collected) for ``scripts/test.sh ARGS``: the script runs as written (set-up, its
+    pytest options, these arguments) with collection only."""
+    cmd = ["bash", "scripts/test.sh", *shlex.split(args), "--collect-only", "-q", "-p", "no:cacheprovider"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"scripts/test.sh {args}: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    found = re.search(r"^(\d+)(?:/(\d+))? tests? collected", r.stdout, flags=re.M)
+    assert found, r.stdout[-2000:]
+    return int(found[1]), int(found[2] or found[1])
+
+
+@pytest.mark.slow
+def test_every_documented_test_run_selects_tests() -> None:
+    """Each way the pages show to run the tests works as written; a tier (-m) selects some of the
+    tests and not all. The bare ``scripts/test.sh`` is the one CI runs, so it is not repeated here."""
+    runs = documented_test_runs()
+    assert "" in runs and len(runs) >= 3, runs
+    for args in runs[1:]:
+        chosen, whole = selected(args)
+        assert 0 < chosen <= whole, f"scripts/test.sh {args}: {chosen} tests of {whole}"
+        assert chosen < whole or "-m" not in args, f"scripts/test.sh {args} selects the whole suite"

@@ -1,7 +1,8 @@
 """Every command line the project shows a user is a real one: each ``streaming-lstm ...`` line in
 the fenced blocks of the README and docs/, in the ``--help`` texts and in docker-compose.yml is
 parsed by the console script's own parser; each subcommand's ``--help`` exits 0; ``produce`` runs
-through the console script; every benchmark takes ``--json``."""
+through the console script; every benchmark takes ``--json``; every ``scripts/test.sh ...`` line
+runs as written (collection only)."""
 
 from __future__ import annotations
 

@@ -64,15 +64,21 @@ class FileFeed:
 
 def lstm_flops_per_row(timesteps: int, features_per_step: int, hidden: list[int], classes: int) -> dict[str, float]:
     """Matmul FLOPs of one row: forward = sum_l T * (2*F_l*4H_l + 2*H_l*4H_l) + 2*H_L*C;
-    training ~ 3 x forward (the backward pass costs about twice the forward). Element-wise gate
-    arithmetic is left out (O(T*H), small against the O(T*H^2) matmuls)."""
-    fwd = 0.0
+    ``train`` ~ 3 x forward (the backward pass costs about twice the forward, the usual count);
+    ``train_performed`` the FLOPs the hand-written step multiplies (model.py): the forward, then
+    per layer dW = X^T dZ over T steps, dU = H^T dZ and dh = dz U^T over the T - 1 steps after
+    the first (h_{-1} = 0), dX = dZ W^T for every layer but the first (its input is data), and
+    the head's two. Element-wise gate arithmetic is left out (O(T*H), small against the O(T*H^2)
+    matmuls)."""
+    fwd = backward = 0.0
     fan_in = features_per_step
-    for h in hidden:
+    for layer, h in enumerate(hidden):
         fwd += timesteps * (2 * fan_in * 4 * h + 2 * h * 4 * h)
+        backward += timesteps * 2 * fan_in * 4 * h * (2 if layer > 0 else 1) + 2 * (timesteps - 1) * 2 * h * 4 * h
         fan_in = h
     fwd += 2 * fan_in * classes
-    return {"forward": fwd, "train": 3 * fwd}
+    backward += 2 * 2 * fan_in * classes
+    return {"forward": fwd, "train": 3 * fwd, "train_performed": fwd + backward}
 
 
 def matmul_peak_gflops(threads: int = 0, n: int = 1024, seconds: float = 3.0) -> float:

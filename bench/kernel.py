@@ -1,8 +1,9 @@
 """kernel: the training kernel of this checkout against the one of an earlier commit, side by side.
 
 ``training.fit`` of the working tree and ``training.fit`` of ``--against`` (a git revision; its
-``training.py`` and ``model.py`` are copied out of git into a temporary package, so both kernels
-live in one process) train the same rows from the same weights, alternating ``--runs`` times, per
+``model.py``, ``compiled.py`` and ``training.py`` are copied out of git into a temporary package,
+so both kernels live in one process, with the thread pools the first of them sets) train the same
+rows from the same weights, alternating ``--runs`` times (each kernel first in every other run), per
 shape: the seed's 128,256 at mini-batch 10 and 256, and a 64-unit model at mini-batch 10 with 4
 steps of one feature and one step of 18 features. Reports rows/s of each, the ratio new / old per
 alternation (min/median/max) and the largest weight difference between the two kernels' results
@@ -28,21 +29,26 @@ from bench.common import parser as bench_parser
 from bench.common import write
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES = [  # name, timesteps, features per step, hidden, rows, mini-batch
+SHAPES = [  # name, timesteps, features per step, hidden, rows (about a second of training each), mini-batch
     ("128,256 mini-batch 10", 4, 1, (128, 256), 1500, 10),
-    ("64 mini-batch 10", 4, 1, (64,), 1500, 10),
-    ("64 one step of 18 features, mini-batch 10", 1, 18, (64,), 1500, 10),
+    ("64 mini-batch 10", 4, 1, (64,), 15000, 10),
+    ("64 one step of 18 features, mini-batch 10", 1, 18, (64,), 30000, 10),
     ("128,256 mini-batch 256", 4, 1, (128, 256), 10000, 256),
 ]
 
 
-def git_show(rev: str, *paths: str) -> str:
-    """The first of ``paths`` that exists at ``rev`` (the modules moved into ``core/``)."""
-    for path in paths:
+# Copied from the revision, their imports of each other rewritten; every other module is shared.
+# ``compiled`` holds the traced step (it imports ``model``); older revisions kept it in ``training``.
+KERNEL_MODULES = ("model", "compiled", "training")
+
+
+def git_show(rev: str, name: str) -> str | None:
+    """``name``.py of the kernel at ``rev`` (the modules moved into ``core/``), None where it has none."""
+    for path in (f"streaming_lstm/core/{name}.py", f"streaming_lstm/{name}.py"):
         done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True)
         if done.returncode == 0:
             return done.stdout
-    raise SystemExit(f"none of {', '.join(paths)} exists at {rev}")
+    return None
 
 
 def old_training(rev: str, into: Path) -> Any:
@@ -50,9 +56,15 @@ def old_training(rev: str, into: Path) -> Any:
     pkg = into / "kernel_old"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for name in ("model", "training"):
-        text = git_show(rev, f"streaming_lstm/core/{name}.py", f"streaming_lstm/{name}.py")
-        (pkg / f"{name}.py").write_text(text.replace("from streaming_lstm.core.model import", "from kernel_old.model import"))
+    for name in KERNEL_MODULES:
+        text = git_show(rev, name)
+        if text is None:
+            if name != "compiled":
+                raise SystemExit(f"{rev} has no streaming_lstm/core/{name}.py")
+            continue
+        for module in KERNEL_MODULES:
+            text = text.replace(f"from streaming_lstm.core.{module} import", f"from kernel_old.{module} import")
+        (pkg / f"{name}.py").write_text(text)
     sys.path.insert(0, str(into))
     return importlib.import_module("kernel_old.training")
 
@@ -82,8 +94,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 m.fit(w, x[:64], y[:64], specs[k], epochs=1, batch_size=batch, seed=0)  # trace
             rps: dict[str, list[float]] = {"old": [], "new": []}
             out: dict[str, Any] = {}
-            for _ in range(args.runs):
-                for k, m in kernels.items():
+            for run in range(args.runs):
+                for k in ("old", "new") if run % 2 == 0 else ("new", "old"):  # neither always runs first
+                    m = kernels[k]
                     started = time.perf_counter()
                     out[k], _loss = m.fit(w, x, y, specs[k], epochs=1, batch_size=batch, seed=1)
                     rps[k].append(n / (time.perf_counter() - started))

@@ -109,15 +109,15 @@ def test_hand_written_backward_equals_autodiff(batch: int, timesteps: int, featu
     """The layer's hand-written backward (one matmul per weight over all timesteps) against
     TensorFlow's autodiff of the same forward equations, in float64, on random shapes."""
     rng = np.random.default_rng(seed)
-    xs = tf.constant(rng.normal(size=(batch, timesteps, features)))
+    xs = tf.constant(rng.normal(size=(timesteps, batch, features)))  # time-major
     kernel, recurrent, bias = (tf.constant(rng.normal(0, 0.6, shape)) for shape in ((features, 4 * hidden), (hidden, 4 * hidden), (4 * hidden,)))
-    upstream = tf.constant(rng.normal(size=(batch, timesteps, hidden) if sequence else (batch, hidden)))  # dL/d(output)
+    upstream = tf.constant(rng.normal(size=(timesteps, batch, hidden) if sequence else (batch, hidden)))  # dL/d(output)
     inputs = [xs, kernel, recurrent, bias]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(inputs)
         ours = lstm_layer(xs, kernel, recurrent, bias, sequence=sequence, input_grad=True)
         hs = forward_steps(xs, kernel, recurrent, bias).hs
-        reference = tf.stack(hs, axis=1) if sequence else hs[-1]
+        reference = tf.stack(hs) if sequence else hs[-1]
         loss, ref_loss = tf.reduce_sum(ours * upstream), tf.reduce_sum(reference * upstream)
     np.testing.assert_array_equal(ours.numpy(), reference.numpy())
     for name, g, ref in zip(("x", "kernel", "recurrent_kernel", "bias"), tape.gradient(loss, inputs), tape.gradient(ref_loss, inputs), strict=True):
@@ -126,7 +126,7 @@ def test_hand_written_backward_equals_autodiff(batch: int, timesteps: int, featu
 
 def test_first_layer_skips_the_input_gradient() -> None:
     """The first layer's input is data: no gradient is computed for it, the weights' still are."""
-    xs = tf.constant(np.ones((2, 3, 1)), tf.float32)
+    xs = tf.constant(np.ones((3, 2, 1)), tf.float32)  # (T, B, F)
     w = [tf.constant(np.full(s, 0.1), tf.float32) for s in ((1, 8), (2, 8), (8,))]
     with tf.GradientTape() as tape:
         tape.watch([xs, *w])

@@ -1,12 +1,16 @@
 """The pure training function: deterministic under a seed, and it learns."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from streaming_lstm.core import training
+from streaming_lstm.core.config_load import load_config
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.weights import LSTMConfig, init_weights
 
+IRIS = Path(__file__).resolve().parents[1] / "conf" / "iris.toml"
 CFG = LSTMConfig(timesteps=4, features_per_step=1, hidden=(8,), num_classes=3, seed=1)
 
 
@@ -223,3 +227,22 @@ def test_a_schedule_of_mini_batch_sizes_trains_in_one_trace_and_as_each_size_alo
         assert loss == pytest.approx(loss_alone, rel=1e-5)
         for k in wide:
             np.testing.assert_allclose(wide[k], alone[k], atol=1e-6, err_msg=f"{k} at mini-batch {size}")
+
+
+def test_xla_steps_train_what_the_graph_steps_train_and_replay_exactly() -> None:
+    """train.xla compiles each step with XLA: the same arithmetic, fused, so the weights, the loss
+    and the in-step scores agree with the graph's to float rounding, and a replay is exact."""
+    x, y = toy(45, seed=3)
+    xn, w0 = NormStats.of(x).transform(x), init_weights(CFG)
+    graph = training.TrainSpec(CFG, "adam", 0.0111, 5.0, 1e-4)  # a spec of its own: a fresh cache entry
+    xla = training.TrainSpec(CFG, "adam", 0.0111, 5.0, 1e-4, xla=True)
+    options = {"new_rows": 40, "epochs": 3, "batch_size": 10, "seed": 2}
+    want, want_loss, want_score = training.fit_scored(w0, xn, y, graph, **options)
+    got, loss, score = training.fit_scored(w0, xn, y, xla, **options)
+    again, _, _ = training.fit_scored(w0, xn, y, xla, **options)
+    assert training.compiled(xla)._step is not training.compiled(graph)._step
+    assert loss == pytest.approx(want_loss, rel=1e-5) and (score.rows, score.correct) == (want_score.rows, want_score.correct)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5, err_msg=k)
+        np.testing.assert_array_equal(again[k], got[k], err_msg=k)
+    assert training.TrainSpec.from_app(load_config(IRIS, {"train.xla": "true"})).xla

@@ -13,12 +13,12 @@ One cell at step t (x_t: (B, F), h, c: (B, H)), gates in the order of the equati
     c_t = f_t * c_{t-1} + i_t * g_t
     h_t = o_t * tanh(c_t)
 
-Layer l reads the h sequence of layer l-1; a dense head reads the last layer's final h and gives
-logits; softmax and sparse cross-entropy are applied by the training functions (training.py).
+Layer l reads the h sequence of layer l-1, time-major (T, B, H): each timestep one contiguous
+block; a dense head reads the last layer's final h and gives logits; softmax and sparse cross-entropy are applied by the training functions (training.py).
 
 A layer's backward pass is written out (:func:`backward_steps`, :func:`lstm_layer`): the gate
 derivatives per step in the reverse order of the equations, then each weight's gradient as one
-matmul over all B*T rows. ``tests/test_model.py`` checks it against TensorFlow's autodiff of
+matmul over all T*B rows. ``tests/test_model.py`` checks it against TensorFlow's autodiff of
 :func:`forward_steps` and the whole stack against ``tf.keras.layers.LSTM``.
 """
 
@@ -44,10 +44,18 @@ class Steps(NamedTuple):
 
 
 def forward_steps(xs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor) -> Steps:
-    """The cell's equations over all T steps of xs (B, T, F), differentiable by autodiff too."""
-    batch, H = tf.shape(xs)[0], recurrent_kernel.shape[0]
-    # The input projection of all timesteps at once: one (B*T, F) x (F, 4H) matmul, then one unstack.
-    xw = tf.unstack(tf.einsum("btf,fg->btg", xs, kernel) + bias, axis=1)  # T x (B, 4H)
+    """The cell's equations over all T steps of xs (T, B, F), differentiable by autodiff too.
+
+    Sequences are time-major, (T, B, ...): a timestep is one contiguous block, so cutting the
+    sequence into steps and joining steps into a sequence are views or plain copies, never the
+    strided gathers a (B, T, ...) layout needs."""
+    (T, F), batch, H = (xs.shape[0], xs.shape[2]), tf.shape(xs)[1], recurrent_kernel.shape[0]
+    # The input projection of all timesteps at once, (T*B, F) x (F, 4H), then one unstack. With one
+    # feature per step it is a broadcast product: the same arithmetic, where a matmul whose inner
+    # dimension is 1 runs as a general contraction at a fraction of the product's speed.
+    rows = tf.reshape(xs, (-1, F))  # (T*B, F)
+    projected = rows * kernel if F == 1 else tf.matmul(rows, kernel)  # (T*B, 4H)
+    xw = tf.unstack(tf.reshape(projected + bias, (T, -1, 4 * H)))  # T x (B, 4H)
     h = tf.zeros((batch, H), xs.dtype)  # (B, H)
     c = tf.zeros((batch, H), xs.dtype)  # (B, H)
     steps = Steps([], [], [])
@@ -68,7 +76,7 @@ def forward_steps(xs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor,
 
 
 def backward_steps(steps: Steps, dhs: list[tf.Tensor | None], recurrent_kernel: tf.Tensor) -> tf.Tensor:
-    """dL/dz for every step, (B, T, 4H), from dL/dh_t of the layer's outputs (None: no gradient).
+    """dL/dz for every step, (T, B, 4H), from dL/dh_t of the layer's outputs (None: no gradient).
 
     Backpropagation through time, the forward equations differentiated in reverse order:
 
@@ -103,14 +111,14 @@ def backward_steps(steps: Steps, dhs: list[tf.Tensor | None], recurrent_kernel: 
         dc_next = dc * f  # (B, H)
         if t > 0:
             dh_next = tf.matmul(dz, recurrent_kernel, transpose_b=True)  # (B, H)
-    return tf.stack(dzs[::-1], axis=1)  # (B, T, 4H)
+    return tf.stack(dzs[::-1])  # (T, B, 4H)
 
 
 def lstm_layer(xs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor, *, sequence: bool, input_grad: bool) -> tf.Tensor:
-    """One layer over xs (B, T, F): the h sequence (B, T, H), or (``sequence=False``) the last h
+    """One layer over xs (T, B, F): the h sequence (T, B, H), or (``sequence=False``) the last h
     (B, H), with the hand-written backward of :func:`backward_steps`.
 
-    The weights' gradients are then one matmul each over all B*T rows, where autodiff of the
+    The weights' gradients are then one matmul each over all T*B rows, where autodiff of the
     unrolled loop multiplies and adds T small ones: ``dW = X^T dZ``, ``dU = H_{<T}^T dZ_{>0}``
     (h_{-1} = 0 adds nothing), ``db = sum dZ``. ``input_grad=False`` (the first layer: its input
     is data) skips dX = dZ W^T.
@@ -122,20 +130,20 @@ def lstm_layer(xs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bi
         T, (F, G) = len(steps.hs), kernel.shape  # G = 4H
 
         def grad(dout: tf.Tensor) -> tuple[tf.Tensor | None, ...]:
-            dhs = tf.unstack(dout, axis=1) if sequence else [None] * (T - 1) + [dout]
-            dz = backward_steps(steps, dhs, recurrent_kernel)  # (B, T, 4H)
-            dz_rows = tf.reshape(dz, (-1, G))  # (B*T, 4H)
+            dhs = tf.unstack(dout) if sequence else [None] * (T - 1) + [dout]
+            dz = backward_steps(steps, dhs, recurrent_kernel)  # (T, B, 4H)
+            dz_rows = tf.reshape(dz, (-1, G))  # (T*B, 4H)
             d_kernel = tf.matmul(tf.reshape(xs, (-1, F)), dz_rows, transpose_a=True)  # (F, 4H)
             d_bias = tf.reduce_sum(dz_rows, axis=0)  # (4H,)
             if T > 1:
-                h_prev = tf.reshape(tf.stack(steps.hs[:-1], axis=1), (-1, recurrent_kernel.shape[0]))  # (B*(T-1), H)
-                d_recurrent = tf.matmul(h_prev, tf.reshape(dz[:, 1:], (-1, G)), transpose_a=True)  # (H, 4H)
+                h_prev = tf.reshape(tf.stack(steps.hs[:-1]), (-1, recurrent_kernel.shape[0]))  # ((T-1)*B, H)
+                d_recurrent = tf.matmul(h_prev, tf.reshape(dz[1:], (-1, G)), transpose_a=True)  # (H, 4H)
             else:
                 d_recurrent = tf.zeros_like(recurrent_kernel)
-            d_xs = tf.einsum("btg,fg->btf", dz, kernel) if input_grad else None  # (B, T, F)
+            d_xs = tf.reshape(tf.matmul(dz_rows, kernel, transpose_b=True), tf.shape(xs)) if input_grad else None  # (T, B, F)
             return d_xs, d_kernel, d_recurrent, d_bias
 
-        return (tf.stack(steps.hs, axis=1) if sequence else steps.hs[-1]), grad
+        return (tf.stack(steps.hs) if sequence else steps.hs[-1]), grad
 
     return layer(xs, kernel, recurrent_kernel, bias)
 
@@ -152,7 +160,7 @@ class LSTMCell(tf.Module):
         self.bias = tf.Variable(tf.zeros((4 * hidden,)), name="bias")  # b (4H,)
 
     def __call__(self, xs: tf.Tensor, *, sequence: bool = True) -> tf.Tensor:
-        """xs: (B, T, F) -> the h sequence (B, T, H), or (``sequence=False``) the last h (B, H)."""
+        """xs: (T, B, F) -> the h sequence (T, B, H), or (``sequence=False``) the last h (B, H)."""
         weights = (tf.identity(self.kernel), tf.identity(self.recurrent_kernel), tf.identity(self.bias))
         return lstm_layer(xs, *weights, sequence=sequence, input_grad=self.layer > 0)
 
@@ -182,9 +190,9 @@ class LSTMStack(tf.Module):
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         """x: (B, T*F) normalised features -> logits (B, C)."""
         cfg = self.config
-        seq = tf.reshape(x, (-1, cfg.timesteps, cfg.features_per_step))  # (B, T, F)
+        seq = tf.transpose(tf.reshape(x, (-1, cfg.timesteps, cfg.features_per_step)), (1, 0, 2))  # (T, B, F)
         for cell in self.cells[:-1]:
-            seq = cell(seq)  # (B, T, H_l)
+            seq = cell(seq)  # (T, B, H_l)
         last = self.cells[-1](seq, sequence=False)  # (B, H_L): the head reads only the final h
         return tf.matmul(last, self.head_kernel) + self.head_bias  # (B, C)
 

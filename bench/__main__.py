@@ -23,6 +23,7 @@ BENCHMARKS = {
     "checkpoint-io": "Spark's per-batch checkpoint writes: default FileContext manager vs local mode's FileSystem one",
     "soak": "a long run of small batches: memory, file descriptors, checkpoint size by part and latency against batches",
     "coldstart": "process start to the first applied batch of 50 Iris rows (train --source file) against one-process fit, cold",
+    "pause": "a 50-row batch after a pause past Spark's idle minute, with the Python workers kept alive and without",
     "kafka-wait": "the trainer per Kafka batch with the consumer fetch wait at Kafka's 500 ms default vs the project's 10 ms, both readers",
 }
 

@@ -147,6 +147,9 @@ class StreamConfig:
     partitions: int = 2
     tasks: int = 0  # Spark tasks that train the P partitions (several keys per task); 0 = one per core
     trigger: str = "2s"
+    # While the query is idle, a one-row Python task this often keeps Spark from stopping the
+    # Python workers (idle a minute) and their compiled models (trainer/keepwarm.py); "0s" = off.
+    keep_workers: str = "45s"
     # Running-average forgetting factor a in [0, 1] (see state.py). The default, 0.5 ** 0.5, is a
     # half-life of 2 batches: measured best by ``python -m bench averaging``. ``half_life_batches``
     # > 0 replaces it with a = exp(ln 0.5 / h).

@@ -125,6 +125,7 @@ def stream_rules(s: StreamConfig) -> None:
     need(s.partitions > 0, "stream.partitions", s.partitions, "must be positive")
     need(s.tasks >= 0, "stream.tasks", s.tasks, "must be >= 0 (0 = one per core)")
     parse_duration(s.trigger, "stream.trigger")
+    parse_duration(s.keep_workers, "stream.keep_workers")
     need(0.0 <= s.decay <= 1.0, "stream.decay", s.decay, "must be in [0, 1]")
     need(s.half_life_batches >= 0, "stream.half_life_batches", s.half_life_batches, "must be >= 0")
     need(s.train_from in TRAIN_FROM, "stream.train_from", s.train_from, f"must be one of {', '.join(TRAIN_FROM)}")

@@ -33,6 +33,7 @@ from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage.fs import is_local, join
 from streaming_lstm.storage.metrics import BatchCallback, BatchMetrics, History, forecast_last, prequential_span, print_line
 from streaming_lstm.storage.store import check_compatible
+from streaming_lstm.trainer.keepwarm import WorkerKeepAlive
 from streaming_lstm.trainer.remote import make_trainer
 from streaming_lstm.trainer.sources import SourceSpec, open_source
 from streaming_lstm.trainer.window_state import operator_partitions, windowed
@@ -248,6 +249,7 @@ def run(
     query = start_query(trainer, source)
     trainer.last_rows_at = time.monotonic()
     first = [on_first_trigger]
+    keep = WorkerKeepAlive(source.sparkSession, parse_duration(trainer.cfg.stream.keep_workers, "stream.keep_workers"))
 
     def tick() -> str | None:
         if first[0] is not None and query.lastProgress is not None:
@@ -257,6 +259,8 @@ def run(
         progress.scan(query)
         if broker_watch is not None:
             broker_watch.check()
+        keep.saw_batch(trainer.last_rows_at)
+        keep.check(lambda: trainer.busy or trigger_active(query))
         reason = on_tick() if on_tick else None
         return reason or stop_reason(trainer, query, stop_event, max_batches, idle_timeout)
 

@@ -14,7 +14,8 @@ One cell at step t (x_t: (B, F), h, c: (B, H)), gates in the order of the equati
     h_t = o_t * tanh(c_t)
 
 Layer l reads the h sequence of layer l-1, time-major (T, B, H): each timestep one contiguous
-block; a dense head reads the last layer's final h and gives logits; softmax and sparse cross-entropy are applied by the training functions (training.py).
+block; a dense head reads the last layer's final h and gives logits; softmax and sparse
+cross-entropy are applied by the training functions (training.py).
 
 A layer's backward pass is written out (:func:`backward_steps`, :func:`lstm_layer`): the gate
 derivatives per step in the reverse order of the equations, then each weight's gradient as one

@@ -47,7 +47,7 @@ def variant(spark: Any, keep_every: str, pause: float, base: Path) -> dict[str, 
     try:
         batch_seconds(feed, query, synthetic_rows(50, seed=1))
         warm = batch_seconds(feed, query, synthetic_rows(50, seed=2))
-        keep = WorkerKeepAlive(spark, parse_duration(keep_every))
+        keep = WorkerKeepAlive(spark, parse_duration(cfg.stream.keep_workers, "stream.keep_workers"))  # as runner.run builds it
         started = time.monotonic()
         while time.monotonic() - started < pause:
             keep.check(lambda: False)  # nothing runs: the query has no data

@@ -8,11 +8,13 @@ file, timed to its exit. Every line either process writes is stamped with the se
 since its start, so the JSON holds the phases of each cold start (session, worker warm-up, query
 start, first batch) as the trainer logs them.
 
-Each run also starts ``train`` in three variants, so each start-up lever's share is measured side
+Each run also starts ``train`` in four variants, so each start-up lever's share is measured side
 by side: without the JVM's class-data-sharing archive (``no_cds``: ``STREAMING_LSTM_CDS=0``;
 ``streaming_lstm/spark/cds.py``), with Spark's own Python daemon instead of the one that forks the
-workers with TensorFlow imported (``spark_daemon``; ``streaming_lstm/spark/daemon.py``), and with
-the JVM's C1 compiler only (``c1``: ``STREAMING_LSTM_JAVA_OPTIONS=-XX:TieredStopAtLevel=1``).
+workers with TensorFlow imported (``spark_daemon``; ``streaming_lstm/spark/daemon.py``), with
+the JVM's C1 compiler only (``c1``: ``STREAMING_LSTM_JAVA_OPTIONS=-XX:TieredStopAtLevel=1``), and
+with that daemon importing only once Spark launches it instead of in a zygote started beside the
+JVM (``no_zygote``: ``STREAMING_LSTM_ZYGOTE=0``; ``streaming_lstm/spark/zygote.py``).
 ``--json`` prints ``train_first_batch_s``, ``fit_s`` and ``ratio`` (medians, with each run's
 figures and min/max under ``runs``) and ``train_<variant>_first_batch_s`` for each variant.
 """
@@ -42,6 +44,7 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "no_cds": ({"STREAMING_LSTM_CDS": "0"}, []),
     "spark_daemon": ({}, ["--set", 'spark.conf={"spark.python.daemon.module" = "pyspark.daemon"}']),
     "c1": ({"STREAMING_LSTM_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}, []),
+    "no_zygote": ({"STREAMING_LSTM_ZYGOTE": "0"}, []),
 }
 FIGURES = ("train_first_batch_s", *(f"train_{v}_first_batch_s" for v in VARIANTS), "fit_s", "ratio")
 CLI = [str(Path(sys.executable).with_name("streaming-lstm"))]  # the console script, as a user starts it
@@ -75,7 +78,7 @@ def run_train(data: Path, checkpoint: Path, timeout: float, variant: str | None 
     the defaults start or with one of :data:`VARIANTS`."""
     changed, extra = VARIANTS[variant] if variant else ({}, [])
     argv = [*CLI, "train", "--source", "file", "--path", str(data.parent), "--checkpoint", str(checkpoint), "--max-batches", "1", *extra]
-    env = {**os.environ, "STREAMING_LSTM_CDS": "1", "STREAMING_LSTM_JAVA_OPTIONS": "", **changed}
+    env = {**{k: v for k, v in os.environ.items() if k != "STREAMING_LSTM_ZYGOTE"}, "STREAMING_LSTM_CDS": "1", "STREAMING_LSTM_JAVA_OPTIONS": "", **changed}
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[tuple[float, str]] = []

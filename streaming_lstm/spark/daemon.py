@@ -8,6 +8,8 @@ which every worker imports before its first task. Spark's own daemon imports not
 forking because a thread started at import does not survive a fork: these imports start none but
 numpy's BLAS thread and Arrow's allocator thread (``jemalloc_bg_thd``), whose libraries
 reinitialise them in a forked child.
+The imports are :func:`streaming_lstm.spark.zygote.preload`'s; where a zygote has done them
+already (started beside the JVM), the daemon hands itself over to it instead (zygote.py).
 Used for local masters (spark/session.py), where the workers run this interpreter and so have
 this package; a cluster's executors keep Spark's daemon.
 
@@ -19,20 +21,22 @@ skips them, and it does not write to the pages the workers share with the daemon
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import sys
 
-# What every worker imports before its first task (about 0.5 s of CPU each): Spark's worker
-# module and its Arrow and pandas serialisers; then TensorFlow, through the training module.
-import pandas  # noqa: F401
-import pyarrow  # noqa: F401
-from pyspark import daemon, worker  # noqa: F401  (worker: imported for the workers)
-from pyspark.sql.pandas import serializers  # noqa: F401
+from streaming_lstm.spark import zygote
 
-with contextlib.suppress(ImportError):  # a worker that needs it says so when it imports it
-    from streaming_lstm.core import training  # noqa: F401  TensorFlow (without its eager Keras: core/tf_import.py)
-gc.collect()
-gc.freeze()
+
+def main() -> int:
+    """Run Spark's daemon loop: in a waiting zygote if there is one, else here after the imports."""
+    code = zygote.hand_over()
+    if code is not None:
+        return code
+    zygote.preload()
+    from pyspark import daemon
+
+    daemon.manager()
+    return 0
+
 
 if __name__ == "__main__":
-    daemon.manager()
+    sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from pyspark.sql import SparkSession
 
 from streaming_lstm.core.config import SparkConfig
 from streaming_lstm.local.jvm_deps import connector_jars, extra_java_options
-from streaming_lstm.spark import cds
+from streaming_lstm.spark import cds, zygote
 
 LOG4J2 = "log4j2.properties"
 REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas"
@@ -104,9 +105,24 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
         conf["spark.jars"] = ",".join([*filter(None, conf.get("spark.jars", "").split(",")), *(str(j) for j in connector)])
     for key, value in conf.items():
         builder = builder.config(key, value)
+    if local and conf.get(DAEMON_MODULE) == DAEMON:
+        start_zygote(conf)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+_zygotes: list[subprocess.Popen[bytes]] = []  # kept to be reaped: each exits with its daemon or this process
+
+
+def start_zygote(conf: dict[str, str]) -> None:
+    """Import the Python daemon's modules in a process of their own while the JVM starts
+    (spark/zygote.py): the daemon Spark launches for the first Python task takes it over."""
+    threads = conf.get("spark.executorEnv.OMP_NUM_THREADS", conf.get("spark.task.cpus", "1"))
+    _zygotes[:] = [z for z in _zygotes if z.poll() is None]
+    proc = zygote.start(threads)
+    if proc is not None:
+        _zygotes.append(proc)
 
 
 ADAPTIVE = "spark.sql.adaptive.enabled"

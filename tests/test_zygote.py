@@ -1,0 +1,105 @@
+"""The Python daemon imported ahead of time (spark/zygote.py): a fresh local session's workers fork
+from the zygote with the environment Spark gave the daemon; an environment that differs where the
+imports read it makes the launched daemon import for itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from streaming_lstm.spark import zygote
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    import pandas as pd
+    from streaming_lstm.core.config import SparkConfig
+    from streaming_lstm.spark import session
+
+    def probe(frames):
+        for _ in frames:
+            pass
+        yield pd.DataFrame({"info": [json.dumps({
+            "ppid": os.getppid(), "pid": os.getpid(), "secret": "PYTHON_WORKER_FACTORY_SECRET" in os.environ,
+            "tf": "tensorflow" in sys.modules, "tf2": os.environ.get("TF2_BEHAVIOR"),
+            "hash_randomization": sys.flags.hash_randomization, "omp": os.environ.get("OMP_NUM_THREADS"),
+        })]})
+
+    spark = session.get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
+    rows = spark.range(2).repartition(2).mapInPandas(probe, "info string").collect()
+    zygotes = [z.pid for z in session._zygotes]
+    spark.stop()
+    print("RESULT " + json.dumps({"zygotes": zygotes, "workers": [json.loads(r.info) for r in rows]}))
+    """
+)
+
+
+def run_probe(**env: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env={**os.environ, "PYSPARK_PYTHON": sys.executable, **env}, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    result: dict[str, object] = json.loads(line[len("RESULT ") :])
+    result["stderr"] = out.stderr
+    return result
+
+
+@pytest.mark.spark
+def test_a_fresh_session_s_workers_fork_from_the_zygote_with_spark_s_environment() -> None:
+    result = run_probe()
+    zygotes, workers = result["zygotes"], result["workers"]
+    assert isinstance(zygotes, list) and len(zygotes) == 1
+    assert isinstance(workers, list) and len(workers) == 2
+    for w in workers:
+        assert w["ppid"] == zygotes[0], f"worker {w} was not forked by the zygote {zygotes[0]}"
+        assert w["secret"], "the daemon took Spark's environment (the workers' authentication secret)"
+        assert w["tf"] and w["tf2"] == "1", "TensorFlow imported before the fork, with what its import set"
+        assert w["hash_randomization"] == 0 and w["omp"] == "1", "started with the hash seed and threads Spark gives workers"
+    assert "refused" not in str(result["stderr"])
+
+
+@pytest.mark.spark
+def test_zygotes_off_the_workers_fork_from_the_daemon_spark_launched() -> None:
+    result = run_probe(**{zygote.ENV: zygote.OFF})
+    assert result["zygotes"] == []
+    workers = result["workers"]
+    assert isinstance(workers, list) and all(w["secret"] and w["tf"] for w in workers)
+
+
+def test_a_daemon_whose_import_time_environment_differs_imports_itself(tmp_path: Path) -> None:
+    """A zygote started with one OMP_NUM_THREADS refuses a daemon launched with another: the
+    daemon's hand_over answers None (it imports for itself) and says why."""
+    env = {k: v for k, v in os.environ.items() if k != zygote.ENV}
+    starter = textwrap.dedent(
+        """
+        import os, subprocess, sys
+        from streaming_lstm.spark import zygote
+        proc = zygote.start("1")
+        daemon_env = {**os.environ, "OMP_NUM_THREADS": "3", "PYTHONHASHSEED": "0"}
+        code = "from streaming_lstm.spark import zygote; print('HANDED', zygote.hand_over())"
+        out = subprocess.run([sys.executable, "-c", code], env=daemon_env, capture_output=True, text=True, timeout=120)
+        print(out.stdout.strip()); print(out.stderr.strip(), file=sys.stderr)
+        print("ZYGOTE_EXIT", proc.wait(timeout=60))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", starter], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "HANDED None" in out.stdout and "ZYGOTE_EXIT 0" in out.stdout, out
+    assert "environment differs in OMP_NUM_THREADS);" in out.stderr
+
+
+def test_which_variables_must_agree() -> None:
+    mine = {"PATH": "/a", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "SPARK_REUSE_WORKER": "1"}
+    theirs = {**mine, "PATH": "/b", "SPARK_REUSE_WORKER": "0", "PYTHON_WORKER_FACTORY_SECRET": "s", zygote.ENV: "/tmp/x"}
+    assert zygote.differing(mine, theirs) == []
+    assert zygote.differing(mine, {**theirs, "TF_CPP_MIN_LOG_LEVEL": "0", "PYTHONHASHSEED": "1"}) == ["PYTHONHASHSEED", "TF_CPP_MIN_LOG_LEVEL"]
+    assert zygote.differing(mine, {k: v for k, v in theirs.items() if k != "OMP_NUM_THREADS"}) == ["OMP_NUM_THREADS"]

@@ -8,13 +8,15 @@ file, timed to its exit. Every line either process writes is stamped with the se
 since its start, so the JSON holds the phases of each cold start (session, worker warm-up, query
 start, first batch) as the trainer logs them.
 
-Each run also starts ``train`` in four variants, so each start-up lever's share is measured side
+Each run also starts ``train`` in five variants, so each start-up lever's share is measured side
 by side: without the JVM's class-data-sharing archive (``no_cds``: ``STREAMING_LSTM_CDS=0``;
 ``streaming_lstm/spark/cds.py``), with Spark's own Python daemon instead of the one that forks the
 workers with TensorFlow imported (``spark_daemon``; ``streaming_lstm/spark/daemon.py``), with
 the JVM's C1 compiler only (``c1``: ``STREAMING_LSTM_JAVA_OPTIONS=-XX:TieredStopAtLevel=1``), and
 with that daemon importing only once Spark launches it instead of in a zygote started beside the
-JVM (``no_zygote``: ``STREAMING_LSTM_ZYGOTE=0``; ``streaming_lstm/spark/zygote.py``).
+JVM (``no_zygote``: ``STREAMING_LSTM_ZYGOTE=0``; ``streaming_lstm/spark/zygote.py``), and with the
+JVM's own C2 thresholds instead of the driver's 100 times later ones (``c2_early``;
+``streaming_lstm/local/jvm_deps.py``'s ``LATE_C2``).
 ``--json`` prints ``train_first_batch_s``, ``fit_s`` and ``ratio`` (medians, with each run's
 figures and min/max under ``runs``) and ``train_<variant>_first_batch_s`` for each variant.
 """
@@ -39,12 +41,15 @@ from bench.common import write
 from streaming_lstm.spark.cds import archive_path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The JVM's own C2 thresholds (the driver's are LATE_C2's, 100 times later).
+JVM_C2_THRESHOLDS = {"Tier4InvocationThreshold": 5000, "Tier4MinInvocationThreshold": 600, "Tier4CompileThreshold": 15000, "Tier4BackEdgeThreshold": 40000}
 # name -> (environment, extra train arguments): each changes one start-up lever from the default
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "no_cds": ({"STREAMING_LSTM_CDS": "0"}, []),
     "spark_daemon": ({}, ["--set", 'spark.conf={"spark.python.daemon.module" = "pyspark.daemon"}']),
     "c1": ({"STREAMING_LSTM_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}, []),
     "no_zygote": ({"STREAMING_LSTM_ZYGOTE": "0"}, []),
+    "c2_early": ({"STREAMING_LSTM_JAVA_OPTIONS": " ".join(f"-XX:{k}={v}" for k, v in JVM_C2_THRESHOLDS.items())}, []),
 }
 FIGURES = ("train_first_batch_s", *(f"train_{v}_first_batch_s" for v in VARIANTS), "fit_s", "ratio")
 CLI = [str(Path(sys.executable).with_name("streaming-lstm"))]  # the console script, as a user starts it

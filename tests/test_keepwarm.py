@@ -46,6 +46,39 @@ def test_the_task_runs_in_a_python_worker_only_when_due_and_idle(spark: Any) -> 
     assert never.runs == 0
 
 
+class Query:
+    """What the predict loop's tick reads of a StreamingQuery: progress and whether a trigger runs."""
+
+    def __init__(self) -> None:
+        self.lastProgress: dict[str, Any] | None = None
+        self.recentProgress: list[dict[str, Any]] = []
+        self.status = {"isTriggerActive": False}
+
+
+def test_the_predict_loop_keeps_its_workers_too(spark: Any) -> None:
+    """``predict``'s tick runs the keep-alive when idle; a batch with rows, or a running trigger, defers it."""
+    import threading
+
+    from streaming_lstm.trainer.predictor import PredictFollower
+    from streaming_lstm.trainer.runner import IdleClock
+
+    clock, query = Clock(), Query()
+    keep = WorkerKeepAlive(spark, 45.0, clock)
+    follow = PredictFollower(query, None, IdleClock(None), threading.Event(), keep)  # type: ignore[arg-type]
+    clock.now = 30.0
+    query.recentProgress = [{"batchId": 0, "sources": [{"numInputRows": 5}]}]
+    assert follow.tick() is None and keep.runs == 0
+    clock.now = 70.0  # 40 s after the batch with rows
+    assert follow.tick() is None and keep.runs == 0
+    clock.now = 76.0
+    query.status = {"isTriggerActive": True}
+    follow.tick()
+    assert keep.runs == 0, "a trigger is running"
+    query.status = {"isTriggerActive": False}
+    follow.tick()
+    assert keep.runs == 1 and keep.pid not in (0, os.getpid()), "ran in a Python worker"
+
+
 @pytest.mark.slow
 def test_workers_outlive_spark_s_idle_minute_only_with_the_keep_alive(spark: Any) -> None:
     """Without it, the worker of a task 70 s after the last is a new process; with it (every 20 s

@@ -1,6 +1,7 @@
-"""The Python daemon imported ahead of time (spark/zygote.py): a fresh local session's workers fork
-from the zygote with the environment Spark gave the daemon; an environment that differs where the
-imports read it makes the launched daemon import for itself."""
+"""A fresh local session's start-up: the Python daemon imported ahead of time (spark/zygote.py),
+whose workers fork from the zygote with the environment Spark gave the daemon (an environment that
+differs where the imports read it makes the launched daemon import for itself), and the driver
+JVM's JIT settings (local/jvm_deps.py)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ PROBE = textwrap.dedent(
     spark = session.get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
     rows = spark.range(2).repartition(2).mapInPandas(probe, "info string").collect()
     zygotes = [z.pid for z in session._zygotes]
+    jvm = [str(a) for a in spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()]
     spark.stop()
-    print("RESULT " + json.dumps({"zygotes": zygotes, "workers": [json.loads(r.info) for r in rows]}))
+    print("RESULT " + json.dumps({"zygotes": zygotes, "workers": [json.loads(r.info) for r in rows], "jvm": jvm}))
     """
 )
 
@@ -65,6 +67,18 @@ def test_a_fresh_session_s_workers_fork_from_the_zygote_with_spark_s_environment
         assert w["tf"] and w["tf2"] == "1", "TensorFlow imported before the fork, with what its import set"
         assert w["hash_randomization"] == 0 and w["omp"] == "1", "started with the hash seed and threads Spark gives workers"
     assert "refused" not in str(result["stderr"])
+
+
+@pytest.mark.spark
+def test_a_local_driver_compiles_with_c2_late_and_the_user_s_options_win() -> None:
+    """jvm_deps.LATE_C2 in the driver JVM's arguments, before ``$STREAMING_LSTM_JAVA_OPTIONS``
+    (the JVM takes an option's last value)."""
+    from streaming_lstm.local.jvm_deps import JAVA_OPTIONS_ENV, LATE_C2
+
+    result = run_probe(**{JAVA_OPTIONS_ENV: "-XX:Tier4InvocationThreshold=7000"})
+    jvm = result["jvm"]
+    assert isinstance(jvm, list) and all(option in jvm for option in LATE_C2), jvm
+    assert jvm.index("-XX:Tier4InvocationThreshold=7000") > jvm.index(LATE_C2[0])
 
 
 @pytest.mark.spark

@@ -80,6 +80,18 @@ def java_executable() -> str:
 JAVA_OPTIONS_ENV = "STREAMING_LSTM_JAVA_OPTIONS"
 
 
+# A local driver's JIT: C2 compiles a method after 100x the JVM's default invocations and loops.
+# C2's compiling of what a start runs a few times competes with the start itself for the cores
+# (on 2 cores a JVM's start is seconds slower with it); a stream's hot code still reaches C2 within
+# its first batches. The JVM's own defaults: 5000, 600, 15000, 40000.
+LATE_C2 = (
+    "-XX:Tier4InvocationThreshold=500000",
+    "-XX:Tier4MinInvocationThreshold=60000",
+    "-XX:Tier4CompileThreshold=1500000",
+    "-XX:Tier4BackEdgeThreshold=4000000",
+)
+
+
 def extra_java_options() -> list[str]:
     """``$STREAMING_LSTM_JAVA_OPTIONS`` split as a shell would: JVM options for every JVM this
     project starts itself (a local Spark driver, the Kafka broker, the HDFS minicluster), e.g.

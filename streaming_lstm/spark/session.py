@@ -14,7 +14,7 @@ from importlib import resources
 from pyspark.sql import SparkSession
 
 from streaming_lstm.core.config import SparkConfig
-from streaming_lstm.local.jvm_deps import connector_jars, extra_java_options
+from streaming_lstm.local.jvm_deps import LATE_C2, connector_jars, extra_java_options
 from streaming_lstm.spark import cds, zygote
 
 LOG4J2 = "log4j2.properties"
@@ -74,7 +74,7 @@ def get_session(cfg: SparkConfig, *, extra_conf: dict[str, str] | None = None) -
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     local = not submitted and cfg.master.startswith("local")
     java_opts = f"-Dlog4j2.configurationFile=file:{log4j2_path()}"
-    driver_opts = f"{java_opts} {cds.java_options()} {shlex.join(extra_java_options())}" if local else java_opts
+    driver_opts = f"{java_opts} {cds.java_options()} {shlex.join([*LATE_C2, *extra_java_options()])}" if local else java_opts
     builder = (
         SparkSession.builder.appName(cfg.app_name)
         .config("spark.driver.extraJavaOptions", driver_opts.strip())

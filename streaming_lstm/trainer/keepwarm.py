@@ -1,12 +1,12 @@
-"""Keeping the trainer's Python workers, and the models compiled in them, across long pauses.
+"""Keeping the Python workers, and the models compiled in them, across long pauses.
 
 Spark stops every idle Python worker once none of them has run a task for a minute (the idle
 timeout of ``PythonWorkerFactory``, fixed in its code; ``spark.python.factory.idleWorkerMaxPoolSize``
 only caps the pool). A worker keeps its compiled model (``core/compiled.py``): traced, or compiled
 by XLA, on its first task. A stream whose trigger or pauses exceed a minute would trace again in
 fresh workers at every batch. While the query is idle, :class:`WorkerKeepAlive` runs a one-row
-Python task on the trainer's session every ``stream.keep_workers``: the pool sees a task within
-the minute, and its workers stay.
+Python task on the session every ``stream.keep_workers`` (the trainer's run loop and the
+``predict`` loop call it): the pool sees a task within the minute, and its workers stay.
 
 Classic sessions only: a Spark Connect client's Python jobs run in the server's worker pool for
 the client's own environment, which need not be the one the streaming query's tasks use.

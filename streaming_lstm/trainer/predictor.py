@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm.core import faults
-from streaming_lstm.core.config import AppConfig, ConfigError
+from streaming_lstm.core.config import AppConfig, ConfigError, parse_duration
 from streaming_lstm.parse.events import observed_events
 from streaming_lstm.parse.rows import ACCEPTED, HEADER
 from streaming_lstm.parse.spark_parse import POSITION, observed, parsed_batch
@@ -44,6 +44,7 @@ from streaming_lstm.spark import connect
 from streaming_lstm.storage.metrics import accuracy_note
 from streaming_lstm.storage.store import ModelStore, SavedModel
 from streaming_lstm.trainer import executor
+from streaming_lstm.trainer.keepwarm import WorkerKeepAlive
 from streaming_lstm.trainer.prediction_sinks import Scored, ScoredLog, SinkSpec
 from streaming_lstm.trainer.remote import require_local_path
 from streaming_lstm.trainer.routing import route_keys, with_model_rows
@@ -311,7 +312,8 @@ def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
         query = predictor.start(source, os.path.abspath(args.checkpoint), f"{trigger_ms} milliseconds", handler)
         event = threading.Event()
         runner.install_signal_handlers(event)
-        follow = PredictFollower(query, predictor if not remote else None, runner.IdleClock(args.idle_timeout), event)
+        keep = WorkerKeepAlive(session.spark, parse_duration(cfg.stream.keep_workers, "stream.keep_workers"))
+        follow = PredictFollower(query, predictor if not remote else None, runner.IdleClock(args.idle_timeout), event, keep)
         runner.wait(query, follow.tick)
         runner.stop_after_commit(query, predictor.last_batch_id if not remote else follow.batch)
         error = query.exception()
@@ -328,11 +330,13 @@ def run_cli(args: argparse.Namespace, out: IO[str], trigger_ms: int) -> None:
 
 class PredictFollower:
     """The predict loop's tick: rows handled so far (from this process's predictor, or under
-    Connect from the query's progress reports), the idle clock, and a stop signal."""
+    Connect from the query's progress reports), the idle clock, a stop signal, and the Python
+    workers (and the model compiled in each) kept across pauses (keepwarm.py)."""
 
-    def __init__(self, query: StreamingQuery, local: StreamPredictor | None, clock: Any, event: threading.Event) -> None:
-        self.query, self.local, self.clock, self.event = query, local, clock, event
+    def __init__(self, query: StreamingQuery, local: StreamPredictor | None, clock: Any, event: threading.Event, keep: WorkerKeepAlive | None = None) -> None:
+        self.query, self.local, self.clock, self.event, self.keep = query, local, clock, event, keep
         self.batch = -1
+        self.seen = 0
 
     def rows(self) -> int:
         if self.local is not None:
@@ -342,7 +346,15 @@ class PredictFollower:
         return sum(int(s.get("numInputRows") or 0) for p in self.query.recentProgress for s in p.get("sources", []))
 
     def tick(self) -> str | None:
-        self.clock.saw(self.rows())
+        from streaming_lstm.trainer.runner import trigger_active
+
+        rows = self.rows()
+        self.clock.saw(rows)
+        if self.keep is not None:
+            if rows != self.seen:  # a batch with rows ran Python tasks
+                self.seen = rows
+                self.keep.saw_batch(self.keep.clock())
+            self.keep.check(lambda: trigger_active(self.query))
         if self.event.is_set():
             return "signal"
         if self.clock.expired(self.query):

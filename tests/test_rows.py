@@ -110,6 +110,64 @@ def test_spark_and_local_executors_agree_on_every_line_of_a_hostile_corpus(spark
         assert sum(1 for line in lines if local_row(line, cfg.data, require_label=False).reason is None and line.count(",") == 3) > 20
 
 
+@pytest.mark.spark
+def test_the_arrow_executor_agrees_with_the_local_one_and_keeps_sparks_dead_letter_text(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+    """arrow_parse (the training plan built once parses there) on the hostile corpus as Spark
+    reads it (the rows' bytes, not-UTF-8 ones included): the same verdict, features and label as
+    rows.local_row on every line; a rejected row's ``raw`` is Spark's own ``substring(value, 1,
+    RAW_LIMIT)``, lines longer than that in several encodings included."""
+    from pyspark.sql import functions as F
+
+    from streaming_lstm.parse.arrow_parse import spark_prefix, verdicts
+    from streaming_lstm.parse.rows import RAW_LIMIT
+
+    cfg = load_config(ROOT / "conf" / "iris.toml")
+    path = tmp_path / "hostile.csv"
+    long_lines = [
+        b"\xff\xfe" * 40_000,
+        "\u00e9\u20ac\U0001f600".encode() * 30_000,
+        b"\xe2\x82" + b"a\xc3" * 70_000 + b"a",
+        b"1,2,3," + b"\xf0\x9f\x98" * 30_000,
+    ]
+    path.write_bytes(corpus(random.Random(17), iris_lines) + b"\n".join(long_lines) + b"\n")
+    lines = list(read_lines(path))
+    value = F.col("value")
+    rows = (
+        spark.read.text(str(path))
+        .coalesce(1)
+        .select(value.cast("binary").alias("b"), F.length(value).alias("n"), F.substring(value, 1, RAW_LIMIT).cast("binary").alias("raw"))
+    )
+    table = rows.toArrow()
+    assert table.num_rows == len(lines), "both read the same lines"
+    got = verdicts(table.column("b").combine_chunks(), cfg.data)
+    for i, line in enumerate(lines):
+        local = local_row(line, cfg.data)
+        assert got.reason[i] == local.reason, (i, line[:80], got.reason[i], local.reason)
+        if local.reason is None:
+            assert list(got.x[i]) == list(local.features) and got.label[i] == local.label, (i, line[:80])
+    b, n, raw = (table.column(c).to_pylist() for c in ("b", "n", "raw"))
+    assert [spark_prefix(x, k) for x, k in zip(b, n, strict=True)] == raw
+    assert sum(k > RAW_LIMIT for k in n) >= len(long_lines) + 1
+
+
+def test_the_arrow_executor_decides_plain_rows_without_the_per_row_rules(monkeypatch: pytest.MonkeyPatch, iris_lines: list[str]) -> None:
+    """Plain valid CSV rows never reach rows.local_row (Arrow's kernels decide them); a row
+    that is not plain does."""
+    import pyarrow as pa
+
+    from streaming_lstm.parse import arrow_parse
+
+    cfg = load_config(ROOT / "conf" / "iris.toml")
+    seen: list[str] = []
+    monkeypatch.setattr(arrow_parse, "local_row", lambda line, data: seen.append(line) or local_row(line, data))
+    n = len(iris_lines)
+    rows = [*iris_lines, f'"{iris_lines[0]}"', " 1e400,1,1,1,Iris-setosa"]
+    got = arrow_parse.verdicts(pa.array([r.encode() for r in rows], pa.binary()), cfg.data)
+    assert got.reason[:n] == [None] * n and sorted(set(got.label[:n])) == [0, 1, 2]
+    assert seen == rows[n:]
+    assert got.reason[n] == "expected 5 fields, got 1" and str(got.reason[n + 1]).startswith("non-finite feature")
+
+
 def test_numbers_parse_as_sparks_cast_does() -> None:
     # Expected values measured with Spark's try_cast (see the Spark test above for the whole corpus).
     assert parse_double("1d") == 1.0 and parse_double("1.5F") == 1.5

@@ -1,5 +1,7 @@
-"""One definition of a valid row, with two executors that apply it: Spark SQL for streams
-(:func:`spark_row`) and plain Python for the one-process commands (:func:`local_row`).
+"""One definition of a valid row, with the executors that apply it: Spark SQL in a stream's plan
+(spark_parse.py), Arrow's kernels for training rows in the plan built once (arrow_parse.py, which
+hands every row they cannot decide to :func:`local_row`) and plain Python for the one-process
+commands (:func:`local_row`).
 
 The rules, checked in this order; the first that fails is the row's reason (wording fixed here):
 

@@ -43,7 +43,7 @@ from streaming_lstm.core.threads import intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.parse import counts as batch_counts
 from streaming_lstm.parse.counts import BatchCounts
-from streaming_lstm.parse.spark_parse import dead_letters, parsed_batch
+from streaming_lstm.parse.spark_parse import dead_letters, observed, parsed_batch
 from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage import tb_log
@@ -170,12 +170,13 @@ class StreamingTrainer:
         """Start the Python workers and trace the model in each (seconds); see :func:`warm_workers`."""
         return warm_workers(self.spark, self.cfg, self.tasks, self.routes, self.threads)
 
-    def training_plan(self, parsed: DataFrame) -> DataFrame:
-        """The streaming plan's training part when this trainer plans once (planned.py), else ``parsed``."""
+    def training_plan(self, source: DataFrame) -> DataFrame:
+        """The streaming plan from the source's rows: parsed and trained when this trainer plans
+        once (planned.py), else parsed in Spark with the counts observed (each batch planned here)."""
         if not self.planned:
-            return parsed
+            return observed(source, self.cfg.data)
         model_dir = os.path.abspath(local_path(join(self.checkpoint, "model")))  # a worker's working directory is its own
-        return planned.training_plan(parsed, self.cfg, self.routes, self.threads, model_dir)
+        return planned.training_plan(source, self.cfg, self.routes, self.threads, model_dir)
 
     def follow(self, query: Any) -> None:
         """Nothing to follow: this trainer runs in this process (remote.py has the other kind)."""

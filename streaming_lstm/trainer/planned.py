@@ -8,8 +8,8 @@ the query starts; Spark plans each micro-batch from it in the JVM. What differs 
 the tasks as a *ticket*, a Spark local property the handler sets before it runs the batch's job
 (Spark hands local properties to every task of the jobs that thread starts):
 
-* ``batch_id``, the key ``shift`` (seeds.key_shift; the keying tasks, :func:`key_batches`, add it
-  as routing.keyed_sql does) and the local ``epochs`` (schedule.py);
+* ``batch_id``, the key ``shift`` (seeds.key_shift; the parsing and keying tasks,
+  :func:`parse_and_key`, add it as routing.keyed_sql does) and the local ``epochs`` (schedule.py);
 * ``version``: the model version the batch trains from. Tasks read exactly that version from the
   model store (each Python worker caches the newest it read), which is the one the state holds
   while the batch runs: the state saves each version before its batch is committed (state.py), and
@@ -41,14 +41,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+from pyspark.sql.types import BinaryType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
-from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config import AppConfig, DataConfig
 from streaming_lstm.core.results import DEAD, HEADERS, RESULT_SCHEMA, Fold, PartitionResult, blank_row, decode
 from streaming_lstm.core.weights import LSTMConfig
-from streaming_lstm.parse.counts import BatchCounts
-from streaming_lstm.parse.rows import ACCEPTED, HEADER, RAW_LIMIT
-from streaming_lstm.parse.spark_parse import POSITION
+from streaming_lstm.parse import arrow_parse
+from streaming_lstm.parse.counts import BatchCounts, with_counts
+from streaming_lstm.parse.rows import HEADER
+from streaming_lstm.parse.spark_parse import POSITION, source_position
 from streaming_lstm.spark import connect
 from streaming_lstm.storage.fs import is_local
 from streaming_lstm.storage.store import ModelStore
@@ -58,7 +59,6 @@ from streaming_lstm.trainer.state import TrainerState
 
 TICKET = "streaming_lstm.batch"  # the local property the handler sets for each batch's job
 LETTER_SCHEMA = "batch_id int, reason string, raw binary, raw_length int"  # a dead letter as the tasks return it
-REJECTED = ("reason", "raw", "raw_length")  # what a rejected row carries to its task
 
 
 @dataclass(frozen=True)
@@ -115,33 +115,42 @@ def training_columns(cfg: AppConfig) -> list[str]:
     return [*cfg.input_columns(), "label", *d.target_columns(), *d.naive_columns()]
 
 
-def training_plan(parsed: DataFrame, cfg: AppConfig, routes: list[int], threads: int, model_dir: str) -> DataFrame:
-    """The streaming plan from parsed rows (spark_parse.observed) to the tasks' result rows:
-    rejected rows keep their text (truncated as dead letters are), every row is keyed in its source
-    partition (:func:`key_batches`), routed to its task, and trained by :func:`planned_frames`."""
-    reason = F.col("reason")
-    dead = reason.isNotNull() & ~reason.isin(HEADER, ACCEPTED)
-    # The text as bytes: a line that is not valid UTF-8 reaches Spark as is, and Arrow cannot hand
-    # it to Python as a string; the dead letter casts it back in Spark (dead_letter_frame).
-    raw = [F.when(dead, F.substring("value", 1, RAW_LIMIT)).cast("binary").alias("raw"), F.when(dead, F.length("value")).alias("raw_length")]
-    rows = parsed.select(*training_columns(cfg), *REJECTED[:1], *raw, POSITION)
-    schema = StructType([f for f in rows.schema.fields if f.name != POSITION] + [StructField(n, t) for n, t in KEYED.items()])
-    keying = functools.partial(key_batches, partitions=cfg.stream.partitions, routes=routes)
-    keyed = to_tasks(rows.mapInArrow(keying, schema), routes)
+def training_plan(source: DataFrame, cfg: AppConfig, routes: list[int], threads: int, model_dir: str) -> DataFrame:
+    """The streaming plan from the source's rows to the tasks' result rows: each source partition's
+    rows are parsed by rows.py's rules and keyed in one Python task (:func:`parse_and_key`), counted
+    as the query's observed metrics (counts.with_counts), routed to their task and trained by
+    :func:`planned_frames`.
+
+    Why the parse runs in Python here: Spark optimises and generates code for a micro-batch's whole
+    plan anew every batch, and the rules as Spark SQL (spark_parse.py) are a large expression; the
+    rows reach a Python task for keying anyway, where arrow_parse.py decides them in Arrow's
+    kernels. What stays in the JVM is the source, the rows' bytes, their length in Spark's
+    characters (for a dead letter's ``raw_length``) and their source position."""
+    value = F.col("value")
+    rows = source.select(value.cast("binary").alias("value"), F.length(value).alias(LENGTH), source_position(source).alias(POSITION))
+    parsed = [StructField(n, DoubleType()) for n in cfg.data.feature_columns()]
+    parsed += [StructField("label", IntegerType()), StructField("reason", StringType())]
+    parsed += [StructField("raw", BinaryType()), StructField("raw_length", IntegerType())]
+    schema = StructType(parsed + [StructField(n, t) for n, t in KEYED.items()])
+    keying = functools.partial(parse_and_key, config_dict=cfg.to_dict(), partitions=cfg.stream.partitions, routes=routes)
+    keyed = to_tasks(with_counts(rows.mapInArrow(keying, schema)), routes)
     fn = functools.partial(planned_frames, config_dict=cfg.to_dict(), threads=threads, model_dir=model_dir)
     return keyed.mapInPandas(fn, RESULT_SCHEMA)
 
 
-KEYED = {"_idx": LongType(), "key": IntegerType(), ROUTE: LongType()}  # what key_batches adds
+LENGTH = "_length"  # a row's length in characters, as Spark's length() counts them
+KEYED = {"_idx": LongType(), "key": IntegerType(), ROUTE: LongType()}  # what parse_and_key adds
 
 
-def key_batches(batches: Iterator[pa.RecordBatch], *, partitions: int, routes: list[int]) -> Iterator[pa.RecordBatch]:
-    """The ``mapInArrow`` body that keys one source partition's rows as routing.keyed_sql does
-    (``monotonically_increasing_id``, which numbers rows there, is not allowed in a streaming
-    plan): each row's position in the partition, its ``_idx``, its ``key`` with the batch's shift
-    and its ``_route``; ``_pos`` is dropped."""
+def parse_and_key(batches: Iterator[pa.RecordBatch], *, config_dict: dict[str, Any], partitions: int, routes: list[int]) -> Iterator[pa.RecordBatch]:
+    """The ``mapInArrow`` body that parses one source partition's rows (arrow_parse.verdicts) and
+    keys them as routing.keyed_sql does (``monotonically_increasing_id``, which numbers rows there,
+    is not allowed in a streaming plan): each row's features, ``label``, ``reason``, a rejected
+    row's text as a dead letter keeps it (``raw``, ``raw_length``), its position in the partition
+    (``_idx``), its ``key`` with the batch's shift and its ``_route``."""
     from pyspark import TaskContext
 
+    data = executor.task_config(config_dict).data
     shift = Ticket.taken().shift
     ctx = TaskContext.get()
     spark_part = ctx.partitionId() if ctx is not None else 0
@@ -154,14 +163,29 @@ def key_batches(batches: Iterator[pa.RecordBatch], *, partitions: int, routes: l
         part = pc.fill_null(kafka_part, spark_part).to_numpy(zero_copy_only=False).astype(np.int64)
         order = np.where(offset.is_valid().to_numpy(zero_copy_only=False), pc.fill_null(offset, 0).to_numpy(zero_copy_only=False), position)
         unshifted = (position + part) % partitions
-        arrays = [batch.column(i) for i, name in enumerate(batch.schema.names) if name != POSITION]
-        names = [name for name in batch.schema.names if name != POSITION]
-        extra = [
+        keys = [
             (part << ORDER_BITS) + (order.astype(np.int64) & ((1 << ORDER_BITS) - 1)),
             ((unshifted + shift) % partitions).astype(np.int32),
             route_of[unshifted % len(routes)],
         ]
-        yield pa.RecordBatch.from_arrays([*arrays, *(pa.array(a) for a in extra)], names=[*names, *KEYED])
+        columns = [*verdict_columns(batch.column("value"), batch.column(LENGTH), data), *(pa.array(a) for a in keys)]
+        yield pa.RecordBatch.from_arrays(columns, names=[*data.feature_columns(), "label", "reason", "raw", "raw_length", *KEYED])
+
+
+def verdict_columns(values: pa.Array, lengths: pa.Array, data: DataConfig) -> list[pa.Array]:
+    """Rows' verdicts as the plan's columns: the features and ``label`` (NULL where rejected),
+    ``reason``, and a dead letter's ``raw`` and ``raw_length`` (NULL on valid and header rows)."""
+    v = arrow_parse.verdicts(values, data)
+    valid = np.array([r is None for r in v.reason], bool)
+    dead = [i for i, r in enumerate(v.reason) if r is not None and r != HEADER]
+    raw: list[bytes | None] = [None] * len(v.reason)
+    length: list[int | None] = [None] * len(v.reason)
+    for i in dead:
+        n = lengths[i].as_py()
+        length[i] = n
+        raw[i] = None if n is None else arrow_parse.spark_prefix(values[i].as_py(), n)
+    features = [pa.array(v.x[:, j], mask=~valid) for j in range(v.x.shape[1])]
+    return [*features, pa.array(v.label, pa.int32(), mask=~valid), pa.array(v.reason, pa.string()), pa.array(raw, pa.binary()), pa.array(length, pa.int32())]
 
 
 _MODEL: dict[tuple[Any, ...], executor.TaskModel] = {}  # the newest model this Python worker read

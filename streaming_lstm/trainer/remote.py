@@ -33,6 +33,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.core.config_load import from_dict
+from streaming_lstm.parse.spark_parse import observed
 from streaming_lstm.spark import connect
 from streaming_lstm.storage.fs import is_local, join
 from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, History, MetricsTail, print_line
@@ -104,9 +105,9 @@ class RemoteTrainer:
         tasks, routes, threads = plan_tasks(self.spark, self.cfg)
         return warm_workers(self.spark, self.cfg, tasks, routes, threads)
 
-    def training_plan(self, parsed: DataFrame) -> DataFrame:
-        """``parsed``: the server's handler plans each batch (planned.why_per_batch)."""
-        return parsed
+    def training_plan(self, source: DataFrame) -> DataFrame:
+        """The rows parsed, counts observed: the server's handler plans each batch (planned.why_per_batch)."""
+        return observed(source, self.cfg.data)
 
     def request_stop(self) -> None:
         """Nothing to tell: the handler runs in the server (see the module docstring)."""

@@ -27,7 +27,6 @@ from pyspark.sql.streaming import StreamingQuery
 from streaming_lstm.core.config import AppConfig, parse_duration
 from streaming_lstm.kafka.reader import READERS, BrokerWatch, choose_reader, records_skipped
 from streaming_lstm.parse.events import observed_events
-from streaming_lstm.parse.spark_parse import observed
 from streaming_lstm.spark import connect
 from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage.fs import is_local, join
@@ -53,8 +52,9 @@ class Trainer(Protocol):
     last_rows_at: float
 
     def handle(self, df: DataFrame, batch_id: int) -> None: ...
-    def training_plan(self, parsed: DataFrame) -> DataFrame:
-        """The query's plan from parsed rows on: ``parsed``, or with the training in it (planned.py)."""
+    def training_plan(self, source: DataFrame) -> DataFrame:
+        """The query's plan from the source's rows on: parsed with the counts observed
+        (spark_parse.observed), or parsed and trained in it (planned.py)."""
 
     def warm_up(self) -> float: ...
     def follow(self, query: StreamingQuery) -> None:
@@ -124,12 +124,12 @@ def start_query(trainer: Trainer, source: DataFrame) -> StreamingQuery:
     """Start the foreachBatch query; Spark's own checkpoint lives in ``CHECKPOINT/spark``.
 
     Rows are parsed in the streaming plan so that each batch's row counts are also the query's
-    observed metrics (:func:`~streaming_lstm.parse.spark_parse.observed`). In event mode the events are
+    observed metrics (:func:`~streaming_lstm.parse.counts.with_counts`). In event mode the events are
     parsed (events.py) and formed into windows per entity (window_state.py) in the plan too.
     """
     trigger = parse_duration(trainer.cfg.stream.trigger, "stream.trigger")
     d = trainer.cfg.data
-    plan = windowed(observed_events(source, d), trainer.cfg) if d.mode == "events" else trainer.training_plan(observed(source, d))
+    plan = windowed(observed_events(source, d), trainer.cfg) if d.mode == "events" else trainer.training_plan(source)
     # Adaptive execution off for the query's own session (cloned at start): it would run the
     # training plan's shuffle while Spark prepares the batch, before the handler can give the
     # batch's tasks their ticket (planned.py), and it re-plans small batches for nothing.

@@ -29,9 +29,10 @@ PROBE = textwrap.dedent(
         for _ in frames:
             pass
         yield pd.DataFrame({"info": [json.dumps({
-            "ppid": os.getppid(), "pid": os.getpid(), "secret": "PYTHON_WORKER_FACTORY_SECRET" in os.environ,
+            "ppid": os.getppid(), "pid": os.getpid(), "socket_dir": os.environ.get("PYTHON_WORKER_FACTORY_SOCK_DIR"),
             "tf": "tensorflow" in sys.modules, "tf2": os.environ.get("TF2_BEHAVIOR"),
             "hash_randomization": sys.flags.hash_randomization, "omp": os.environ.get("OMP_NUM_THREADS"),
+            "unix_sockets": os.environ.get("PYTHON_UNIX_DOMAIN_ENABLED", "").lower(),
         })]})
 
     spark = session.get_session(SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false"}))
@@ -63,9 +64,10 @@ def test_a_fresh_session_s_workers_fork_from_the_zygote_with_spark_s_environment
     assert isinstance(workers, list) and len(workers) == 2
     for w in workers:
         assert w["ppid"] == zygotes[0], f"worker {w} was not forked by the zygote {zygotes[0]}"
-        assert w["secret"], "the daemon took Spark's environment (the workers' authentication secret)"
+        assert w["socket_dir"], "the daemon took Spark's environment (the directory of its Unix sockets)"
         assert w["tf"] and w["tf2"] == "1", "TensorFlow imported before the fork, with what its import set"
         assert w["hash_randomization"] == 0 and w["omp"] == "1", "started with the hash seed and threads Spark gives workers"
+        assert w["unix_sockets"] == "true", "the JVM reaches its workers over Unix domain sockets (session.py)"
     assert "refused" not in str(result["stderr"])
 
 
@@ -86,7 +88,7 @@ def test_zygotes_off_the_workers_fork_from_the_daemon_spark_launched() -> None:
     result = run_probe(**{zygote.ENV: zygote.OFF})
     assert result["zygotes"] == []
     workers = result["workers"]
-    assert isinstance(workers, list) and all(w["secret"] and w["tf"] for w in workers)
+    assert isinstance(workers, list) and all(w["socket_dir"] and w["unix_sockets"] == "true" and w["tf"] for w in workers)
 
 
 def test_a_daemon_whose_import_time_environment_differs_imports_itself(tmp_path: Path) -> None:

@@ -119,3 +119,53 @@ def test_which_variables_must_agree() -> None:
     assert zygote.differing(mine, theirs) == []
     assert zygote.differing(mine, {**theirs, "TF_CPP_MIN_LOG_LEVEL": "0", "PYTHONHASHSEED": "1"}) == ["PYTHONHASHSEED", "TF_CPP_MIN_LOG_LEVEL"]
     assert zygote.differing(mine, {k: v for k, v in theirs.items() if k != "OMP_NUM_THREADS"}) == ["OMP_NUM_THREADS"]
+
+
+def test_a_daemon_that_loses_the_race_for_its_socket_file_stops_its_workers_quietly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Spark's daemon removes its Unix socket file as it stops while the exiting JVM deletes it:
+    that FileNotFoundError ends the daemon like its own stop (SIGHUP to its workers, no traceback);
+    any other missing file is still an error."""
+    import signal
+
+    from pyspark import daemon as spark_daemon
+
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(zygote.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setenv("PYTHON_WORKER_FACTORY_SOCK_DIR", str(tmp_path))
+    gone = str(tmp_path / ".daemon.sock")
+
+    def lost_race() -> None:
+        raise FileNotFoundError(2, "No such file or directory", gone)
+
+    monkeypatch.setattr(spark_daemon, "manager", lost_race)
+    assert zygote.run_manager() == 0
+    assert sent == [(0, signal.SIGHUP)]
+
+    def other() -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/elsewhere/model.npz")
+
+    monkeypatch.setattr(spark_daemon, "manager", other)
+    with pytest.raises(FileNotFoundError):
+        zygote.run_manager()
+
+    def stopped() -> None:
+        raise SystemExit(1)
+
+    monkeypatch.setattr(spark_daemon, "manager", stopped)
+    assert zygote.run_manager() == 1 and len(sent) == 1
+
+
+def test_a_worker_whose_jvm_went_away_mid_write_ends_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a Unix socket, a task the JVM stopped fails its last flush with EPIPE: the worker
+    ends (a non-zero code: not reused) instead of raising into the daemon's traceback."""
+    from pyspark import daemon as spark_daemon
+
+    def broken(sock: object, authenticated: bool) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fork_loop() -> None:  # what manager's forked child does with each task's connection
+        raise SystemExit(spark_daemon.worker(None, True) + 40)
+
+    monkeypatch.setattr(spark_daemon, "worker", broken)
+    monkeypatch.setattr(spark_daemon, "manager", fork_loop)
+    assert zygote.run_manager() == 41

@@ -2,7 +2,7 @@
 decodes results without TensorFlow).
 
 A :class:`PartitionResult` travels as one row of :data:`RESULT_SCHEMA` through Arrow
-(``mapInPandas`` in the Python worker, ``toArrow()`` in the driver): :meth:`PartitionResult.to_row`
+(``mapInPandas`` or ``mapInArrow`` in the Python worker, ``toArrow()`` in the driver): :meth:`PartitionResult.to_row`
 packs it, :meth:`PartitionResult.from_row` checks and unpacks it. Weights and statistics are
 ``.npz`` bytes, read with ``allow_pickle=False``.
 

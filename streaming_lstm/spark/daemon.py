@@ -32,10 +32,7 @@ def main() -> int:
     if code is not None:
         return code
     zygote.preload()
-    from pyspark import daemon
-
-    daemon.manager()
-    return 0
+    return zygote.run_manager()
 
 
 if __name__ == "__main__":

@@ -191,8 +191,6 @@ def serve(listening: int, parent: int) -> int:
     started_with = dict(os.environ)
     server = socket.socket(fileno=listening)
     preload()
-    from pyspark import daemon as spark_daemon
-
     conn = _accept(server, parent)
     if conn is None:
         return 0
@@ -210,14 +208,47 @@ def serve(listening: int, parent: int) -> int:
         _become({**request, "env": {**set_by_imports, **request["env"]}}, fds)
         code = 1
         try:
-            spark_daemon.manager()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
+            code = run_manager()
         finally:
             with contextlib.suppress(OSError):
                 conn.sendall((json.dumps({"exit": code}) + "\n").encode())
         return code
+
+
+def run_manager() -> int:
+    """Spark's daemon loop (``pyspark.daemon.manager``) to its exit code, its workers quiet when
+    the JVM goes away mid-task.
+
+    Why the ``FileNotFoundError``: over Unix domain sockets, Spark's daemon removes its socket file
+    as it stops (if it exists, then remove) while the stopping JVM deletes the same file at exit;
+    losing that race raised out of the daemon, a traceback in the driver's output. The stop then
+    ends as Spark's does: SIGHUP to the daemon's process group stops the workers."""
+    from pyspark import daemon as spark_daemon
+
+    spark_worker = spark_daemon.worker
+
+    def worker(sock: socket.socket, authenticated: bool) -> int:
+        # Over a Unix socket a write to a peer that has gone raises at once (EPIPE), where loopback
+        # TCP usually took it: a task the JVM stopped (a query's stop, a killed task) made its
+        # worker print a traceback into the driver's output. The worker ends all the same.
+        try:
+            result: int = spark_worker(sock, authenticated)
+            return result
+        except (BrokenPipeError, ConnectionResetError):
+            return 1
+
+    spark_daemon.worker = worker  # what the daemon's fork loop calls for every task
+    try:
+        spark_daemon.manager()
+        return 0
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    except FileNotFoundError as gone:
+        folder = os.environ.get("PYTHON_WORKER_FACTORY_SOCK_DIR")
+        if not folder or not str(gone.filename or "").startswith(folder):
+            raise
+        os.kill(0, signal.SIGHUP)  # the daemon ignores it (manager), its workers stop
+        return 0
 
 
 if __name__ == "__main__":

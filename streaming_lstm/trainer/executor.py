@@ -1,5 +1,6 @@
 """What runs inside a Spark Python worker: the ``mapInPandas`` bodies of training (one task trains
-one or more partition keys), warm-up and scoring.
+one or more partition keys), warm-up and scoring, and the result rows of training (:func:`key_rows`)
+that the plan built once (planned.py) sends through its ``mapInArrow``.
 
 This is an importable module on purpose: the compiled model is cached in training.py's module-level
 dict, which survives between tasks because Spark reuses Python workers. The function handed to
@@ -169,8 +170,14 @@ def train_frames(
 
 
 def train_keys(cfg: AppConfig, frame: pd.DataFrame, model: TaskModel, *, batch_id: int, epochs: int, threads: int, entered: float) -> Iterator[pd.DataFrame]:
+    """:func:`key_rows` as one-row frames (``mapInPandas``)."""
+    for row in key_rows(cfg, frame, model, batch_id=batch_id, epochs=epochs, threads=threads, entered=entered):
+        yield _one_row(row)
+
+
+def key_rows(cfg: AppConfig, frame: pd.DataFrame, model: TaskModel, *, batch_id: int, epochs: int, threads: int, entered: float) -> Iterator[dict[str, Any]]:
     """Train each key of ``frame`` (rows ``key, _idx, f0.., label``) from ``model``: one result
-    row per key, then (mean aggregation) the task's fold.
+    row (of results.RESULT_SCHEMA) per key, then (mean aggregation) the task's fold.
 
     Rows are sorted by their global index ``_idx`` first: the shuffle delivers blocks in no fixed
     order, and a replayed batch must train on the rows in the same order to reproduce its weights.
@@ -186,10 +193,10 @@ def train_keys(cfg: AppConfig, frame: pd.DataFrame, model: TaskModel, *, batch_i
         result = train_key(training, spec, cfg, key, part, model, batch_id=batch_id, epochs=epochs, threads=threads)
         if folder is not None:
             result = folder.add(result)
-        yield _one_row(dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid()).to_row())
+        yield dataclasses.replace(result, seconds=time.perf_counter() - entered, worker_pid=os.getpid()).to_row()
     fold = folder.row(keys[0]) if folder is not None else None
     if fold is not None:
-        yield _one_row(fold)
+        yield fold
 
 
 def train_key(

@@ -119,7 +119,7 @@ def training_plan(source: DataFrame, cfg: AppConfig, routes: list[int], threads:
     """The streaming plan from the source's rows to the tasks' result rows: each source partition's
     rows are parsed by rows.py's rules and keyed in one Python task (:func:`parse_and_key`), counted
     as the query's observed metrics (counts.with_counts), routed to their task and trained by
-    :func:`planned_frames`.
+    :func:`planned_batches`.
 
     Why the parse runs in Python here: Spark optimises and generates code for a micro-batch's whole
     plan anew every batch, and the rules as Spark SQL (spark_parse.py) are a large expression; the

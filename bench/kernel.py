@@ -8,13 +8,16 @@ shape: the seed's 128,256 at mini-batch 10 and 256, and a 64-unit model at mini-
 steps of one feature and one step of 18 features. Reports rows/s of each, the ratio new / old per
 alternation (min/median/max) and the largest weight difference between the two kernels' results
 (float rounding of a different but equal computation; replay within one kernel stays exact).
-Writes bench/results/kernel.json.
+Then the first call of each kernel (``fit`` of 64 rows: building the model and tracing the training
+loop, what every process pays once per shape), each in a fresh process after TensorFlow's import,
+alternating ``--trace-runs`` times per shape. Writes bench/results/kernel.json.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -69,10 +72,53 @@ def old_training(rev: str, into: Path) -> Any:
     return importlib.import_module("kernel_old.training")
 
 
+FIRST_CALL = """
+import importlib, json, sys, time
+import numpy as np
+training = importlib.import_module(sys.argv[1])
+from streaming_lstm.core.weights import LSTMConfig, init_weights
+steps, feats, hidden, batch = json.loads(sys.argv[2])
+cfg = LSTMConfig(timesteps=steps, features_per_step=feats, hidden=tuple(hidden), num_classes=3)
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(64, steps * feats)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32)
+spec = training.TrainSpec(cfg, "adam", 0.01, 5.0, 0.0)
+started = time.perf_counter()
+training.fit(init_weights(cfg), x, y, spec, epochs=1, batch_size=batch, seed=0)
+print(json.dumps(time.perf_counter() - started))
+"""
+
+
+def first_calls(old_dir: Path, runs: int, say: Any) -> dict[str, Any]:
+    """Seconds of each kernel's first ``fit`` per shape, each in a fresh process (FIRST_CALL)."""
+    modules = {"old": "kernel_old.training", "new": "streaming_lstm.core.training"}
+    env_path = f"{old_dir}:{ROOT}"
+    results: dict[str, Any] = {}
+    for name, steps, feats, hidden, _n, batch in SHAPES:
+        seconds: dict[str, list[float]] = {"old": [], "new": []}
+        for run in range(runs):
+            for k in ("old", "new") if run % 2 == 0 else ("new", "old"):
+                shape = json.dumps([steps, feats, list(hidden), batch])
+                done = subprocess.run(
+                    [sys.executable, "-c", FIRST_CALL, modules[k], shape],
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": env_path},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                seconds[k].append(float(done.stdout.strip().splitlines()[-1]))
+        ratios = [a / b for a, b in zip(seconds["new"], seconds["old"], strict=True)]
+        results[name] = {"old_first_call_s": seconds["old"], "new_first_call_s": seconds["new"], "new_over_old": ratios}
+        old_s, new_s = statistics.median(seconds["old"]), statistics.median(seconds["new"])
+        say(f"{name}, first call: old {old_s:.2f} s, new {new_s:.2f} s; new/old median {statistics.median(ratios):.2f}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = bench_parser("kernel", __doc__)
     p.add_argument("--against", default="HEAD", help="git revision whose kernel is the baseline (default HEAD: measure uncommitted changes)")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--trace-runs", type=int, default=3, help="fresh processes per kernel and shape timing the first call (0: skip)")
     args = p.parse_args(argv)
     say = (lambda *_a, **_k: None) if args.json else print
     rev = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
@@ -108,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"new/old min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}; max |weight diff| {diff:.1e}",
                 flush=True,
             )
-    payload = {"against": rev, "runs": args.runs, "shapes": results}
+        first = first_calls(Path(tmp), args.trace_runs, say) if args.trace_runs > 0 else {}
+    payload = {"against": rev, "runs": args.runs, "shapes": results, "first_call": first}
     path = write("kernel", payload)
     print(json.dumps(payload) if args.json else f"wrote {path}")
     return results

@@ -8,6 +8,7 @@ import pytest
 from streaming_lstm.core import training
 from streaming_lstm.core.config_load import load_config
 from streaming_lstm.core.normalizer import NormStats
+from streaming_lstm.core.tf_import import tf
 from streaming_lstm.core.weights import LSTMConfig, init_weights
 
 IRIS = Path(__file__).resolve().parents[1] / "conf" / "iris.toml"
@@ -97,6 +98,34 @@ def test_short_last_batch_and_other_row_counts_do_not_retrace() -> None:
     assert [training.padded_size(n, 10) for n in (1, 2, 3, 5, 8, 9, 10, 11, 1000)] == [1, 2, 4, 8, 8, 10, 10, 10, 10]
     _, loss = training.fit(init_weights(CFG), x[:3], y[:3], spec, epochs=1, batch_size=10, seed=0)
     assert set(model._train_fns) == {(10, False), (4, False)} and np.isfinite(loss)
+
+
+def test_tracing_the_kernel_rewrites_no_python_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every traced function of the kernel (the training loops, plain and scoring in their steps,
+    scoring, prediction, the raw outputs) is built without AutoGraph, whose rewriting of each
+    function's source (and of every function it calls) is most of a first trace's time; and the
+    graph loop trains what it trained with AutoGraph: the same weights as steps run one by one."""
+    from tensorflow.python.autograph.impl import api
+
+    converted: list[object] = []
+    convert = api._convert_actual
+    monkeypatch.setattr(api, "_convert_actual", lambda entity, options: converted.append(entity) or convert(entity, options))
+    cfg = LSTMConfig(timesteps=2, features_per_step=2, hidden=(5, 3), num_classes=3, seed=7)  # this test's own traces
+    spec = training.TrainSpec(cfg, "adam", 0.01, 5.0, 1e-4)
+    x, y = toy(23, seed=2)
+    w0 = init_weights(cfg)
+    looped, _ = training.fit(w0, x, y, spec, epochs=1, batch_size=23, seed=0)
+    training.fit_scored(w0, x, y, spec, new_rows=23, epochs=1, batch_size=8, seed=0)
+    training.score(w0, x, y, spec)
+    training.predict(w0, x, spec)
+    training.outputs(w0, x, spec)
+    assert converted == []
+    model = training.compiled(spec)  # one step by hand, eagerly: what the loop's single step must equal
+    model.net.assign(w0)
+    model.reset_optimizer()
+    model._train_step(tf.constant(x), tf.constant(y), tf.ones(23))
+    for name, value in model.net.get().items():
+        np.testing.assert_allclose(looped[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_mini_batches_cover_every_row_once_per_epoch_and_mask_only_padding() -> None:

@@ -14,7 +14,9 @@ replayed task reproduce its result exactly. :mod:`~streaming_lstm.core.training`
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.model import LSTMStack
@@ -95,17 +97,20 @@ class CompiledModel:
         y_sig = tf.TensorSpec((None, spec.model.num_classes), tf.float32) if spec.model.forecast else tf.TensorSpec((None,), tf.int32)
         self._sigs = (x_sig, y_sig)
         self._train_fns: dict[tuple[int, bool], tf.types.experimental.PolymorphicFunction] = {}
-        self.score_step = tf.function(self._score_step, input_signature=[x_sig, y_sig])
-        self.predict_step = tf.function(self._predict_step, input_signature=[x_sig])
-        self.outputs_step = tf.function(self.net, input_signature=[x_sig])  # the head's raw outputs
-        self._reset = tf.function(self._reset_body, input_signature=[])
+        # No AutoGraph (which rewrites Python control flow on tensors into graph ops by parsing and
+        # rewriting the source of each function and of every function it calls): the bodies loop
+        # over static Python lists only, and the training loops are tf.while_loop (steps_loop).
+        self.score_step = tf.function(self._score_step, input_signature=[x_sig, y_sig], autograph=False)
+        self.predict_step = tf.function(self._predict_step, input_signature=[x_sig], autograph=False)
+        self.outputs_step = tf.function(self.net, input_signature=[x_sig], autograph=False)  # the head's raw outputs
+        self._reset = tf.function(self._reset_body, input_signature=[], autograph=False)
         # train.xla: XLA compiles the step (forward, hand-written backward, clipping, optimiser) into
         # a few fused kernels. A step at small mini-batches is hundreds of small ops, each paying
         # TensorFlow's dispatch; fused, it runs ~1.4x faster at mini-batch 10 (docs/benchmarks.md).
         # The compile takes seconds per mini-batch size, once per process, which is why it is not
         # the default. Only the step: the loop around it has a number of steps that varies per
         # call, and XLA compiles once per shape.
-        self._step = tf.function(self._train_step, jit_compile=True) if spec.xla else self._train_step
+        self._step = tf.function(self._train_step, jit_compile=True, autograph=False) if spec.xla else self._train_step
 
     # -- traced bodies ------------------------------------------------------------------------
     def train_steps(self, batch: int, scored: bool = False) -> tf.types.experimental.PolymorphicFunction:
@@ -115,7 +120,7 @@ class CompiledModel:
         if fn is None:
             steps_sig = tf.TensorSpec((None, batch), tf.int32), tf.TensorSpec((None, batch), tf.float32)
             body = self._scored_steps if scored else self._train_steps
-            fn = self._train_fns[batch, scored] = tf.function(body, input_signature=[*self._sigs, *steps_sig])
+            fn = self._train_fns[batch, scored] = tf.function(body, input_signature=[*self._sigs, *steps_sig], autograph=False)
         return fn
 
     def _loss(self, x, y, mask):  # type: ignore[no-untyped-def]
@@ -175,28 +180,27 @@ class CompiledModel:
 
     def _train_steps(self, x, y, order, mask):  # type: ignore[no-untyped-def]
         """Step k trains rows ``order[k]`` (S, b) where ``mask[k]`` is 1; returns the (S,) step losses."""
-        steps = tf.shape(order)[0]
-        losses = tf.TensorArray(tf.float32, size=steps)
-        for k in tf.range(steps):  # a graph loop (AutoGraph), not a Python one
+
+        def step(k, losses):  # type: ignore[no-untyped-def]
             idx = order[k]  # (b,) static
             loss, _, _ = self._step(tf.gather(x, idx), tf.gather(y, idx), mask[k])
-            losses = losses.write(k, loss)
+            return (losses.write(k, loss),)
+
+        (losses,) = steps_loop(step, tf.shape(order)[0], 1)
         return losses.stack()
 
     def _scored_steps(self, x, y, order, mask):  # type: ignore[no-untyped-def]
         """As :meth:`_train_steps`, and what each step predicted for its rows before it learned
         them (classification): whether right (S, b) and the cross-entropy (S, b)."""
-        steps = tf.shape(order)[0]
-        losses = tf.TensorArray(tf.float32, size=steps)
-        right = tf.TensorArray(tf.float32, size=steps)
-        entropy = tf.TensorArray(tf.float32, size=steps)
-        for k in tf.range(steps):
+
+        def step(k, losses, right, entropy):  # type: ignore[no-untyped-def]
             idx = order[k]  # (b,) static
             y_k = tf.gather(y, idx)  # (b,)
             loss, logits, per_row = self._step(tf.gather(x, idx), y_k, mask[k])  # logits (b, C)
-            losses = losses.write(k, loss)
-            right = right.write(k, tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y_k), tf.float32))
-            entropy = entropy.write(k, per_row)
+            hit = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y_k), tf.float32)
+            return losses.write(k, loss), right.write(k, hit), entropy.write(k, per_row)
+
+        losses, right, entropy = steps_loop(step, tf.shape(order)[0], 3)
         return losses.stack(), right.stack(), entropy.stack()
 
     def _score_step(self, x, y):  # type: ignore[no-untyped-def]
@@ -218,6 +222,19 @@ class CompiledModel:
         for s in (*self.slots_m, *self.slots_v):
             s.assign(tf.zeros_like(s))
         self.step.assign(0.0)
+
+
+def steps_loop(step: Callable[..., Any], steps: tf.Tensor, outputs: int) -> list[tf.TensorArray]:
+    """A graph loop ``for k in range(steps)``: ``step(k, *arrays)`` returns the ``outputs`` float
+    TensorArrays (``steps`` entries each) with entry k written.
+
+    Written as ``tf.while_loop`` rather than a Python ``for`` that AutoGraph rewrites: AutoGraph
+    parses and rewrites the source of the loop and of every function it calls, which is most of a
+    first trace's time; what it produces for ``for k in tf.range(n)`` is this loop.
+    """
+    arrays = [tf.TensorArray(tf.float32, size=steps) for _ in range(outputs)]
+    _, *out = tf.while_loop(lambda k, *_: k < steps, lambda k, *a: (k + 1, *step(k, *a)), [tf.constant(0), *arrays], maximum_iterations=steps)
+    return out
 
 
 _CACHE: dict[TrainSpec, CompiledModel] = {}

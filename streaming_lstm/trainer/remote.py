@@ -102,8 +102,8 @@ class RemoteTrainer:
         return join(self.checkpoint, METRICS_FILE)
 
     def warm_up(self) -> float:
-        tasks, routes, threads = plan_tasks(self.spark, self.cfg)
-        return warm_workers(self.spark, self.cfg, tasks, routes, threads)
+        tasks, _, threads = plan_tasks(self.spark, self.cfg)
+        return warm_workers(self.spark, self.cfg, tasks, threads)
 
     def training_plan(self, source: DataFrame) -> DataFrame:
         """The rows parsed, counts observed: the server's handler plans each batch (planned.why_per_batch)."""

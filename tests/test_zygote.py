@@ -138,7 +138,9 @@ def test_a_daemon_that_loses_the_race_for_its_socket_file_stops_its_workers_quie
         raise FileNotFoundError(2, "No such file or directory", gone)
 
     monkeypatch.setattr(spark_daemon, "manager", lost_race)
+    spark_worker = spark_daemon.worker
     assert zygote.run_manager() == 0
+    assert spark_daemon.worker is spark_worker  # Spark's own again once the loop ended
     assert sent == [(0, signal.SIGHUP)]
 
     def other() -> None:

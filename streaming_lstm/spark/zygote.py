@@ -249,6 +249,8 @@ def run_manager() -> int:
             raise
         os.kill(0, signal.SIGHUP)  # the daemon ignores it (manager), its workers stop
         return 0
+    finally:
+        spark_daemon.worker = spark_worker
 
 
 if __name__ == "__main__":

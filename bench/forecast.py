@@ -53,12 +53,13 @@ class Series:
     batch: int  # events per micro-batch
     season: int  # 0: none
     dataset: str  # river.datasets class name
+    known: bool = False  # the other columns are known at the point forecast (data.known; River's exogenous x)
 
 
 SERIES = {
     "AirlinePassengers": Series(timesteps=12, batch=6, season=12, dataset="AirlinePassengers"),
     "WaterFlow": Series(timesteps=24, batch=24, season=24, dataset="WaterFlow"),
-    "TrumpApproval": Series(timesteps=16, batch=20, season=0, dataset="TrumpApproval"),
+    "TrumpApproval": Series(timesteps=16, batch=20, season=0, dataset="TrumpApproval", known=True),
 }
 
 
@@ -79,11 +80,16 @@ def load(name: str) -> tuple[list[str], list[float], list[dict[str, float]]]:
     return times, values, extra
 
 
-def river_models(season: int) -> dict[str, Callable[[], Any]]:
+KNOWN = " + known"  # the suffix of the forecasters that read the point's other columns (River's exogenous x)
+
+
+def river_models(season: int, known: bool = False) -> dict[str, Callable[[], Any]]:
     """A small grid of River's forecasters per series; the best of it is "River's best" (chosen
     after the fact, in River's favour): SNARIMAX and HoltWinters as River's documentation sets them
     for AirlinePassengers, with each series' season, where it has one; everywhere a non-seasonal
-    SNARIMAX, Holt's linear trend and simple exponential smoothing."""
+    SNARIMAX, Holt's linear trend and simple exponential smoothing. Where the series' other columns
+    are known at the point forecast (``known``), also a SNARIMAX whose regressor reads them
+    (standardised, as SNARIMAX's exogenous ``x``) beside its lags."""
     from river import linear_model, optim, preprocessing, time_series
 
     models: dict[str, Callable[[], Any]] = {
@@ -98,36 +104,45 @@ def river_models(season: int) -> dict[str, Callable[[], Any]]:
 
         models["seasonal SNARIMAX"] = lambda: time_series.SNARIMAX(p=season, d=1, q=season, m=season, sd=1, regressor=regressor())
         models["HoltWinters"] = lambda: time_series.HoltWinters(alpha=0.3, beta=0.1, gamma=0.6, seasonality=season, multiplicative=True)
+    if known:
+
+        def scaled() -> Any:
+            return preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(0.01), intercept_lr=0.1)
+
+        models["SNARIMAX(3,1,1)" + KNOWN] = lambda: time_series.SNARIMAX(p=3, d=1, q=1, regressor=scaled())
     return models
 
 
-def run_river(make: Callable[[], Any], values: list[float], first: int) -> dict[str, Any]:
+def run_river(make: Callable[[], Any], values: list[float], first: int, xs: list[dict[str, float]] | None = None) -> dict[str, Any]:
     """Row-by-row one-step forecasts from point ``first`` on; a forecaster not ready yet (or
-    failing) gives the last value there, counted in ``fallbacks``."""
+    failing) gives the last value there, counted in ``fallbacks``. ``xs``: each point's other
+    columns, known at its forecast (given to the forecast and to learning as River's ``x``)."""
     model, errors, fallbacks = make(), [], 0
     started = time.perf_counter()
     for i, y in enumerate(values):
+        x = xs[i] if xs is not None else None
         if i >= first:
             try:
-                guess = float(model.forecast(horizon=1)[0])
+                guess = float(model.forecast(horizon=1, xs=[x] if x is not None else None)[0])
                 if not np.isfinite(guess):
                     raise ValueError(guess)
             except (ValueError, ZeroDivisionError, IndexError, TypeError):
                 guess, fallbacks = values[i - 1], fallbacks + 1
             errors.append(abs(guess - y))
-        model.learn_one(y)
+        model.learn_one(y, x) if x is not None else model.learn_one(y)
     return {"mae": float(np.mean(errors)), "fallbacks": fallbacks, "seconds": time.perf_counter() - started, "abs_errors": errors}
 
 
-def hindsight_linear(values: list[float], extra: list[dict[str, float]], first: int, timesteps: int) -> float:
+def hindsight_linear(values: list[float], extra: list[dict[str, float]], first: int, timesteps: int, known: bool = False) -> float:
     """MAE of the least-absolute-deviations linear forecast of y_i - y_{i-1}, i >= ``first``, fit
-    with hindsight on all those points (iteratively reweighted least squares). Its inputs at i, all
-    known at i - 1: the last ``timesteps - 1`` changes of y, each other column's last change and its
-    gap to y, and a constant."""
+    with hindsight on all those points (iteratively reweighted least squares). Its inputs at i: the
+    last ``timesteps - 1`` changes of y, each other column's last change and its gap to y (with
+    ``known`` their change to point i and their gap there to y_{i-1}), and a constant."""
     y = np.asarray(values, float)
     other = np.array([[e[c] for c in sorted(extra[0])] for e in extra], float)  # (N, C), C may be 0
     change = np.diff(y)  # change[i - 1] = y_i - y_{i-1}
-    rows = [[*change[i - timesteps : i - 1][::-1], *(other[i - 1] - other[i - 2]), *(other[i - 1] - y[i - 1]), 1.0] for i in range(first, len(y))]
+    at = 0 if known else 1  # the other columns' point read: i (known at i's forecast) or i - 1
+    rows = [[*change[i - timesteps : i - 1][::-1], *(other[i - at] - other[i - at - 1]), *(other[i - at] - y[i - 1]), 1.0] for i in range(first, len(y))]
     a, b = np.array(rows), change[first - 1 :]
     coef: np.ndarray = np.linalg.lstsq(a, b, rcond=None)[0]
     for _ in range(100):  # IRLS: weights 1/|residual| turn least squares into least absolute deviations
@@ -143,9 +158,10 @@ def write_csv(name: str, times: list[str], values: list[float], extra: list[dict
     return lines
 
 
-def run_lstm(spark: Any, name: str, csv: Path, lines: list[str], workdir: Path, extra: dict[str, Any]) -> dict[str, Any]:
+def run_lstm(spark: Any, name: str, csv: Path, lines: list[str], workdir: Path, extra: dict[str, Any], known: list[str]) -> dict[str, Any]:
     """Event mode through the real trainer, ``batch`` events per file, in order; ``extra``:
-    configuration overrides on top of init-config's proposal and :data:`SERIES`'."""
+    configuration overrides on top of init-config's proposal and :data:`SERIES`'; ``known``: the
+    columns init-config is told are known ahead (``--known``)."""
     from streaming_lstm.commands.init_config import propose_events, to_toml
     from streaming_lstm.core.config_load import load_config
     from streaming_lstm.trainer.handler import StreamingTrainer
@@ -155,7 +171,7 @@ def run_lstm(spark: Any, name: str, csv: Path, lines: list[str], workdir: Path, 
     s = SERIES[name]
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "conf.toml"
-    conf.write_text(to_toml(propose_events(csv, "time", ["value"], None, s.timesteps), str(csv)))
+    conf.write_text(to_toml(propose_events(csv, "time", ["value"], None, s.timesteps, known), str(csv)))
     overrides = {"stream.trigger": "0s", "stream.tensorboard": False, "data.entity_ttl": "0s", "data.allowed_lateness": "1000d", **extra}
     cfg = load_config(conf, overrides)
     feed = FileFeed(workdir / "in")
@@ -186,11 +202,14 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
     s = SERIES[name]
     times, values, extra = load(name)
     lines = write_csv(name, times, values, extra, workdir / f"{name}.csv")
-    lstm = run_lstm(spark, name, workdir / f"{name}.csv", lines, workdir / name, settings)
-    level = run_lstm(spark, name, workdir / f"{name}.csv", lines, workdir / f"{name}-level", {**settings, "data.forecast_change": False})
+    known = sorted(extra[0]) if s.known else []
+    csv = workdir / f"{name}.csv"
+    lstm = run_lstm(spark, name, csv, lines, workdir / name, settings, known)
+    level = run_lstm(spark, name, csv, lines, workdir / f"{name}-level", {**settings, "data.forecast_change": False}, known)
+    unknown = run_lstm(spark, name, csv, lines, workdir / f"{name}-unknown", settings, []) if known else None
     first = len(values) - lstm["forecasts"]  # the points the LSTM forecast: the last `forecasts` of them
     assert first == s.timesteps, f"{name}: the LSTM forecast {lstm['forecasts']} points, expected {len(values) - s.timesteps}"
-    river = {model: run_river(make, values, first) for model, make in river_models(s.season).items()}
+    river = {model: run_river(make, values, first, extra if model.endswith(KNOWN) else None) for model, make in river_models(s.season, s.known).items()}
     naive_errors = np.abs(np.diff(values)[first - 1 :])  # |y_i - y_{i-1}| from point `first` on
     naive = float(naive_errors.mean())
     best = min(river, key=lambda m: river[m]["mae"])
@@ -206,7 +225,10 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
         "river_best_mae": river[best]["mae"],
         "river_best_model": best,
         "naive_mae": naive,
-        "hindsight_linear_mae": hindsight_linear(values, extra, first, s.timesteps),
+        "hindsight_linear_mae": hindsight_linear(values, extra, first, s.timesteps, s.known),
+        "known": known,
+        "streaming_lstm_without_known_mae": unknown["mae"] if unknown else None,
+        "hindsight_linear_without_known_mae": hindsight_linear(values, extra, first, s.timesteps) if known else None,
         "streaming_lstm_skill": 1 - lstm["mae"] / naive,
         "river": {m: {k: v for k, v in r.items() if k != "abs_errors"} for m, r in river.items()},
         "deep_river_lstm_mae": DEEP_RIVER_LSTM_MAE.get(name),
@@ -248,6 +270,7 @@ def plot(payload: dict[str, Any], out: Path) -> Path:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = bench_parser("forecast", __doc__)
     p.add_argument("--series", default=",".join(SERIES), help=f"which series (default: {','.join(SERIES)})")
+    p.add_argument("--out", default="forecast", metavar="NAME", help="write bench/results/NAME.json and NAME.png (default: forecast)")
     p.add_argument("--set", action="append", default=[], type=setting, metavar="KEY=VALUE", help="a configuration override for both LSTM runs")
     args = p.parse_args(argv)
     names = [n for n in args.series.split(",") if n]
@@ -266,8 +289,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"series": rows, "summary": summary, "settings": dict(args.set)}
     payload["lstm_at_or_below_river_best"] = sum(r["streaming_lstm_mae"] <= r["river_best_mae"] for r in rows.values())
     payload["median_skill"] = statistics.median(r["streaming_lstm_skill"] for r in rows.values())
-    path = write("forecast", payload)
-    png = plot(payload, RESULTS / "forecast.png")
+    path = write(args.out, payload)
+    png = plot(payload, RESULTS / f"{args.out}.png")
     if args.json:
         print(json.dumps([{"series": n, **payload["summary"][n]} for n in names]))
     else:

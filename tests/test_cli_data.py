@@ -175,3 +175,19 @@ def test_init_config_names_a_delimiter_other_than_the_comma(tmp_path: Path, caps
     f.write_text("\n".join(sep.join(r) for r in [["a", "b", "label"], ["1", "2", "x"], ["2", "3", "y"]]) + "\n")
     code, _, err = run(capsys, "init-config", "--data", str(f))
     assert code == 2 and f"this file looks separated by {sep!r}; convert it to commas first" in err, err
+
+
+def test_init_config_events_names_the_columns_known_ahead(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "sales.csv"
+    f.write_text("time,sales,price\n" + "\n".join(f"{60 * k},{10 + k % 7},{2 + k % 3}" for k in range(30)) + "\n")
+    out = tmp_path / "sales.toml"
+    code, _, err = run(capsys, "init-config", "--data", str(f), "--events", "--time", "time", "--targets", "sales", "--known", "price", "--out", str(out))
+    assert code == 0, err
+    from streaming_lstm.core.config_load import load_config
+
+    cfg = load_config(out)
+    assert cfg.data.known == ("price",) and cfg.data.features == ("sales", "price") and cfg.data.known_positions() == [1]
+    code, _, err = run(capsys, "init-config", "--data", str(f), "--events", "--time", "time", "--targets", "sales", "--known", "cost")
+    assert code == 2 and "--known 'cost': not a column of" in err
+    code, _, err = run(capsys, "init-config", "--data", str(f), "--events", "--time", "time", "--targets", "sales", "--known", "sales")
+    assert code == 2 and "data.known: a target cannot be known ahead (remove: sales)" in err

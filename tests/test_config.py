@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,21 @@ def test_round_trip_through_dict() -> None:
 
     cfg = load_config(IRIS, {"model.hidden": "8,4"})
     assert from_dict(cfg.to_dict()) == cfg
+
+
+def test_columns_known_ahead_are_forecast_features_and_not_targets() -> None:
+    """data.known: a bad entry is named with the key and the value; a good one loads."""
+    from streaming_lstm.testing.event_synth import SINE_SETTINGS
+
+    two = {**SINE_SETTINGS, "data.columns": ["entity", "time", "value", "price"], "data.features": ["value", "price"], "model.features_per_step": 2}
+    assert load_config(None, {**two, "data.known": ["price"]}).data.known_positions() == [1]
+    for known, message in [
+        (["cost"], "data.known: each must be one of data.features (not: cost), got ['cost']"),
+        (["value"], "data.known: a target cannot be known ahead (remove: value), got ['value']"),
+        (["price", "price"], "data.known: names must be unique"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(None, {**two, "data.known": known})
+        assert message in str(err.value)
+    with pytest.raises(ConfigError, match=re.escape('data.known: is for data.task = "forecast"')):
+        load_config(IRIS, {"data.known": ["sepal_length"]})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,7 +139,6 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
 
     # predict on an event stream: a forecast per entity per window of the last T events, tagged
     # with the model version, equal to the model's forecast of that window computed directly.
-    import io
     import json
 
     from streaming_lstm.core import training
@@ -193,6 +193,50 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
     windows = np.array([values[j - 8 : j] for j in range(8, 13)])  # e1's
     served = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](window=tf.constant(windows[:, :, None], tf.float32))
     np.testing.assert_allclose(served["forecast"].numpy(), training.forecast(saved.weights, saved.norm, windows, spec), rtol=1e-4, atol=1e-5)
+
+
+def test_a_column_known_ahead_is_read_at_the_forecast_step(spark: Any, tmp_path: Path) -> None:
+    """value_t = price_t + noise, price drawn afresh each event: from past events the best forecast
+    is a constant (skill ~0.25 against the last value); with ``data.known = ["price"]`` each window
+    holds the forecast step's price and the model learns the change from it. predict refuses such
+    a model by name (no event brings a forecast step's price before that step); report --data draws it."""
+    from streaming_lstm.core.config import ConfigError
+    from streaming_lstm.storage.metrics import forecast_last
+
+    rng = np.random.default_rng(4)
+    lines = []
+    for k in range(300):
+        for e in ("e0", "e1"):
+            price = rng.uniform(-1, 1)
+            lines.append(f"{e},{60 * k},{price + rng.normal(0, 0.05):.6f},{price:.6f}")
+    cfg = event_config(**{
+        "data.columns": ["entity", "time", "value", "price"], "data.features": ["value", "price"], "data.known": ["price"],
+        "data.forecast_change": True, "model.features_per_step": 2, "model.hidden": [16], "train.local_epochs": 5,
+    })  # fmt: skip
+    with trainer_on(spark, cfg, tmp_path / "ck") as (trainer, feed):
+        for cut in range(0, len(lines), 150):
+            feed(lines[cut : cut + 150])
+        history = trainer.history
+    assert sum(m["rows_valid"] for m in history) == 2 * (300 - 4)  # every window once, as without data.known
+    late = forecast_last(history, windows=len(lines) // 4)
+    assert late["skill"] > 0.5, late
+
+    from streaming_lstm.trainer.predictor import StreamPredictor
+
+    predictor = StreamPredictor(spark, tmp_path / "ck" / "model", io.StringIO())
+    with pytest.raises(ConfigError, match=r"the model reads data.known = \['price'\] at the forecast steps"):
+        predictor.start(spark.readStream.format("rate").load().selectExpr("CAST(value AS STRING) AS value"), tmp_path / "pk")
+
+    from streaming_lstm.commands.report import write_report
+
+    (tmp_path / "events.csv").write_text("entity,time,value,price\n" + "\n".join(lines[-200:]) + "\n")
+    drawn = write_report(tmp_path / "ck", tmp_path / "report", str(tmp_path / "events.csv"))["forecast_vs_actual"]
+    assert sorted(drawn) == ["e0", "e1"] and all(f["mae"] < 0.5 * f["naive_mae"] for f in drawn.values()), drawn
+
+    from streaming_lstm.commands.export import export_saved_model
+
+    info = export_saved_model(tmp_path / "ck" / "model", tmp_path / "sm")
+    assert info["known_ahead"] == ["price"] and info["signature"].startswith("serving_default(window: float32[None, 4, 2])")
 
 
 def lines_of(events: list[tuple[str, float, float]]) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streaming_lstm.core.windows import LATE, OUT_OF_ORDER, EntityState, WindowSpec, advance
+from streaming_lstm.core.windows import LATE, OUT_OF_ORDER, EntityState, WindowSpec, advance, window_arrays
 
 
 def run(times: np.ndarray, values: np.ndarray, spec: WindowSpec, cuts: list[int]) -> tuple[np.ndarray, EntityState]:
@@ -90,3 +90,25 @@ def test_synthetic_events_are_seeded_interleaved_and_change_regime() -> None:
     assert lines[0] == "entity,time,value" and lines[1].startswith("e0,0,")
     with pytest.raises(ValueError, match="change_at"):
         sine_events(change_at=1.5)
+
+
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_columns_known_ahead_are_read_at_the_forecast_steps(horizon: int) -> None:
+    """data.known: step s of a window's input holds the known column at event s + horizon, so the
+    forecast steps' own values are among the inputs; the other features, the targets and the naive
+    forecast are those of the plain window."""
+    T, n = 4, 12
+    times = np.arange(n, dtype=float)
+    values = np.stack([100 + times, 200 + times, 300 + times], axis=1)  # features (a, k), then target copy of a
+    spec = WindowSpec(T, 1, horizon)
+    windows = advance(EntityState(), times, values, spec, watermark=None).windows
+    x, y, naive = window_arrays(windows, spec, features=2, targets=1, known=[1])
+    plain_x, plain_y, plain_naive = window_arrays(windows, spec, features=2, targets=1, known=[])
+    for w in range(len(windows)):  # window w starts at event w
+        steps = x[w].reshape(T, 2)
+        np.testing.assert_array_equal(steps[:, 0], 100 + w + np.arange(T))  # a: events w .. w+T-1
+        np.testing.assert_array_equal(steps[:, 1], 200 + w + horizon + np.arange(T))  # k: events w+h .. w+T-1+h
+        np.testing.assert_array_equal(y[w], 300 + w + T + np.arange(horizon))  # the targets after the input
+        np.testing.assert_array_equal(naive[w], np.full(horizon, 300 + w + T - 1))
+    np.testing.assert_array_equal(plain_x.reshape(-1, T, 2)[:, :, 1], windows[:, :T, 1])
+    np.testing.assert_array_equal((plain_y, plain_naive), (y, naive))

@@ -3,7 +3,8 @@
 The SavedModel's ``serving_default`` signature takes raw feature rows ``features: (None, F)``
 float32 (normalisation is inside, with the statistics saved with the weights) and returns
 ``probabilities: (None, C)``. An event-mode model takes a window instead, ``window: (None, T, F)``
-(an entity's last T events, their feature columns in order), and returns ``forecast: (None, C)``
+(an entity's last T events, their feature columns in order; ``data.known`` columns read
+``horizon`` events ahead, as windows.window_arrays builds it), and returns ``forecast: (None, C)``
 in the targets' own units (the next ``horizon`` values of each target, horizon-major), or
 ``probabilities``. ``streaming_lstm.json`` beside it names the features, the classes or targets
 and the model version.
@@ -109,10 +110,11 @@ def serving_module(saved: SavedModel) -> tuple[Any, dict[str, Any]]:
             return self.serve(rows)[output]  # (B, C)
 
     d = saved.config.data
+    forecast = {"targets": list(d.targets), "horizon": d.horizon, "known_ahead": list(d.known)}
     info = {
         "model_version": saved.version,
         "features": list(d.features),
-        **({"targets": list(d.targets), "horizon": d.horizon} if lstm.forecast else {"classes": d.class_labels(), "label_values": list(d.classes)}),
+        **(forecast if lstm.forecast else {"classes": d.class_labels(), "label_values": list(d.classes)}),
         "signature": f"serving_default({takes}) -> {output}: float32[None, {lstm.num_classes}]",
     }
     return Serving(), info

@@ -20,7 +20,7 @@ import numpy as np
 
 from producers.event_replay import read_events
 from streaming_lstm.core.config import data_columns
-from streaming_lstm.core.windows import EntityState, WindowSpec, advance
+from streaming_lstm.core.windows import EntityState, WindowSpec, advance, window_arrays
 from streaming_lstm.storage.fs import join
 from streaming_lstm.storage.metrics import BatchMetrics, forecast_fields
 from streaming_lstm.storage.store import ModelStore
@@ -82,12 +82,13 @@ def forecast_chart(plt: Any, checkpoint: str, data: str, *, entities: int = 3, l
     fig, axes = plt.subplots(len(picked), 1, figsize=(10, 2.6 * len(picked)), squeeze=False)
     figures: dict[str, Any] = {}
     for ax, (entity, (times, values)) in zip(axes[:, 0], picked, strict=True):
-        step = advance(EntityState(), times, values, WindowSpec(T, 1, H), None)
+        window = WindowSpec(T, 1, H)
+        step = advance(EntityState(), times, values, window, None)
         w = step.windows[-last:]
         if not len(w):
             continue
-        x = w[:, :T, :F].reshape(len(w), T * F)
-        actual, naive = w[:, T, F], w[:, T - 1, F]  # the first target, one step ahead
+        x, y, last_values = window_arrays(w, window, F, len(cfg.data.targets), cfg.data.known_positions())
+        actual, naive = y[:, 0], last_values[:, 0]  # the first target, one step ahead
         pred = training.forecast(saved.weights, saved.norm, x, spec, gain=saved.served_gain())[:, 0]
         ends = step.window_end_times[-last:]
         hours = (ends - ends[0]) / 3600.0

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming_lstm.core.config import ConfigError
-from streaming_lstm.core.config_load import load_config
+from streaming_lstm.core.config_load import from_dict, load_config
 from streaming_lstm.parse.rows import csv_records, parse_double
 
 SAMPLE_ROWS = 10_000
@@ -135,15 +135,16 @@ def propose(path: str | Path, label: str | None = None, timesteps: int | None = 
 
 
 def propose_events(
-    path: str | Path, time: str | None, targets: list[str], entity: str | None = None, timesteps: int | None = None
+    path: str | Path, time: str | None, targets: list[str], entity: str | None = None, timesteps: int | None = None, known: Sequence[str] = ()
 ) -> dict[str, dict[str, Any]]:
-    """Event mode, forecasting ``targets`` one step ahead from windows of ``timesteps`` events."""
+    """Event mode, forecasting ``targets`` one step ahead from windows of ``timesteps`` events;
+    ``known``: feature columns whose values at the forecast step are known when forecasting."""
     columns, rows = read_sample(path)
     if not time:
         raise ConfigError(f"--events needs --time COLUMN (the event-time column; columns: {', '.join(columns)})")
     if not targets:
         raise ConfigError(f"--events needs --targets COLUMN[,COLUMN] (what to forecast; columns: {', '.join(columns)})")
-    for flag, name in [("--time", time), ("--entity", entity), *[("--targets", t) for t in targets]]:
+    for flag, name in [("--time", time), ("--entity", entity), *[("--targets", t) for t in targets], *[("--known", k) for k in known]]:
         if name is not None and name not in columns:
             raise ConfigError(f"{flag} {name!r}: not a column of {path} (columns: {', '.join(columns)})")
     features = _numeric(columns, rows, {time, *([entity] if entity else [])})
@@ -155,6 +156,8 @@ def propose_events(
         raise ConfigError(f"--timesteps {steps}: must be positive")
     data: dict[str, Any] = {"mode": "events", "task": "forecast", "columns": columns, "time": time, "features": features, "targets": targets}
     data["forecast_change"] = True  # learn changes from the last value: from the first window no worse than naive
+    if known:
+        data["known"] = list(known)
     if entity:
         data["entity"] = entity
     return {"data": data, "model": {"timesteps": steps, "features_per_step": len(features)}}
@@ -175,9 +178,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: exists (add --force to overwrite)")
     if args.events:
         targets = [t.strip() for t in (args.targets or "").split(",") if t.strip()]
-        conf = propose_events(args.data, args.time, targets, args.entity, args.timesteps)
+        known = [k.strip() for k in (args.known or "").split(",") if k.strip()]
+        conf = propose_events(args.data, args.time, targets, args.entity, args.timesteps, known)
     else:
         conf = propose(args.data, args.label, args.timesteps)
+    from_dict(conf)  # what is proposed validates, printed or written
     notes = column_notes(args.data, conf)
     text = to_toml(conf, str(args.data), notes)
     if out is None:
@@ -213,6 +218,11 @@ def add_command(sub: Any) -> None:
     ev.add_argument("--time", metavar="COLUMN", help="the event-time column (seconds since the epoch, or a timestamp)")
     ev.add_argument("--entity", metavar="COLUMN", help="the column naming each event's series (default: none, the file is one series)")
     ev.add_argument("--targets", metavar="COLUMN[,COLUMN]", help="the columns to forecast one step ahead")
+    ev.add_argument(
+        "--known",
+        metavar="COLUMN[,COLUMN]",
+        help="feature columns known ahead: their value at the forecast step is known when forecasting (a calendar, a plan, the day's polls)",
+    )
     p.add_argument("--out", metavar="TOML", help="write here instead of printing")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=run)

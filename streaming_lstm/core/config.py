@@ -72,6 +72,10 @@ class DataConfig:
     # the network's change towards 0 (the last value) as far as the scored windows say it does not
     # help; 0: no gain, the network's change as it is.
     forecast_gain_windows: int = 1000
+    # Forecasts: feature columns known ahead (covariates of the forecast steps known when
+    # forecasting: a calendar, a planned price, the day's polls). A window's step s reads them at
+    # event s + horizon, so the forecast steps' values are among the inputs; see windows.py.
+    known: tuple[str, ...] = ()
 
     def feature_columns(self) -> list[str]:
         """The parsed feature columns ``f0, f1, ...`` (positional: data column names may be anything)."""
@@ -89,6 +93,10 @@ class DataConfig:
         """Event mode: the data columns an event carries into its window, in order: the features,
         then the forecast targets or (classification) the label, as its class id."""
         return [*self.features, *(self.targets if self.task == "forecast" else (self.label,))]
+
+    def known_positions(self) -> list[int]:
+        """The positions among ``features`` of the ``known`` columns (read ``horizon`` events ahead)."""
+        return [self.features.index(name) for name in self.known]
 
     def outputs(self) -> int:
         """The network's outputs: one per class, or one per forecast value."""

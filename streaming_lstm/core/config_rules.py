@@ -63,6 +63,7 @@ def data_rules(d: DataConfig) -> None:
         missing = [t for t in d.targets if t not in d.features]
         why = f"needs every target among data.features (not: {', '.join(missing)})"
         need(not d.forecast_change or not missing, "data.forecast_change", d.forecast_change, why)
+    known_rules(d)
     need(d.forecast_gain_windows >= 0, "data.forecast_gain_windows", d.forecast_gain_windows, "must be >= 0 (0 = no gain)")
     need(d.format in FORMATS, "data.format", d.format, f"must be one of {', '.join(FORMATS)}")
     need(d.max_abs_value > 0, "data.max_abs_value", d.max_abs_value, "must be positive")
@@ -78,6 +79,18 @@ def data_rules(d: DataConfig) -> None:
     keys = ((d.entity, d.time) if d.entity else (d.time,)) if events else ()
     for name in (*d.features, *([d.label] if classify else d.targets), *keys):
         need(name in columns, "data.columns", list(columns), f"must contain '{name}'")
+
+
+def known_rules(d: DataConfig) -> None:
+    """``data.known``: forecast features, distinct, none of them a target (a target is what is not known ahead)."""
+    if not d.known:
+        return
+    need(d.task == "forecast", "data.known", list(d.known), 'is for data.task = "forecast" (covariates known at the forecast steps)')
+    need(len(set(d.known)) == len(d.known), "data.known", list(d.known), "names must be unique")
+    absent = [k for k in d.known if k not in d.features]
+    need(not absent, "data.known", list(d.known), f"each must be one of data.features (not: {', '.join(absent)})")
+    ahead = [k for k in d.known if k in d.targets]
+    need(not ahead, "data.known", list(d.known), f"a target cannot be known ahead (remove: {', '.join(ahead)})")
 
 
 def model_rules(d: DataConfig, m: ModelConfig) -> None:

@@ -15,6 +15,10 @@ event-time order), with ``L = timesteps + horizon``:
   latest accepted event time. It is all a window that spans micro-batches needs, so a window is
   formed exactly once however the events are split into batches, and a restart that restores the
   state (Spark's checkpoint) resumes where it stopped.
+* A forecast window's input is its first ``timesteps`` events, except the columns known ahead
+  (``data.known``: covariates of the forecast steps, known when forecasting): step ``s`` of the
+  input reads them at event ``s + horizon``, so the last ``horizon`` steps hold the forecast
+  steps' own values (:func:`window_arrays`). The naive forecast is the last input event's target.
 * Late events: an event whose time is earlier than the watermark (the latest event time seen by
   the query minus ``data.allowed_lateness``, as Spark computes it) is rejected as ``late event``.
 * Out-of-order events: within one micro-batch, events are sorted into place by time (ties keep
@@ -107,3 +111,17 @@ def advance(state: EntityState, times: np.ndarray, values: np.ndarray, spec: Win
         last_time=float(new_t[-1]) if len(new_t) else state.last_time,
     )
     return Advance(windows, seq_t[ends] if ends else np.zeros(0), rejected, new_state)
+
+
+def window_arrays(windows: np.ndarray, spec: WindowSpec, features: int, targets: int, known: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forecast windows (W, L, V) as the model's rows: inputs (W, T*F) time-major with the
+    ``known`` feature positions read ``horizon`` events ahead (module contract), the targets of
+    the ``horizon`` events after the input (W, horizon*targets), horizon-major, and the naive
+    last-value forecast of each (W, horizon*targets)."""
+    T, H, n = spec.timesteps, spec.horizon, len(windows)
+    x = windows[:, :T, :features].copy()  # (W, T, F)
+    if known:
+        x[:, :, known] = windows[:, H : T + H, known]  # the covariates of events s + H
+    y = windows[:, T:, features : features + targets].reshape(n, H * targets)
+    naive = np.tile(windows[:, T - 1, features : features + targets], (1, H))
+    return x.reshape(n, T * features), y, naive

@@ -133,6 +133,7 @@ class StreamPredictor:
         from streaming_lstm.trainer.window_state import operator_partitions, windowed
 
         if cfg.data.mode == "events":
+            refuse_known_ahead(cfg)
             plan = windowed(observed_events(source, cfg.data, require_label=False), cfg, predict=True)
         else:
             plan = observed(source, cfg.data, require_label=False)
@@ -263,9 +264,21 @@ def _count_lines(path: str, start: int) -> tuple[int, int, int, int]:
     return len(lines) - rejected, rejected, len(labelled), sum(r["label"] == r["class"] for r in labelled)
 
 
+def refuse_known_ahead(cfg: AppConfig) -> None:
+    """Streaming predict forecasts what follows an entity's last events, whose covariates known
+    ahead (``data.known``) no event has brought yet: a model that reads them cannot forecast there."""
+    if cfg.data.mode == "events" and cfg.data.known:
+        raise ConfigError(
+            f"predict: the model reads data.known = {list(cfg.data.known)} at the forecast steps, which no event "
+            "carries before those steps arrive; streaming predict does not serve such a model (its training metrics, "
+            "report --data and export do)"
+        )
+
+
 def predict_config(args: argparse.Namespace) -> AppConfig:
     """The model's own configuration, with the reader the flags ask for; checks ``--remote``'s needs."""
     cfg = ModelStore.load_latest_or_raise(args.model).config
+    refuse_known_ahead(cfg)
     if getattr(args, "kafka_reader", None):
         cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, kafka_reader=args.kafka_reader))
     if connect.remote_from(getattr(args, "remote", None)) is not None:

@@ -40,7 +40,7 @@ from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 from pyspark.sql.streaming.stateful_processor import ExpiredTimerInfo, TimerValues
 
 from streaming_lstm.core.config import AppConfig, parse_duration
-from streaming_lstm.core.windows import EntityState, WindowSpec, advance
+from streaming_lstm.core.windows import EntityState, WindowSpec, advance, window_arrays
 from streaming_lstm.parse.rows import ACCEPTED
 from streaming_lstm.parse.spark_parse import POSITION
 from streaming_lstm.spark.connect import default_parallelism
@@ -63,9 +63,19 @@ class WindowProcessor(StatefulProcessor):
     """One entity's events in, its windows out (module contract). Picklable: plain settings only."""
 
     def __init__(
-        self, columns: list[tuple[str, str]], timesteps: int, features: int, horizon: int, stride: int, forecast: bool, targets: int, ttl_seconds: float
+        self,
+        columns: list[tuple[str, str]],
+        timesteps: int,
+        features: int,
+        horizon: int,
+        stride: int,
+        forecast: bool,
+        targets: int,
+        ttl_seconds: float,
+        known: tuple[int, ...] = (),
     ) -> None:
         self.columns = columns  # the output schema's (name, type), in order
+        self.known = list(known)  # feature positions read `horizon` events ahead (data.known)
         self.spec = WindowSpec(timesteps, stride, horizon if forecast else 0)
         self.features, self.forecast, self.targets, self.ttl = features, forecast, targets, ttl_seconds
 
@@ -100,19 +110,12 @@ class WindowProcessor(StatefulProcessor):
         """Window rows: inputs flattened time-major, label or targets and naive forecasts."""
         T, F, n = self.spec.timesteps, self.features, len(windows)
         out: dict[str, Any] = {"entity": [key] * n, "end_time": ends.tolist()}
-        x = windows[:, :T, :F].reshape(n, T * F)
+        x, y, naive = window_arrays(windows, self.spec, F, self.targets if self.forecast else 0, self.known)
         for i in range(T * F):
             out[f"f{i}"] = x[:, i]
-        if self.forecast and self.spec.horizon == 0:  # predict: inputs only
-            out["label"] = [0] * n
-        elif self.forecast:
-            y = windows[:, T:, F : F + self.targets].reshape(n, -1)  # (n, horizon * targets)
-            naive = np.tile(windows[:, T - 1, F : F + self.targets], (1, self.spec.horizon))
-            for i in range(y.shape[1]):
-                out[f"y{i}"], out[f"n{i}"] = y[:, i], naive[:, i]
-            out["label"] = [0] * n
-        else:
-            out["label"] = windows[:, T - 1, F].astype(np.int32)
+        for i in range(y.shape[1]):  # none in predict (horizon 0) and classification
+            out[f"y{i}"], out[f"n{i}"] = y[:, i], naive[:, i]
+        out["label"] = [0] * n if self.forecast else windows[:, T - 1, F].astype(np.int32)
         return out
 
     def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame] | Iterator[Any], timerValues: TimerValues) -> Iterator[pd.DataFrame]:  # noqa: N802 (Spark's name)
@@ -180,6 +183,7 @@ def windowed(events: DataFrame, cfg: AppConfig, *, predict: bool = False) -> Dat
         d.task == "forecast",
         len(d.targets),
         parse_duration(d.entity_ttl, "data.entity_ttl"),
+        tuple(d.known_positions()),
     )
     out = keyed.groupBy("key").transformWithStateInPandas(processor, schema, "Append", "EventTime")
     return out.withColumn(POSITION, F.lit(None).cast("struct<p:bigint,o:bigint>"))

@@ -233,7 +233,13 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
         "river": {m: {k: v for k, v in r.items() if k != "abs_errors"} for m, r in river.items()},
         "deep_river_lstm_mae": DEEP_RIVER_LSTM_MAE.get(name),
         "lstm_seconds": lstm["seconds"],
-        "curves": {"lstm": lstm["curve"], "lstm_level": level["curve"], **{m: r["abs_errors"] for m, r in river.items()}, "naive": naive_errors.tolist()},
+        "curves": {
+            "lstm": lstm["curve"],
+            "lstm_level": level["curve"],
+            **({"lstm_without_known": unknown["curve"]} if unknown else {}),
+            **{m: r["abs_errors"] for m, r in river.items()},
+            "naive": naive_errors.tolist(),
+        },
     }
     say(
         f"{name}: streaming-lstm MAE {row['streaming_lstm_mae']:.3f} (skill {row['streaming_lstm_skill']:+.2f}; "
@@ -245,17 +251,25 @@ def one_series(spark: Any, name: str, workdir: Path, say: Callable[..., None], s
 
 
 def plot(payload: dict[str, Any], out: Path) -> Path:
-    """Cumulative MAE against points forecast, per series and forecaster."""
+    """Cumulative MAE against points forecast, per series and forecaster; the y axis up to twice the
+    naive forecast's largest MAE so far after its first tenth (a diverging forecaster leaves the
+    panel rather than flattening the others)."""
     series = payload["series"]
     plt, fig, axes = panels(len(series), 2.8)
+    lstm_curves = (("lstm", "streaming-lstm (changes)"), ("lstm_without_known", "streaming-lstm without data.known"), ("lstm_level", "streaming-lstm (levels)"))
     for ax, (name, row) in zip(axes[:, 0], series.items(), strict=True):
         curves = row["curves"]
-        for key, label in (("lstm", "streaming-lstm (changes)"), ("lstm_level", "streaming-lstm (levels)")):
+        for key, label in lstm_curves:
+            if key not in curves:
+                continue
             n = np.cumsum(curves[key]["values"])
             ax.plot(n, np.cumsum(curves[key]["abs_sum"]) / n, label=label, lw=1.4)
         for label in (*row["river"], "naive"):
             errs = np.array(curves[label], float)
             ax.plot(np.arange(1, len(errs) + 1), np.cumsum(errs) / np.arange(1, len(errs) + 1), label=label, lw=1)
+        naive = np.array(curves["naive"], float)
+        naive_so_far = np.cumsum(naive) / np.arange(1, len(naive) + 1)
+        ax.set_ylim(0, 2 * float(naive_so_far[len(naive) // 10 :].max()))
         ax.set_title(name, fontsize=10)
         ax.set_ylabel("MAE so far")
         ax.grid(alpha=0.3)

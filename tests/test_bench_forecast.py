@@ -30,3 +30,22 @@ def test_hindsight_linear_reads_another_columns_gap() -> None:
     other = [{"lead": values[i] + float(signal[i + 1]) if i + 1 < len(signal) else values[i]} for i in range(len(values))]
     naive = float(np.abs(np.diff(values)[3:]).mean())
     assert hindsight_linear(values, other, 4, 4) < 0.05 * naive
+
+
+def test_columns_known_at_the_point_are_read_there_by_the_bound_and_by_river() -> None:
+    """A column that moves with y on the same point (the day's poll beside the average): the bound
+    with ``known`` finds it, without it the column is a step late and tells nothing; River's
+    SNARIMAX given the column as its exogenous x beats the same SNARIMAX without it."""
+    from bench.forecast import KNOWN, river_models, run_river
+
+    rng = np.random.default_rng(2)
+    shock = rng.normal(size=400)
+    values = np.cumsum(shock).tolist()  # a random walk
+    poll = [{"poll": float(s)} for s in shock]  # the point's own change, known at its forecast
+    naive = float(np.abs(np.diff(values)[3:]).mean())
+    assert hindsight_linear(values, poll, 4, 4, known=True) < 0.05 * naive
+    assert hindsight_linear(values, poll, 4, 4) > 0.9 * naive
+    models = river_models(0, known=True)
+    with_x = run_river(models["SNARIMAX(3,1,1)" + KNOWN], values, 4, poll)
+    without = run_river(models["SNARIMAX(3,1,1)"], values, 4)
+    assert with_x["fallbacks"] == 0 and with_x["mae"] < 0.5 * without["mae"], (with_x["mae"], without["mae"])

@@ -25,17 +25,18 @@ CONF = """
 [data]
 mode = "events"
 task = "forecast"
-columns = ["entity", "time", "value"]
+columns = ["entity", "time", "value", "hour"]
 entity = "entity"
 time = "time"
-features = ["value"]
+features = ["value", "hour"]
 targets = ["value"]
 allowed_lateness = "10m"
 forecast_change = true      # the kill test covers the lever: replays learn the same changes
+known = ["hour"]            # and this one: windows read the hour at the forecast step
 
 [model]
 timesteps = 6
-features_per_step = 1
+features_per_step = 2
 hidden = [8]
 
 [train]
@@ -70,7 +71,9 @@ def test_driver_killed_on_the_event_path_forms_and_trains_each_window_once(spark
     conf = tmp_path / "events.toml"
     conf.write_text(CONF)
     data = tmp_path / "events.csv"
-    data.write_text("\n".join(to_csv_lines(sine_events(entities=3, events=50, seed=4))) + "\n")
+    lines = to_csv_lines(sine_events(entities=3, events=50, seed=4), header=False)
+    hour = [float(line.split(",")[1]) // 3600 % 24 for line in lines]  # a calendar column, known ahead
+    data.write_text("\n".join(["entity,time,value,hour", *(f"{line},{h:g}" for line, h in zip(lines, hour, strict=True))]) + "\n")
     from streaming_lstm.core.config_load import load_config
 
     cfg = load_config(conf)

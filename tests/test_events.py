@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.core.config_load import load_config
 from streaming_lstm.testing.event_synth import SINE_SETTINGS, sine_events, to_csv_lines
 
@@ -198,9 +198,8 @@ def test_forecasts_train_every_window_once_and_beat_the_naive_forecast(spark: An
 def test_a_column_known_ahead_is_read_at_the_forecast_step(spark: Any, tmp_path: Path) -> None:
     """value_t = price_t + noise, price drawn afresh each event: from past events the best forecast
     is a constant (skill ~0.25 against the last value); with ``data.known = ["price"]`` each window
-    holds the forecast step's price and the model learns the change from it. predict refuses such
-    a model by name (no event brings a forecast step's price before that step); report --data draws it."""
-    from streaming_lstm.core.config import ConfigError
+    holds the forecast step's price and the model learns the change from it. predict answers
+    forecast requests (the step's price, the value empty); report --data draws the model."""
     from streaming_lstm.storage.metrics import forecast_last
 
     rng = np.random.default_rng(4)
@@ -221,11 +220,24 @@ def test_a_column_known_ahead_is_read_at_the_forecast_step(spark: Any, tmp_path:
     late = forecast_last(history, windows=len(lines) // 4)
     assert late["skill"] > 0.5, late
 
-    from streaming_lstm.trainer.predictor import StreamPredictor
+    answer = predict_requests(spark, tmp_path)
+    import dataclasses
 
-    predictor = StreamPredictor(spark, tmp_path / "ck" / "model", io.StringIO())
-    with pytest.raises(ConfigError, match=r"the model reads data.known = \['price'\] at the forecast steps"):
-        predictor.start(spark.readStream.format("rate").load().selectExpr("CAST(value AS STRING) AS value"), tmp_path / "pk")
+    from streaming_lstm.core import training
+    from streaming_lstm.core.windows import WindowSpec, window_arrays
+    from streaming_lstm.storage.store import ModelStore
+    from streaming_lstm.trainer.predictor import refuse_known_ahead
+
+    saved = ModelStore(tmp_path / "ck" / "model").load_latest()
+    assert saved is not None and answer["model_version"] == saved.version
+    window = np.array([[[0.1 * k, 0.1 * k, 0.1 * k] for k in range(4)] + [[np.nan, 0.9, np.nan]]])  # p0's events, the request: features, target
+    x, _, _ = window_arrays(window, WindowSpec(4, 1, 1), 2, 1, [1])
+    expected = training.forecast(saved.weights, saved.norm, x, training.TrainSpec.from_app(saved.config), gain=saved.served_gain())[0, 0]
+    assert answer["forecast"][0] == pytest.approx(expected, abs=1e-4)
+    assert abs(answer["forecast"][0] - 0.9) < 0.3, answer  # value ~ price: the request's price, not the last value 0.3
+    two_steps = dataclasses.replace(saved.config, data=dataclasses.replace(saved.config.data, horizon=2))
+    with pytest.raises(ConfigError, match="streaming predict serves such a model at horizon 1"):
+        refuse_known_ahead(two_steps)
 
     from streaming_lstm.commands.report import write_report
 
@@ -237,6 +249,34 @@ def test_a_column_known_ahead_is_read_at_the_forecast_step(spark: Any, tmp_path:
 
     info = export_saved_model(tmp_path / "ck" / "model", tmp_path / "sm")
     assert info["known_ahead"] == ["price"] and info["signature"].startswith("serving_default(window: float32[None, 4, 2])")
+
+
+def predict_requests(spark: Any, tmp_path: Path) -> dict[str, Any]:
+    """Streaming predict of the model in ``tmp_path/ck`` (value and price, price known ahead): four
+    events of p0, then forecast requests for p0 (answered) and p1 (no events yet: an error
+    record). The answer to p0's request."""
+    import json
+
+    from streaming_lstm.testing.memory_source import MemorySource
+    from streaming_lstm.trainer.predictor import StreamPredictor
+
+    out = io.StringIO()
+    predictor = StreamPredictor(spark, tmp_path / "ck" / "model", out)
+    source = MemorySource(spark)
+    with state_partitions(spark, 2):
+        query = predictor.start(source.df(), tmp_path / "predict-ck", "0 seconds")
+    try:
+        source.add([*(f"p0,{60 * k},{0.1 * k:.6f},{0.1 * k:.6f}" for k in range(4)), "p0,240,,0.9"])
+        query.processAllAvailable()
+        source.add(["p1,240,,0.5"])
+        query.processAllAvailable()
+    finally:
+        query.stop()
+    records = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [r["error"] for r in records if "error" in r] == ["forecast request before 4 events"], records
+    (answer,) = [r for r in records if "forecast" in r]
+    assert answer["entity"] == "p0" and answer["time"] == 240, answer
+    return answer
 
 
 def lines_of(events: list[tuple[str, float, float]]) -> list[str]:

@@ -112,3 +112,32 @@ def test_columns_known_ahead_are_read_at_the_forecast_steps(horizon: int) -> Non
         np.testing.assert_array_equal(naive[w], np.full(horizon, 300 + w + T - 1))
     np.testing.assert_array_equal(plain_x.reshape(-1, T, 2)[:, :, 1], windows[:, :T, 1])
     np.testing.assert_array_equal((plain_y, plain_naive), (y, naive))
+
+
+def test_forecast_requests_are_answered_from_the_events_before_them_and_never_kept() -> None:
+    """Prediction with columns known ahead: a request (targets unknown) at time t is answered by
+    the entity's last T events before t plus the request itself, in time order within a batch and
+    across batches; it never becomes one of the entity's events. Too early, late or out-of-order
+    requests are rejected with their reason."""
+    from streaming_lstm.core.windows import answer_requests, too_few_reason
+
+    spec = WindowSpec(3, 1, 1)  # keeps the last 3 events
+    nan = float("nan")
+
+    def ev(t: float, request: bool = False) -> tuple[float, list[float], bool]:
+        return t, [t * 10, nan if request else t], request  # (feature, target)
+
+    first = [ev(1), ev(2, True), ev(3), ev(5), ev(4), ev(6, True), ev(7)]  # arrival order; 5 before 4
+    t, v, r = (np.array(x) for x in zip(*first, strict=True))
+    a = answer_requests(EntityState(), t, np.stack(v), r, spec, watermark=None)
+    assert a.rejected == [(1, too_few_reason(3))] and a.accepted == 5
+    assert a.window_end_times.tolist() == [6.0]
+    np.testing.assert_array_equal(a.windows[0][:, 0], [30, 40, 50, 60])  # events 3, 4, 5, then the request
+    assert np.isnan(a.windows[0][-1, 1])
+    assert a.state.tail_times.tolist() == [4.0, 5.0, 7.0] and a.state.last_time == 7.0  # the request at 6 is not kept
+    later = [ev(6.5, True), ev(8, True), ev(3.5, True)]
+    t, v, r = (np.array(x) for x in zip(*later, strict=True))
+    b = answer_requests(a.state, t, np.stack(v), r, spec, watermark=4.0)
+    assert sorted(b.rejected) == [(0, OUT_OF_ORDER), (2, LATE)] and b.accepted == 0
+    np.testing.assert_array_equal(b.windows[0][:, 0], [40, 50, 70, 80])
+    assert b.state.accepted == a.state.accepted

@@ -19,6 +19,10 @@ event-time order), with ``L = timesteps + horizon``:
   (``data.known``: covariates of the forecast steps, known when forecasting): step ``s`` of the
   input reads them at event ``s + horizon``, so the last ``horizon`` steps hold the forecast
   steps' own values (:func:`window_arrays`). The naive forecast is the last input event's target.
+* Forecast requests (prediction with columns known ahead, :func:`answer_requests`): an event
+  whose targets are unknown asks for the forecast at its time. It is answered with the window of
+  its entity's last ``timesteps`` accepted events before it plus itself, and never enters the
+  entity's events; the same late and out-of-order rules apply to it.
 * Late events: an event whose time is earlier than the watermark (the latest event time seen by
   the query minus ``data.allowed_lateness``, as Spark computes it) is rejected as ``late event``.
 * Out-of-order events: within one micro-batch, events are sorted into place by time (ties keep
@@ -111,6 +115,65 @@ def advance(state: EntityState, times: np.ndarray, values: np.ndarray, spec: Win
         last_time=float(new_t[-1]) if len(new_t) else state.last_time,
     )
     return Advance(windows, seq_t[ends] if ends else np.zeros(0), rejected, new_state)
+
+
+def too_few_reason(timesteps: int) -> str:
+    return f"forecast request before {timesteps} events"
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One entity's forecast requests answered for one micro-batch (:func:`answer_requests`)."""
+
+    windows: np.ndarray  # (W, timesteps + 1, V): the last timesteps events, then the request
+    window_end_times: np.ndarray  # (W,) each request's time
+    rejected: list[tuple[int, str]]  # (position in the batch's input, reason)
+    accepted: int  # events (not requests) accepted into the entity's state
+    state: EntityState
+
+
+def answer_requests(state: EntityState, times: np.ndarray, values: np.ndarray, requests: np.ndarray, spec: WindowSpec, watermark: float | None) -> Answers:
+    """Events and forecast requests (``requests`` (n,) True) of one entity in arrival order: the
+    events advance the state (``spec.horizon`` 1, so it keeps ``timesteps`` events), each request
+    is answered by the window its time closes (module contract), all in time order."""
+    times = np.asarray(times, np.float64)
+    values = np.asarray(values, np.float64).reshape(len(times), -1)
+    T = spec.timesteps
+    windows: list[np.ndarray] = []
+    ends: list[float] = []
+    rejected: list[tuple[int, str]] = []
+    accepted = 0
+    run: list[int] = []  # events (not requests) in time order since the last request
+
+    def flush(state: EntityState) -> EntityState:
+        nonlocal accepted
+        if not run:
+            return state
+        step = advance(state, times[run], values[run], spec, watermark)
+        rejected.extend((run[i], why) for i, why in step.rejected)
+        accepted += len(run) - len(step.rejected)
+        run.clear()
+        return step.state
+
+    for i in np.argsort(times, kind="stable").tolist():
+        if not requests[i]:
+            run.append(i)
+            continue
+        state = flush(state)
+        t = times[i]
+        if watermark is not None and t < watermark:
+            rejected.append((i, LATE))
+        elif state.last_time is not None and t < state.last_time:
+            rejected.append((i, OUT_OF_ORDER))
+        elif state.tail_values is None or len(state.tail_times) < T:
+            rejected.append((i, too_few_reason(T)))
+        else:
+            windows.append(np.concatenate([state.tail_values[-T:], values[i : i + 1]]))
+            ends.append(float(t))
+    state = flush(state)
+    width = values.shape[1]
+    stacked = np.stack(windows) if windows else np.zeros((0, T + 1, width))
+    return Answers(stacked, np.asarray(ends, np.float64), sorted(rejected), accepted, state)
 
 
 def window_arrays(windows: np.ndarray, spec: WindowSpec, features: int, targets: int, known: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,11 +17,15 @@ entity and time rules below). The window operator (window_state.py) reads this f
   ``series`` (core.config.SINGLE_ENTITY), and its windows form in time order under one state key.
 * Features and targets follow rows.py's rules (non-numeric, non-finite, out of range), named by
   their column. An unknown class label is ``unknown label``.
+* **Forecast requests** (prediction of a model with ``data.known``): an event whose target fields
+  are all empty is valid, its targets NaN (:func:`request_values`); the window operator answers it.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from streaming_lstm.core.config import SINGLE_ENTITY, DataConfig
@@ -53,6 +57,8 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
     seconds = time_text.try_cast("double")
     when = F.when(seconds.isNotNull() & (F.abs(seconds) < MAX_EPOCH_SECONDS), seconds).otherwise(F.unix_micros(F.try_to_timestamp(time_text)) / 1e6)
     values = [nums[i] for i in range(len(numeric))]
+    if not require_label and data.task == "forecast" and data.known:
+        nums, values = request_values(data, field, numeric, nums, values)
     if data.task == "classify":
         class_map = F.create_map(*[x for i, c in enumerate(data.classes) for x in (F.lit(c), F.lit(i))])
         label = F.try_element_at(class_map, field(data.label))
@@ -70,6 +76,19 @@ def parse_events(df: DataFrame, data: DataConfig, *, require_label: bool = True)
         reason = reason.when(F.col(f"v{len(numeric)}").isNull(), F.lit(rows.UNKNOWN_LABEL))
     width = len(values)
     return stage.select("value", "entity", "t", *[f"v{i}" for i in range(width)], reason.alias("reason"), POSITION)
+
+
+def request_values(data: DataConfig, field: Callable[[str], Column], numeric: list[str], nums: Column, values: list[Column]) -> tuple[Column, list[Column]]:
+    """Prediction with columns known ahead (``data.known``): an event whose target fields are all
+    empty is a *forecast request* (window_state.py answers it). Its targets are NaN values, not a
+    reason; the number rules check them as 0. Other events are read as they are."""
+    request = F.lit(True)
+    for name in data.targets:
+        text = field(name)
+        request = request & (text.isNull() | (F.trim(text) == ""))
+    at = [i for i, name in enumerate(numeric) if name in data.targets]  # a target is a feature too with forecast_change
+    checked = F.array(*[F.when(request, F.lit(0.0)).otherwise(nums[i]) if i in at else nums[i] for i in range(len(numeric))])
+    return checked, [F.when(request, F.lit(float("nan"))).otherwise(v) if i in at else v for i, v in enumerate(values)]
 
 
 def observed_events(source: DataFrame, data: DataConfig, *, require_label: bool = True) -> DataFrame:

@@ -15,7 +15,10 @@ last ``timesteps`` events per entity in the query's state (window_state.py, as i
 no target events), and each window as it completes gets one line ``{"batch_id", "entity", "time"
 (its last event's, seconds since the epoch), "forecast"`` (the next ``horizon`` values of each
 target, horizon-major) ``or "class"/"probabilities", "model_version", "scored_at"}``; dead events
-(late, out of order, malformed) get an ``"error"`` line.
+(late, out of order, malformed) get an ``"error"`` line. A model with columns known ahead
+(``data.known``, horizon 1) forecasts when asked instead: an event whose targets are empty is a
+forecast request carrying the known values of the step it asks for, answered with one line whose
+``"time"`` is the request's (windows.answer_requests); requests never become the entity's events.
 """
 
 from __future__ import annotations
@@ -265,13 +268,14 @@ def _count_lines(path: str, start: int) -> tuple[int, int, int, int]:
 
 
 def refuse_known_ahead(cfg: AppConfig) -> None:
-    """Streaming predict forecasts what follows an entity's last events, whose covariates known
-    ahead (``data.known``) no event has brought yet: a model that reads them cannot forecast there."""
-    if cfg.data.mode == "events" and cfg.data.known:
+    """A model with columns known ahead (``data.known``) forecasts when asked, one step at a time:
+    a forecast request (an event whose targets are empty) carries the known values of the one step
+    it asks for, so a horizon of several steps cannot be served."""
+    if cfg.data.mode == "events" and cfg.data.known and cfg.data.horizon > 1:
         raise ConfigError(
-            f"predict: the model reads data.known = {list(cfg.data.known)} at the forecast steps, which no event "
-            "carries before those steps arrive; streaming predict does not serve such a model (its training metrics, "
-            "report --data and export do)"
+            f"predict: the model reads data.known = {list(cfg.data.known)} at each of its data.horizon = {cfg.data.horizon} "
+            "forecast steps, and a forecast request carries them for one step; streaming predict serves such a model at "
+            "horizon 1 (its training metrics, report --data and export serve any horizon)"
         )
 
 

@@ -40,7 +40,7 @@ from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 from pyspark.sql.streaming.stateful_processor import ExpiredTimerInfo, TimerValues
 
 from streaming_lstm.core.config import AppConfig, parse_duration
-from streaming_lstm.core.windows import EntityState, WindowSpec, advance, window_arrays
+from streaming_lstm.core.windows import Advance, Answers, EntityState, WindowSpec, advance, answer_requests, window_arrays
 from streaming_lstm.parse.rows import ACCEPTED
 from streaming_lstm.parse.spark_parse import POSITION
 from streaming_lstm.spark.connect import default_parallelism
@@ -73,10 +73,12 @@ class WindowProcessor(StatefulProcessor):
         targets: int,
         ttl_seconds: float,
         known: tuple[int, ...] = (),
+        requests: bool = False,
     ) -> None:
         self.columns = columns  # the output schema's (name, type), in order
         self.known = list(known)  # feature positions read `horizon` events ahead (data.known)
-        self.spec = WindowSpec(timesteps, stride, horizon if forecast else 0)
+        self.requests = requests  # predict with data.known: answer forecast requests (windows.answer_requests)
+        self.spec = WindowSpec(timesteps, stride, 1 if requests else horizon if forecast else 0)
         self.features, self.forecast, self.targets, self.ttl = features, forecast, targets, ttl_seconds
 
     def _frame(self, values: dict[str, Any]) -> pd.DataFrame:
@@ -129,17 +131,19 @@ class WindowProcessor(StatefulProcessor):
             return
         width = sum(1 for c in ok.columns if c.startswith("v") and c[1:].isdigit())
         watermark_ms = timerValues.getCurrentWatermarkInMs()
-        step = advance(
-            self._load(),
-            ok["t"].to_numpy(np.float64),
-            ok[[f"v{i}" for i in range(width)]].to_numpy(np.float64),
-            self.spec,
-            watermark_ms / 1000.0 if watermark_ms > 0 else None,  # 0: no watermark yet (first batch)
-        )
+        watermark = watermark_ms / 1000.0 if watermark_ms > 0 else None  # 0: no watermark yet (first batch)
+        times, values = ok["t"].to_numpy(np.float64), ok[[f"v{i}" for i in range(width)]].to_numpy(np.float64)
+        step: Advance | Answers
+        if self.requests:  # predict with data.known: events whose targets are NaN ask for forecasts
+            asked = np.isnan(values[:, self.features : self.features + self.targets]).all(axis=1)
+            step = answer_requests(self._load(), times, values, asked, self.spec, watermark)
+            accepted = step.accepted
+        else:
+            step = advance(self._load(), times, values, self.spec, watermark)
+            accepted = len(ok) - len(step.rejected)
         if step.rejected:
             where = [i for i, _ in step.rejected]
             yield self._frame({"value": ok["value"].to_numpy()[where].tolist(), "reason": [why for _, why in step.rejected], "entity": entity})
-        accepted = len(ok) - len(step.rejected)
         if accepted:
             yield self._frame({"reason": [ACCEPTED], "entity": [entity], "events": [accepted]})
         if len(step.windows):
@@ -184,6 +188,7 @@ def windowed(events: DataFrame, cfg: AppConfig, *, predict: bool = False) -> Dat
         len(d.targets),
         parse_duration(d.entity_ttl, "data.entity_ttl"),
         tuple(d.known_positions()),
+        requests=predict and bool(d.known),
     )
     out = keyed.groupBy("key").transformWithStateInPandas(processor, schema, "Append", "EventTime")
     return out.withColumn(POSITION, F.lit(None).cast("struct<p:bigint,o:bigint>"))

@@ -76,6 +76,15 @@ def proc_kib(pid: int, field: str, file: str = "status") -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, seconds) a process has used so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def open_fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -104,9 +113,11 @@ def sample(spark: Any, checkpoint: Path, batches: int, walls: list[float]) -> di
     workers = procs.get("Python worker", [])
     jvms = procs.get("driver (JVM)", [])
     driver = os.getpid()
+    cpu = {"driver": cpu_seconds(driver), "jvm": sum(cpu_seconds(p) for p in jvms)}  # before this sample's own GC
     return {
         "batches": batches,
         "latency_median_s": statistics.median(walls) if walls else None,
+        "cpu_s": cpu,
         "driver_rss_mib": proc_kib(driver, "VmRSS") / 1024,
         "jvm_heap_mib": jvm_heap_after_gc(spark) / MIB,
         "jvm_rss_mib": sum(proc_kib(p, "VmRSS") for p in jvms) / 1024,

@@ -8,6 +8,7 @@ Benchmarks); this test states its bounds in the constants below.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,15 @@ def test_nothing_grows_after_the_warm_up(run: tuple[list[dict[str, Any]], Path])
         assert max(counts) - counts[0] <= 16, (process, counts)  # growth; descriptors an earlier test left may close meanwhile
 
 
-def test_latency_does_not_trend_upwards(run: tuple[list[dict[str, Any]], Path]) -> None:
+def test_cost_per_batch_does_not_trend_upwards(run: tuple[list[dict[str, Any]], Path]) -> None:
+    """The driver's and the JVM's CPU seconds per batch between samples, last third against first
+    third after the warm-up: what a batch costs must not grow with the batches before it. CPU
+    time, not wall time: the suite runs two workers side by side, and a neighbour's load doubled
+    this run's wall latency over its last windows once (0.58 s against 0.28 s) while nothing in
+    the run grew. The wall latencies per window are printed; ``python -m bench soak`` reports them."""
     samples, _ = run
-    late = [s["latency_median_s"] for s in samples if s["batches"] > WARMUP]
-    third = len(late) // 3
-    first, last = statistics.median(late[:third]), statistics.median(late[-third:])
-    assert last <= 1.5 * first, late  # a ratio within one run, not a time
+    late = [s for s in samples if s["batches"] > WARMUP]
+    per_batch = [(sum(b["cpu_s"].values()) - sum(a["cpu_s"].values())) / (b["batches"] - a["batches"]) for a, b in itertools.pairwise(late)]
+    third = max(len(per_batch) // 3, 1)
+    first, last = statistics.median(per_batch[:third]), statistics.median(per_batch[-third:])
+    assert first > 0 and last <= 1.5 * first, (per_batch, [s["latency_median_s"] for s in late])  # a ratio within one run

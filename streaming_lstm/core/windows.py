@@ -182,8 +182,9 @@ def window_arrays(windows: np.ndarray, spec: WindowSpec, features: int, targets:
     the ``horizon`` events after the input (W, horizon*targets), horizon-major, and the naive
     last-value forecast of each (W, horizon*targets)."""
     T, H, n = spec.timesteps, spec.horizon, len(windows)
-    x = windows[:, :T, :features].copy()  # (W, T, F)
+    x = windows[:, :T, :features]  # (W, T, F)
     if known:
+        x = x.copy()  # a view of the windows until here
         x[:, :, known] = windows[:, H : T + H, known]  # the covariates of events s + H
     y = windows[:, T:, features : features + targets].reshape(n, H * targets)
     naive = np.tile(windows[:, T - 1, features : features + targets], (1, H))

@@ -98,19 +98,15 @@ def river_models(season: int, known: bool = False) -> dict[str, Callable[[], Any
         "Holt": lambda: time_series.HoltWinters(alpha=0.5, beta=0.1),
         "exponential smoothing": lambda: time_series.HoltWinters(alpha=0.8),
     }
+
+    def regressor(intercept_lr: float) -> Any:  # standardised inputs, as River's documentation sets it
+        return preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(0.01), intercept_lr=intercept_lr)
+
     if season:
-
-        def regressor() -> Any:
-            return preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(0.01), intercept_lr=0.3)
-
-        models["seasonal SNARIMAX"] = lambda: time_series.SNARIMAX(p=season, d=1, q=season, m=season, sd=1, regressor=regressor())
+        models["seasonal SNARIMAX"] = lambda: time_series.SNARIMAX(p=season, d=1, q=season, m=season, sd=1, regressor=regressor(0.3))
         models["HoltWinters"] = lambda: time_series.HoltWinters(alpha=0.3, beta=0.1, gamma=0.6, seasonality=season, multiplicative=True)
     if known:
-
-        def scaled() -> Any:
-            return preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(0.01), intercept_lr=0.1)
-
-        models["SNARIMAX(3,1,1)" + KNOWN] = lambda: time_series.SNARIMAX(p=3, d=1, q=1, regressor=scaled())
+        models["SNARIMAX(3,1,1)" + KNOWN] = lambda: time_series.SNARIMAX(p=3, d=1, q=1, regressor=regressor(0.1))
     return models
 
 

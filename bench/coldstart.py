@@ -16,7 +16,8 @@ the JVM's C1 compiler only (``c1``: ``STREAMING_LSTM_JAVA_OPTIONS=-XX:TieredStop
 with that daemon importing only once Spark launches it instead of in a zygote started beside the
 JVM (``no_zygote``: ``STREAMING_LSTM_ZYGOTE=0``; ``streaming_lstm/spark/zygote.py``), and with the
 JVM's own C2 thresholds instead of the driver's 100 times later ones (``c2_early``;
-``streaming_lstm/local/jvm_deps.py``'s ``LATE_C2``).
+``streaming_lstm/local/jvm_deps.py``'s ``LATE_C2``), and with the Python workers training the
+batch instead of the driver (``workers``: ``stream.train_in = "workers"``; trainer/planned.py).
 ``--json`` prints ``train_first_batch_s``, ``fit_s`` and ``ratio`` (medians, with each run's
 figures and min/max under ``runs``) and ``train_<variant>_first_batch_s`` for each variant.
 """
@@ -50,6 +51,7 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "c1": ({"STREAMING_LSTM_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}, []),
     "no_zygote": ({"STREAMING_LSTM_ZYGOTE": "0"}, []),
     "c2_early": ({"STREAMING_LSTM_JAVA_OPTIONS": " ".join(f"-XX:{k}={v}" for k, v in JVM_C2_THRESHOLDS.items())}, []),
+    "workers": ({}, ["--set", "stream.train_in=workers"]),
 }
 FIGURES = ("train_first_batch_s", *(f"train_{v}_first_batch_s" for v in VARIANTS), "fit_s", "ratio")
 CLI = [str(Path(sys.executable).with_name("streaming-lstm"))]  # the console script, as a user starts it

@@ -3,8 +3,10 @@ stream and (b) the same training done in one plain TensorFlow process, side by s
 
 ratio = trainer / (a + b). Small (50 rows) and large (20 000 rows) batches, Iris config, P = 2.
 Latency is the wall time from a file landing in the watched directory to the batch being done.
-The trainer runs with the query's plan training (``stream.plan`` auto, trainer/planned.py) and,
-beside it in the same session, with each batch planned in Python (``batch``): ``ratio_batch``.
+The trainer runs with its defaults (``stream.train_in`` auto: a local master's driver trains
+batches of up to ``stream.driver_rows`` rows; trainer/planned.py) and, beside it in the same
+session, with the Python workers training in the query's plan (``train_in = workers``):
+``ratio_workers``; and with each batch planned in Python (``stream.plan = batch``): ``ratio_batch``.
 
 ``--remote local`` (or ``sc://HOST:PORT``) measures the same no-op and trainer over Spark Connect
 too (``local``: a server started for the run), in a second process after the classic one (PySpark
@@ -65,19 +67,27 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
         per_batch_cfg = replace(cfg, stream=replace(cfg.stream, plan="batch"))
         batch_feed = FileFeed(base / "train-batch")
         batch_q = start_query(make_trainer(spark, per_batch_cfg, str(base / "ck-batch")), file_source(spark, batch_feed.dir, cfg))
-        queries = [("noop", noop_feed, noop_q), ("trainer", train_feed, train_q), ("trainer_batch", batch_feed, batch_q)]
+        workers_cfg = replace(cfg, stream=replace(cfg.stream, train_in="workers"))
+        workers_feed, workers = FileFeed(base / "train-workers"), make_trainer(spark, workers_cfg, str(base / "ck-workers"))
+        workers.warm_up()
+        workers_q = start_query(workers, file_source(spark, workers_feed.dir, cfg))
+        queries = [("noop", noop_feed, noop_q), ("trainer", train_feed, train_q), ("trainer_workers", workers_feed, workers_q)]
+        queries.append(("trainer_batch", batch_feed, batch_q))
         spec = training.TrainSpec.from_app(cfg, streaming=True)
         try:
             for size in [int(s) for s in args.sizes.split(",")]:
-                names = ["noop", "trainer", "trainer_batch"] + ([] if remote else ["plain_tf"])
+                names = [name for name, _, _ in queries] + ([] if remote else ["plain_tf"])
                 times = out.setdefault(size, {name: [] for name in names})
-                for rep in range(args.reps + 1):  # the first rep warms up, not counted
+                # The first two reps warm up, not counted: with stream.train_in = auto the first batch of
+                # a larger size trains in the driver (the batch before was small), the second in the
+                # workers, whose first batch traces the model.
+                for rep in range(args.reps + 2):
                     rows = synthetic_rows(size, seed=rep)
                     for name, feed, q in queries:
                         started = time.perf_counter()
                         feed.batch(rows)
                         q.processAllAvailable()
-                        if rep:
+                        if rep >= 2:
                             times[name].append(time.perf_counter() - started)
                     if remote:
                         continue
@@ -92,7 +102,7 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
                         epochs, steps = cfg.train.local_epochs, cfg.scores_in_steps()
                         x, y = data.x[sel], data.y[sel]
                         training.train_partition(key, state_w, norm, x, y, spec, epochs=epochs, batch_size=cfg.train.batch_size, seed=key, score_steps=steps)
-                    if rep:
+                    if rep >= 2:
                         times["plain_tf"].append(time.perf_counter() - started)
         finally:
             for _, _, q in queries:
@@ -126,10 +136,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         med = {k: statistics.median(v) for k, v in times.items()}
         base = med["noop"] + med["plain_tf"]
         row: dict[str, Any] = {"rows": size, **{f"{k}_s": v for k, v in med.items()}}
-        row |= {"ratio": med["trainer"] / base, "ratio_batch": med["trainer_batch"] / base}
+        row |= {"ratio": med["trainer"] / base, "ratio_workers": med["trainer_workers"] / base, "ratio_batch": med["trainer_batch"] / base}
         row["all"] = times
-        line = f"{size:>6} rows: trainer {med['trainer']:.3f} s (planned per batch {med['trainer_batch']:.3f} s), no-op {med['noop']:.3f} s, "
-        line += f"plain TF {med['plain_tf']:.3f} s -> ratio {row['ratio']:.2f} (per batch {row['ratio_batch']:.2f})"
+        line = f"{size:>6} rows: trainer {med['trainer']:.3f} s (workers {med['trainer_workers']:.3f} s, planned per batch {med['trainer_batch']:.3f} s), "
+        line += f"no-op {med['noop']:.3f} s, plain TF {med['plain_tf']:.3f} s -> ratio {row['ratio']:.2f} "
+        line += f"(workers {row['ratio_workers']:.2f}, per batch {row['ratio_batch']:.2f})"
         remote = over_connect.get(str(size))
         if remote:
             cmed = {k: statistics.median(v) for k, v in remote.items()}

@@ -29,6 +29,8 @@ def test_file_overrides_defaults_and_flags_override_file() -> None:
         ({"model.hidden": "32,0"}, "model.hidden: sizes must be positive, got [32, 0]"),
         ({"train.optimizer": "adagrad"}, "train.optimizer: must be one of adam, sgd, rmsprop, got 'adagrad'"),
         ({"stream.plan": "sometimes"}, "stream.plan: must be one of auto, once, batch, got 'sometimes'"),
+        ({"stream.train_in": "executor"}, "stream.train_in: must be one of auto, driver, workers, got 'executor'"),
+        ({"stream.driver_rows": -1}, "stream.driver_rows: must be >= 0, got -1"),
         ({"train.batch_size": 0}, "train.batch_size: must be positive, got 0"),
         ({"train.prequential": "row"}, "train.prequential: must be one of auto, batch, step, got 'row'"),
         ({"stream.partitions": -1}, "stream.partitions: must be positive, got -1"),

@@ -114,7 +114,10 @@ def test_driver_killed_repeatedly_loses_nothing_and_ends_where_an_uninterrupted_
         assert steps == [m["batch_id"] for m in killed_m], (key, steps)
 
 
-def test_python_worker_killed_mid_task_is_retried_and_no_row_counts_twice(iris_lines: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("train_in", ["driver", "workers"])
+def test_python_worker_killed_mid_task_is_retried_and_no_row_counts_twice(iris_lines: list[str], tmp_path: Path, train_in: str) -> None:
+    """The worker fault kills each Python task's first attempt at batch 1: the parsing and keying
+    task (where the driver trains) or that and the training task (where the workers train)."""
     incoming = tmp_path / "in"
     incoming.mkdir()
     rng = np.random.default_rng(3)
@@ -122,11 +125,12 @@ def test_python_worker_killed_mid_task_is_retried_and_no_row_counts_twice(iris_l
         (incoming / f"part-{i}.csv").write_text("\n".join(iris_lines[j] for j in rng.permutation(150)) + "\n")
     ck = tmp_path / "ck"
     args = ["--source", "file", "--path", str(incoming), "--checkpoint", str(ck), "--trigger", "0s", "--idle-timeout", "6"]
-    r = run_train([*args, "--master", "local[2,4]"], fault="worker@1")  # local[N,F]: F attempts per task
+    r = run_train([*args, "--master", "local[2,4]", "--set", f"stream.train_in={train_in}"], fault="worker@1")  # local[N,F]: F attempts per task
     assert r.returncode == 0, r.stderr[-3000:]
     m = metrics(ck)
     assert [x["batch_id"] for x in m] == [0, 1, 2]
     assert [x["rows_valid"] for x in m] == [150, 150, 150]
+    assert [x["trained_in"] for x in m] == [train_in] * 3
     assert "Python worker exited unexpectedly" in r.stderr or "crashed" in r.stderr.lower() or "lost task" in r.stderr.lower()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,25 +247,62 @@ def test_observed_counts_are_used_only_when_provably_exact(spark: Any) -> None:
 
 def test_the_plan_built_once_trains_exactly_as_a_plan_built_per_batch(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     """planned.py against handler.py's per-batch plan: the same rows reach the same keys in the same
-    order from the same model, so the same stream gives the same weights, counts and dead letters."""
+    order from the same model, so the same stream gives the same weights, counts and dead letters,
+    whether the driver trains the keyed rows or the Python workers do (``stream.train_in``)."""
     rows = shuffled(iris_lines, 2, seed=5)
     batches = [[*rows[:70], "1,2,3", "x,1,2,3,0"], rows[70:71], rows[71:230], ["sepal_length,sepal_width,petal_length,petal_width,species", *rows[230:]]]
+    variants = {
+        "driver": {"stream.train_in": "driver"},
+        "workers": {"stream.train_in": "workers"},
+        "auto": {"stream.driver_rows": 100},  # the batch after the 159-row one goes to the workers
+        "batch": {"stream.plan": "batch"},
+    }
     runs = {}
-    for plan in ("auto", "batch"):
-        cfg = config(**{"stream.partitions": 3, "stream.plan": plan, "train.rehearsal_rows": 20})
-        with streaming(spark, cfg, tmp_path / plan) as (trainer, feed):
-            for batch in batches:
-                feed(batch)
-        assert trainer.planned == (plan == "auto")
-        dead = sorted(json.loads(x)["raw"] for f in (tmp_path / plan / "deadletter").glob("batch_id=0/*.json") for x in f.read_text().splitlines())
-        runs[plan] = (trainer.state, [(m["rows_valid"], m["rows_dead"], m["headers_skipped"], m["partition_rows"]) for m in trainer.history], dead)
-    (once, once_counts, once_dead), (per_batch, per_batch_counts, per_batch_dead) = runs["auto"], runs["batch"]
-    assert once_counts == per_batch_counts and [c[0] for c in once_counts] == [70, 1, 159, 70]
-    assert once_dead == per_batch_dead == ["1,2,3", "x,1,2,3,0"]
-    assert once.version == per_batch.version == 4 and once.rows_seen == per_batch.rows_seen == 300
-    for name, value in per_batch.weights.items():
-        np.testing.assert_array_equal(once.weights[name], value, err_msg=name)
-    np.testing.assert_array_equal(once.rehearsal.x, per_batch.rehearsal.x)
+    for name, over in variants.items():
+        cfg = config(**{"stream.partitions": 3, "train.rehearsal_rows": 20, **over})
+        with streaming(spark, cfg, tmp_path / name) as (trainer, feed):
+            observed = [feed(batch)["observedMetrics"]["streaming_lstm"] for batch in batches]
+        assert trainer.planned == (name != "batch")
+        dead = sorted(json.loads(x)["raw"] for f in (tmp_path / name / "deadletter").glob("batch_id=0/*.json") for x in f.read_text().splitlines())
+        counts = [(m["rows_valid"], m["rows_dead"], m["headers_skipped"], m["partition_rows"]) for m in trainer.history]
+        assert [(o["rows_valid"], o["rows_dead"], o["headers_skipped"]) for o in observed] == [c[:3] for c in counts], name
+        runs[name] = (trainer.state, counts, dead, [m["trained_in"] for m in trainer.history])
+    assert runs["driver"][3] == ["driver"] * 4 and runs["workers"][3] == runs["batch"][3] == ["workers"] * 4
+    assert runs["auto"][3] == ["driver", "driver", "driver", "workers"]
+    per_batch, per_batch_counts, per_batch_dead, _ = runs["batch"]
+    assert [c[0] for c in per_batch_counts] == [70, 1, 159, 70] and per_batch_dead == ["1,2,3", "x,1,2,3,0"]
+    for name in ("driver", "workers", "auto"):
+        once, once_counts, once_dead, _ = runs[name]
+        assert once_counts == per_batch_counts and once_dead == per_batch_dead, name
+        assert once.version == per_batch.version == 4 and once.rows_seen == per_batch.rows_seen == 300
+        for w, value in per_batch.weights.items():
+            np.testing.assert_array_equal(once.weights[w], value, err_msg=f"{name}: {w}")
+        np.testing.assert_array_equal(once.rehearsal.x, per_batch.rehearsal.x)
+
+
+def test_where_the_driver_trains_and_where_it_may_not(spark: Any, tmp_path: Path) -> None:
+    from streaming_lstm.trainer.handler import StreamingTrainer
+    from streaming_lstm.trainer.planned import driver_may_train, in_driver, why_per_batch
+
+    auto, driver = config(), config(**{"stream.train_in": "driver"})
+    assert driver_may_train(auto, "local[2]", remote=False) and not driver_may_train(auto, "spark://host:7077", remote=False)
+    assert driver_may_train(driver, "spark://host:7077", remote=False)
+    assert not driver_may_train(driver, "local[2]", remote=True)  # Spark Connect: the handler runs in the server
+    assert not driver_may_train(config(**{"stream.train_in": "workers"}), "local[2]", remote=False)
+    assert not driver_may_train(config(**{"stream.train_in": "driver", "stream.plan": "batch"}), "local[2]", remote=False)
+    # The driver reads the model itself: a checkpoint the workers cannot read does not stop the plan built once.
+    assert why_per_batch(spark, driver, "hdfs://nn:8020/ck") is None
+    # auto: by the batch before, as the saved model's metadata says (the first batch: the driver).
+    small = config(**{"stream.driver_rows": 10})
+    assert in_driver(small, {}) and in_driver(small, {"source": "stream", "metrics": {"rows_valid": 10}})
+    assert not in_driver(small, {"source": "stream", "metrics": {"rows_valid": 11}})
+    # train's early trace plans for a local master's cores before Spark says them.
+    from streaming_lstm.trainer.keepwarm import local_cores
+
+    assert [local_cores(m) for m in ("local", "local[3]", "local[2,4]", "spark://h:7077", "local-cluster[2,1,1024]")] == [1, 3, 2, None, None]
+    assert local_cores("local[*]") == os.cpu_count()
+    with pytest.raises(ValueError, match=r"stream\.train_in = driver is not possible here: stream\.plan = batch"):
+        StreamingTrainer(spark, config(**{"stream.train_in": "driver", "stream.plan": "batch"}), tmp_path / "ck")
 
 
 def test_where_the_plan_is_built_once_and_why_not(spark: Any) -> None:

@@ -275,3 +275,32 @@ def test_xla_steps_train_what_the_graph_steps_train_and_replay_exactly() -> None
         np.testing.assert_allclose(got[k], want[k], atol=1e-5, err_msg=k)
         np.testing.assert_array_equal(again[k], got[k], err_msg=k)
     assert training.TrainSpec.from_app(load_config(IRIS, {"train.xla": "true"})).xla
+
+
+def test_threads_training_side_by_side_in_their_own_model_slots_match_one_at_a_time() -> None:
+    """The driver trains its task groups in threads (executor.group_rows), each with its own copy
+    of the compiled model (compiled.model_slot): the weights live in that copy's variables, so
+    two fits running at once must give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streaming_lstm.core.compiled import compiled, model_slot
+
+    spec = training.TrainSpec(CFG, "adam", 0.01, 5.0, 1e-4)
+    data = [toy(60, seed=s) for s in (1, 2)]
+    w0 = init_weights(CFG)
+    alone = [training.fit(w0, x, y, spec, epochs=20, batch_size=10, seed=i)[0] for i, (x, y) in enumerate(data)]
+
+    def fit_in(slot: int) -> dict[str, np.ndarray]:
+        with model_slot(slot):
+            x, y = data[slot]
+            return training.fit(w0, x, y, spec, epochs=20, batch_size=10, seed=slot)[0]
+
+    for _ in range(3):  # the threads interleave differently each time
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(fit_in, [0, 1]))
+        for a, b in zip(alone, together, strict=True):
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    with model_slot(1):
+        one = compiled(spec)
+    assert one is not compiled(spec), "slot 1's copy is not slot 0's"

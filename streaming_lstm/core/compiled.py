@@ -14,7 +14,9 @@ replayed task reproduce its result exactly. :mod:`~streaming_lstm.core.training`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,7 +239,22 @@ def steps_loop(step: Callable[..., Any], steps: tf.Tensor, outputs: int) -> list
     return out
 
 
-_CACHE: dict[TrainSpec, CompiledModel] = {}
+_CACHE: dict[tuple[TrainSpec, int], CompiledModel] = {}
+# Which copy of a spec's compiled model this thread uses (:func:`model_slot`): a compiled model
+# holds its weights and optimiser state in variables, so two threads training at once (the driver
+# training its task groups side by side, trainer/planned.py) each need their own.
+_SLOT = threading.local()
+
+
+@contextmanager
+def model_slot(slot: int) -> Iterator[None]:
+    """In this block, this thread's :func:`compiled` models are copy ``slot`` (0 outside any block)."""
+    before = getattr(_SLOT, "n", 0)
+    _SLOT.n = slot
+    try:
+        yield
+    finally:
+        _SLOT.n = before
 
 
 def env_threads() -> int:
@@ -246,9 +263,11 @@ def env_threads() -> int:
 
 
 def compiled(spec: TrainSpec, threads: int = 0) -> CompiledModel:
-    """The process's compiled model for ``spec`` (built and traced on first use only)."""
-    model = _CACHE.get(spec)
+    """The process's compiled model for ``spec`` (built and traced on first use only), this
+    thread's copy of it (:func:`model_slot`)."""
+    key = (spec, getattr(_SLOT, "n", 0))
+    model = _CACHE.get(key)
     if model is None:
         configure_threads(threads or env_threads())
-        model = _CACHE[spec] = CompiledModel(spec)
+        model = _CACHE[key] = CompiledModel(spec)
     return model

@@ -23,6 +23,7 @@ MODES = ("rows", "events")
 TASKS = ("classify", "forecast")
 KAFKA_READERS = ("auto", "spark", "python")
 PLANS = ("auto", "once", "batch")
+TRAIN_IN = ("auto", "driver", "workers")
 
 
 class ConfigError(ValueError):
@@ -208,6 +209,12 @@ class StreamConfig:
     # row mode, not Spark Connect), else per batch; "once" also on other masters (the checkpoint
     # must be at the same path on every executor); "batch" always per batch.
     plan: str = "auto"
+    # Where a batch planned once trains (trainer/planned.py): "workers" = Spark's Python workers,
+    # one task per core; "driver" = this process, from the rows the query's plan parsed and keyed
+    # (no second stage, no shuffle, no model read by the tasks); "auto" = the driver on a local
+    # master while the batch before had at most ``driver_rows`` valid rows, else the workers.
+    train_in: str = "auto"
+    driver_rows: int = 5000
 
 
 @dataclass(frozen=True)

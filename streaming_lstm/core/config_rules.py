@@ -18,6 +18,7 @@ from streaming_lstm.core.config import (
     SERVER_OPTIMIZERS,
     TASKS,
     TRAIN_FROM,
+    TRAIN_IN,
     AppConfig,
     ConfigError,
     DataConfig,
@@ -159,5 +160,7 @@ def stream_rules(s: StreamConfig) -> None:
     need(s.deadletter_max_mb >= 0, "stream.deadletter_max_mb", s.deadletter_max_mb, "must be >= 0 (0: unbounded)")
     need(s.max_files_per_trigger > 0, "stream.max_files_per_trigger", s.max_files_per_trigger, "must be positive")
     need(s.plan in PLANS, "stream.plan", s.plan, f"must be one of {', '.join(PLANS)}")
+    need(s.train_in in TRAIN_IN, "stream.train_in", s.train_in, f"must be one of {', '.join(TRAIN_IN)}")
+    need(s.driver_rows >= 0, "stream.driver_rows", s.driver_rows, "must be >= 0")
     need(s.kafka_reader in KAFKA_READERS, "stream.kafka_reader", s.kafka_reader, f"must be one of {', '.join(KAFKA_READERS)}")
     need(s.max_offsets_per_trigger >= 0, "stream.max_offsets_per_trigger", s.max_offsets_per_trigger, "must be >= 0 (0 = no cap)")

@@ -52,6 +52,9 @@ IMPORT_PREFIXES = ("TF_", "XLA_", "CUDA_", "ARROW_", "STREAMING_LSTM_")
 # worker that needs it says so when it imports it).
 PRELOAD = ("pandas", "pyarrow", "pyspark.daemon", "pyspark.worker", "pyspark.sql.pandas.serializers")
 PRELOAD_OPTIONAL = ("streaming_lstm.core.training",)  # TensorFlow, without its eager Keras (core/tf_import.py)
+# Set to "0" where the driver trains (trainer/planned.py's driver_may_train): the workers then parse
+# and key only, and the JVM's start does not share the CPU with a third TensorFlow import.
+WORKERS_TF = "STREAMING_LSTM_WORKERS_TF"
 
 
 def preload() -> None:
@@ -59,7 +62,7 @@ def preload() -> None:
     (spark/daemon.py says why). Starts no thread that a fork would lose."""
     for name in PRELOAD:
         importlib.import_module(name)
-    for name in PRELOAD_OPTIONAL:
+    for name in PRELOAD_OPTIONAL if os.environ.get(WORKERS_TF) != "0" else ():
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     gc.collect()

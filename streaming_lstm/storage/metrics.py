@@ -45,6 +45,7 @@ class BatchMetrics(TypedDict, total=False):
     time: float  # unix time when the batch was applied
     step_seconds: dict[str, float]
     count_job: bool  # the batch's counts needed their own Spark job (parse/counts.settle)
+    trained_in: str  # "driver" or "workers" (stream.train_in)
     drift: int  # 1 if ADWIN raised an alarm at this batch
     drift_raised: bool
     drift_detections: int

@@ -24,8 +24,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streaming_lstm.core.config import ConfigError
+from streaming_lstm.core.config import AppConfig, ConfigError
 from streaming_lstm.storage.fs import filesystem, is_local, join, local_path
+from streaming_lstm.storage.metrics import read_metrics
 
 log = logging.getLogger("streaming_lstm.storage.tracking")
 RUN_FILE = "mlflow_run.json"
@@ -133,3 +134,16 @@ def _param(key: str, value: Any) -> Any:
 
     text = json.dumps(value) if not isinstance(value, str) else value
     return Param(key, "*********(redacted)" if SECRET.search(key) else text[:6000])
+
+
+def open_tracker(cfg: AppConfig, checkpoint: str) -> MlflowTracker | None:
+    """The checkpoint's MLflow run, caught up with metrics.jsonl; None when off."""
+    if not cfg.mlflow.tracking_uri:
+        return None
+    tracker = MlflowTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, checkpoint, cfg.to_dict())
+    try:
+        logged = tracker.catch_up(read_metrics(checkpoint))
+    except (FileNotFoundError, ValueError):  # no batch yet
+        logged = 0
+    log.info("MLflow run %s%s", tracker.run_id, f" ({logged} earlier batches logged now)" if logged else "")
+    return tracker

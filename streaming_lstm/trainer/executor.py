@@ -15,6 +15,7 @@ import gc
 import os
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -30,6 +31,7 @@ from streaming_lstm.core.rehearsal import Rehearsal, tail
 from streaming_lstm.core.seeds import task_seed
 from streaming_lstm.core.weights import LSTMConfig, arrays_from_bytes, flatten, weights_to_bytes
 from streaming_lstm.storage.store import pack_model, unpack_model
+from streaming_lstm.trainer.routing import ROUTE
 from streaming_lstm.trainer.state import TrainerState, check_update
 
 _CONFIG_CACHE: dict[str, AppConfig] = {}
@@ -199,6 +201,27 @@ def key_rows(cfg: AppConfig, frame: pd.DataFrame, model: TaskModel, *, batch_id:
         yield fold
 
 
+def group_rows(cfg: AppConfig, frame: pd.DataFrame, model: TaskModel, *, batch_id: int, epochs: int, threads: int, entered: float) -> Iterator[dict[str, Any]]:
+    """:func:`key_rows` for each task group of ``frame`` (rows with the same route go to one task,
+    routing.to_tasks): a training task's one group in this thread; the driver's whole batch
+    (``stream.train_in``) one thread per group, side by side as the tasks run, each with its own
+    copy of the compiled model (compiled.model_slot). Each group folds its keys as its task would."""
+    groups = [part for _, part in frame.groupby(ROUTE, sort=True)] if ROUTE in frame.columns else [frame]
+    if len(groups) == 1:
+        yield from key_rows(cfg, frame, model, batch_id=batch_id, epochs=epochs, threads=threads, entered=entered)
+        return
+    _training()
+    from streaming_lstm.core.compiled import model_slot as slot
+
+    def run(i: int) -> list[dict[str, Any]]:
+        with slot(i):
+            return list(key_rows(cfg, groups[i], model, batch_id=batch_id, epochs=epochs, threads=threads, entered=entered))
+
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="streaming-lstm-group") as pool:
+        for rows in pool.map(run, range(len(groups))):
+            yield from rows
+
+
 def train_key(
     training: ModuleType,
     spec: Any,
@@ -233,6 +256,12 @@ def train_key(
 
 
 WARM_SCHEMA = "worker_pid int, seconds double"
+
+
+def start_worker(batches: Iterator[Any]) -> Iterator[Any]:
+    """A ``mapInArrow`` body that passes its rows through: started, a Python worker is ready for
+    the parsing and keying tasks (where the driver trains, they import no TensorFlow of their own)."""
+    yield from batches
 
 
 def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:

@@ -3,8 +3,10 @@
 Where the query's own plan trains (planned.py, :meth:`StreamingTrainer.training_plan`), ``df``
 holds the tasks' results: the handler skips an applied batch id (1), gives the batch's tasks their
 ticket and runs the plan (steps 2-4 happen there), writes the dead letters the tasks returned, and
-applies the results (5). Elsewhere (Spark Connect, event mode, a checkpoint the Python workers
-cannot read) it plans each micro-batch ``(df, batch_id)`` itself:
+applies the results (5). Where the driver may train (``stream.train_in``), ``df`` holds the parsed
+and keyed rows: the handler collects and trains them itself (planned.result_rows) or adds the
+workers' training stage to them (planned.training_stage). Elsewhere (Spark Connect, event mode,
+a checkpoint the Python workers cannot read) it plans each micro-batch ``(df, batch_id)`` itself:
 
 1. A batch id the state has already applied is skipped and logged (Spark replays the last
    uncommitted batch after a restart; the model that includes it may already be on disk).
@@ -31,6 +33,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -39,7 +42,6 @@ from streaming_lstm.core import faults, schedule
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.core.results import KIND, RESULT_SCHEMA, Fold, PartitionResult, decode
 from streaming_lstm.core.seeds import key_shift
-from streaming_lstm.core.threads import intra_op_threads
 from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.parse import counts as batch_counts
 from streaming_lstm.parse.counts import BatchCounts
@@ -49,16 +51,18 @@ from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage import tb_log
 from streaming_lstm.storage.deadletters import DeadLetterCap
 from streaming_lstm.storage.fs import join, local_path
-from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, History, MetricsLog, forecast_fields, read_metrics
+from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, History, MetricsLog, forecast_fields
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
-from streaming_lstm.storage.tracking import MlflowTracker
+from streaming_lstm.storage.tracking import open_tracker
 from streaming_lstm.trainer import executor, planned
-from streaming_lstm.trainer.routing import keyed_rows, route_keys
+from streaming_lstm.trainer.keepwarm import start_workers, trace_in_background, warm_workers
+from streaming_lstm.trainer.routing import ROUTE, keyed_rows, plan_tasks
 from streaming_lstm.trainer.state import TrainerState, Update
 from streaming_lstm.trainer.window_state import descriptor_warning, in_window_order
 
 log = logging.getLogger("streaming_lstm.trainer.handler")
+Ran = tuple[list[PartitionResult], list[Fold], BatchCounts, dict[str, float]]  # a batch's results, folds, counts and step seconds
 
 
 class StopRequested(RuntimeError):
@@ -81,48 +85,6 @@ class QuietStop(logging.Filter):
 logging.getLogger("py4j.clientserver").addFilter(QuietStop())
 
 
-def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int]:
-    """Spark tasks per batch, the route value of each (:func:`route_keys`) and TF threads per task.
-
-    Keys are the logical partitions; Spark tasks can each train several keys in turn. One task per
-    core (by default) saves the fixed cost of a Python task per extra key, which at many keys on
-    few cores is most of a warm batch (``python -m bench seed-table``).
-    """
-    cores = connect.default_parallelism(spark)
-    tasks = min(cfg.stream.partitions, cfg.stream.tasks or cores)
-    threads = cfg.train.tf_threads or intra_op_threads(LSTMConfig.from_app(cfg), cfg.train.batch_size, max(1, cores // tasks))
-    return tasks, route_keys(tasks), threads
-
-
-def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, threads: int) -> float:
-    """Start the Python workers and trace the model in each before the first batch (seconds).
-
-    Spark reuses Python workers, so TensorFlow's import (in the daemon, spark/daemon.py) and the
-    tracing are paid here once instead of inside the first micro-batch. One task for each of the
-    ``tasks`` a batch trains in, as one stage of ``spark.range``: they run side by side as the
-    training tasks do, each in a worker of its own. No shuffle: in a JVM that has run no job yet,
-    a job with one costs about half a second more to plan and run.
-    """
-    started = time.perf_counter()
-    connect.describe(spark, "streaming-lstm: warm up the Python workers")
-    fn = functools.partial(executor.warm_frames, config_dict=cfg.to_dict(), threads=threads)
-    spark.range(0, tasks, 1, tasks).mapInPandas(fn, executor.WARM_SCHEMA).collect()
-    return time.perf_counter() - started
-
-
-def open_tracker(cfg: AppConfig, checkpoint: str) -> MlflowTracker | None:
-    """The checkpoint's MLflow run (storage/tracking.py), caught up with metrics.jsonl; None when off."""
-    if not cfg.mlflow.tracking_uri:
-        return None
-    tracker = MlflowTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, checkpoint, cfg.to_dict())
-    try:
-        logged = tracker.catch_up(read_metrics(checkpoint))
-    except (FileNotFoundError, ValueError):  # no batch yet
-        logged = 0
-    log.info("MLflow run %s%s", tracker.run_id, f" ({logged} earlier batches logged now)" if logged else "")
-    return tracker
-
-
 class StreamingTrainer:
     """Holds the state and the per-run Spark objects; :meth:`handle` is the foreachBatch function."""
 
@@ -142,6 +104,11 @@ class StreamingTrainer:
         self.planned = why is None  # the query's plan trains (planned.py); else each batch is planned here
         if why:
             log.info("each batch is planned in Python: %s", why)
+        # The driver may train (stream.train_in): the query's plan then ends at the keyed rows.
+        self.driver_trains = self.planned and planned.driver_may_train(cfg, spark.sparkContext.master or "", remote=False)
+        if cfg.stream.train_in == "driver" and not self.driver_trains:
+            raise ValueError(f"stream.train_in = driver is not possible here: {why or 'stream.plan = batch'}; use stream.train_in = auto or workers")
+        self._trace: Future[None] | None = None  # the driver's trace (warm_up) until a batch waits for it
         self.on_batch = on_batch  # told each applied batch's metrics (the console line, or nothing)
         self._lock = threading.Lock()
         self._stopping = False
@@ -169,17 +136,46 @@ class StreamingTrainer:
         with self._lock:
             self._stopping = True
 
-    def warm_up(self) -> float:
-        """Start the Python workers and trace the model in each (seconds); see :func:`warm_workers`."""
-        return warm_workers(self.spark, self.cfg, self.tasks, self.threads)
+    def warm_up(self, wait: bool = True) -> float:
+        """Start the Python workers and trace the model in each (seconds); see :func:`warm_workers`.
+        Where the driver trains, it traces the model in a thread while the workers, which then
+        only parse and key, start beside it; ``wait=False`` (``train``) starts only the trace and
+        returns: the query starts beside it and the first batch the driver trains waits for it."""
+        if not self.driver_trains:
+            return warm_workers(self.spark, self.cfg, self.tasks, self.threads)
+        started = time.perf_counter()
+        self._trace = trace_in_background(self.cfg, self.threads, self.tasks)
+        if wait:
+            start_workers(self.spark, self.tasks)
+            self._traced()
+        return time.perf_counter() - started
+
+    def get_ready(self) -> str:
+        """:meth:`warm_up` as ``train`` runs it (the driver's trace beside the query's start); what it did."""
+        if not self.driver_trains:
+            return f"Python workers ready in {self.warm_up():.1f} s"
+        self.warm_up(wait=False)
+        which = "every batch" if self.cfg.stream.train_in == "driver" else f"while batches stay at or below {self.cfg.stream.driver_rows} rows"
+        return f"the driver trains {which} (stream.train_in); it traces the model while the query starts"
+
+    def _traced(self) -> None:
+        """Wait for the trace :meth:`warm_up` started, if any; raise what it raised."""
+        trace, self._trace = self._trace, None
+        if trace is not None:
+            trace.result()
 
     def training_plan(self, source: DataFrame) -> DataFrame:
         """The streaming plan from the source's rows: parsed and trained when this trainer plans
         once (planned.py), else parsed in Spark with the counts observed (each batch planned here)."""
         if not self.planned:
             return observed(source, self.cfg.data)
-        model_dir = os.path.abspath(local_path(join(self.checkpoint, "model")))  # a worker's working directory is its own
-        return planned.training_plan(source, self.cfg, self.routes, self.threads, model_dir)
+        if self.driver_trains:
+            return planned.keyed_plan(source, self.cfg, self.routes)
+        return planned.training_plan(source, self.cfg, self.routes, self.threads, self.model_dir())
+
+    def model_dir(self) -> str:
+        """The model store as the training tasks read it (a worker's working directory is its own)."""
+        return os.path.abspath(local_path(join(self.checkpoint, "model")))
 
     def follow(self, query: Any) -> None:
         """Nothing to follow: this trainer runs in this process (remote.py has the other kind)."""
@@ -209,8 +205,13 @@ class StreamingTrainer:
             return
         started = time.perf_counter()
         epochs = schedule.local_epochs(self.cfg.train, self.state.rows_seen)  # from the state before this batch
+        in_driver = False
         if KIND in df.columns:  # the tasks' results: the query's plan trained (training_plan)
             results, folds, counts, steps = self._run_planned(df, batch_id, epochs)
+        elif ROUTE in df.columns:  # keyed rows (planned.keyed_plan): the driver trains them, or the workers
+            in_driver = planned.in_driver(self.cfg, self.state.last_meta)
+            stage = None if in_driver else planned.training_stage(df, self.cfg, self.routes, self.threads, self.model_dir())
+            results, folds, counts, steps = self._run_planned(df if stage is None else stage, batch_id, epochs, in_driver=in_driver)
         else:
             results, folds, counts, steps = self._run_per_batch(df, batch_id, epochs)
         if counts.empty:
@@ -218,9 +219,10 @@ class StreamingTrainer:
         metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
         metrics["step_seconds"] = steps
         metrics["count_job"] = counts.exact_job
+        metrics["trained_in"] = "driver" if in_driver else "workers"
         self._apply(batch_id, results, folds, metrics)
 
-    def _run_per_batch(self, df: DataFrame, batch_id: int, epochs: int) -> tuple[list[PartitionResult], list[Fold], BatchCounts, dict[str, float]]:
+    def _run_per_batch(self, df: DataFrame, batch_id: int, epochs: int) -> Ran:
         """Steps 2-4, planned for this batch: parse (unless the query did), count, train, dead letters."""
         started = time.perf_counter()
         if self.cfg.data.mode == "events":
@@ -245,19 +247,29 @@ class StreamingTrainer:
         # counts.exact_counts' job when the observed counts were not enough (else ~0).
         return results, folds, counts, {"read_parse_train": t_train - started, "count": t_count - t_train, "dead_letters": t_dead - t_count}
 
-    def _run_planned(self, df: DataFrame, batch_id: int, epochs: int) -> tuple[list[PartitionResult], list[Fold], BatchCounts, dict[str, float]]:
+    def _run_planned(self, df: DataFrame, batch_id: int, epochs: int, *, in_driver: bool = False) -> Ran:
         """Steps 2-4 where the query's plan holds them (planned.py): give the batch's tasks their
-        ticket, run the plan, decode; write the dead letters the tasks returned."""
+        ticket, run the plan, decode; write the dead letters the tasks returned. ``in_driver``:
+        ``df`` holds the keyed rows, which this process trains (planned.result_rows)."""
         started = time.perf_counter()
-        connect.describe(self.spark, f"streaming-lstm batch {batch_id}: parse, score and train ({self.partitions} partitions)")
-        planned.Ticket(batch_id, self.state.version, epochs, key_shift(self.cfg.model.seed, batch_id, self.partitions)).give(self.spark)
+        where = "parse in the workers, train in the driver" if in_driver else "parse, score and train"
+        connect.describe(self.spark, f"streaming-lstm batch {batch_id}: {where} ({self.partitions} partitions)")
+        ticket = planned.Ticket(batch_id, self.state.version, epochs, key_shift(self.cfg.model.seed, batch_id, self.partitions))
+        ticket.give(self.spark)
         faults.hit_later("mid_train", batch_id)
         table = df.toArrow()  # Arrow: the results carry weights as bytes (see _train)
-        results, folds, counts, letters = planned.decode_planned(table.to_pylist(), self.lstm, batch_id)
+        if in_driver:
+            self._traced()
+            start = functools.partial(executor.start_model, self.state)
+            rows: list[Any] = list(planned.result_rows(table, self.cfg, start, ticket, self.threads, started))
+        else:
+            rows = table.to_pylist()
+        results, folds, counts, letters = planned.decode_planned(rows, self.lstm, batch_id)
         t_train = time.perf_counter()
         if letters:
             self._write_dead_letters(planned.dead_letter_frame(self.spark, letters), batch_id)
-        return results, folds, counts, {"read_parse_train": t_train - started, "count": 0.0, "dead_letters": time.perf_counter() - t_train}
+        steps = {"read_parse_train": t_train - started, "count": 0.0, "dead_letters": time.perf_counter() - t_train}
+        return results, folds, counts, steps
 
     def _write_dead_letters(self, letters: DataFrame, batch_id: int) -> None:
         """Step 4b: rejected rows to ``CHECKPOINT/deadletter/batch_id=N/`` (overwritten on replay)."""

@@ -1,4 +1,9 @@
-"""Keeping the Python workers, and the models compiled in them, across long pauses.
+"""Warming the Python workers (or the driver's model) before the first batch, and keeping the
+workers, and the models compiled in them, across long pauses.
+
+Before the first batch: :func:`warm_workers` imports TensorFlow and traces the model in each
+training worker; where the driver trains (``stream.train_in``), :func:`trace_in_background`
+traces it in the driver and :func:`start_workers` starts the workers that parse and key.
 
 Spark stops every idle Python worker once none of them has run a task for a minute (the idle
 timeout of ``PythonWorkerFactory``, fixed in its code; ``spark.python.factory.idleWorkerMaxPoolSize``
@@ -14,13 +19,23 @@ the client's own environment, which need not be the one the streaming query's ta
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+from pyspark.sql import SparkSession
+
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.spark import connect, zygote
+from streaming_lstm.trainer import executor, planned
+from streaming_lstm.trainer.routing import plan_tasks_for
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +79,77 @@ class WorkerKeepAlive:
             self.failures += 1
             log.warning("keeping the Python workers alive failed (%s); the next batch may start them anew", str(exc).splitlines()[0] if str(exc) else exc)
         self.last = self.clock()
+
+
+def warm_workers(spark: SparkSession, cfg: AppConfig, tasks: int, threads: int) -> float:
+    """Start the Python workers and trace the model in each before the first batch (seconds).
+
+    Spark reuses Python workers, so TensorFlow's import (in the daemon, spark/daemon.py) and the
+    tracing are paid here once instead of inside the first micro-batch. One task for each of the
+    ``tasks`` a batch trains in, as one stage of ``spark.range``: they run side by side as the
+    training tasks do, each in a worker of its own. No shuffle: in a JVM that has run no job yet,
+    a job with one costs about half a second more to plan and run.
+    """
+    started = time.perf_counter()
+    connect.describe(spark, "streaming-lstm: warm up the Python workers")
+    fn = functools.partial(executor.warm_frames, config_dict=cfg.to_dict(), threads=threads)
+    spark.range(0, tasks, 1, tasks).mapInPandas(fn, executor.WARM_SCHEMA).collect()
+    return time.perf_counter() - started
+
+
+_STARTED: dict[tuple[str, int, int], Future[None]] = {}  # traces started before a trainer took them
+
+
+def trace_in_background(cfg: AppConfig, threads: int, slots: int) -> Future[None]:
+    """Trace the model in this process (the driver trains, ``stream.train_in``) in a thread, once
+    per task group it trains side by side (compiled.model_slot): the trace mostly runs in
+    TensorFlow's C++ with the GIL released, beside whatever Spark does. A trace started earlier
+    for the same arguments (``train`` starts one before Spark, :func:`trace_early`) is taken over."""
+    key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), threads, slots)
+    started = _STARTED.pop(key, None)
+    if started is not None:
+        return started
+    pool = ThreadPoolExecutor(1, thread_name_prefix="streaming-lstm-trace")
+    traced = pool.submit(_trace, cfg, threads, slots)
+    pool.shutdown(wait=False)  # the thread ends with the trace
+    return traced
+
+
+def trace_early(cfg: AppConfig, *, remote: bool) -> None:
+    """Where the driver may train (planned.driver_may_train), import TensorFlow and trace the model
+    before Spark starts, so both run while the JVM starts, for the tasks a local master's cores
+    give (routing.plan_tasks_for; a trainer whose plan differs traces again). The workers, which
+    then only parse and key, do not import TensorFlow beside them (spark/zygote.py): on 2 cores a
+    third import slowed the start (``python -m bench coldstart``)."""
+    if not planned.driver_may_train(cfg, cfg.spark.master, remote=remote):
+        return
+    os.environ[zygote.WORKERS_TF] = "0"
+    cores = local_cores(cfg.spark.master)
+    if cores is not None:
+        tasks, _, threads = plan_tasks_for(cfg, cores)
+        key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), threads, tasks)
+        _STARTED[key] = trace_in_background(cfg, threads, tasks)
+
+
+def local_cores(master: str) -> int | None:
+    """The cores of a ``local``, ``local[N]``, ``local[*]`` or ``local[N,F]`` master; else None."""
+    found = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", master.strip())
+    if found is None:
+        return None
+    n = found.group(1)
+    return 1 if n is None else (os.cpu_count() or 1) if n == "*" else int(n)
+
+
+def _trace(cfg: AppConfig, threads: int, slots: int) -> None:
+    executor._training()  # TensorFlow's import, then one trace per slot
+    from streaming_lstm.core.compiled import model_slot
+
+    for slot in range(slots):
+        with model_slot(slot):
+            list(executor.warm_frames(iter(()), config_dict=cfg.to_dict(), threads=threads))
+
+
+def start_workers(spark: SparkSession, tasks: int) -> None:
+    """Start ``tasks`` Python workers for the parsing and keying tasks, as one stage of ``spark.range``."""
+    connect.describe(spark, "streaming-lstm: start the Python workers")
+    spark.range(0, tasks, 1, tasks).mapInArrow(executor.start_worker, "id long").collect()

@@ -31,7 +31,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -100,6 +100,8 @@ def why_per_batch(spark: SparkSession, cfg: AppConfig, checkpoint: str) -> str |
         why = "Spark Connect runs the handler in the server"
     elif cfg.data.mode == "events":
         why = "event mode's windows come from Spark state"
+    elif cfg.stream.train_in == "driver":
+        pass  # no task reads the model store: any checkpoint and master will do
     elif not is_local(checkpoint):
         why = f"the checkpoint {checkpoint} is not a local path the Python workers can read"
     elif plan == "auto" and not (spark.sparkContext.master or "").startswith("local"):
@@ -109,6 +111,25 @@ def why_per_batch(spark: SparkSession, cfg: AppConfig, checkpoint: str) -> str |
     return why
 
 
+def driver_may_train(cfg: AppConfig, master: str, remote: bool) -> bool:
+    """Whether this process may train a batch (``stream.train_in``): where the plan is built once
+    (row mode, classic PySpark, not ``stream.plan = batch``), always for ``driver``; for
+    ``auto`` on a local master, where the driver runs on the executors' cores."""
+    if remote or cfg.data.mode != "rows" or cfg.stream.plan == "batch":
+        return False
+    return cfg.stream.train_in == "driver" or (cfg.stream.train_in == "auto" and master.startswith("local"))
+
+
+def in_driver(cfg: AppConfig, last_meta: Mapping[str, Any]) -> bool:
+    """Whether the driver trains the next batch: ``stream.train_in = driver``, or (``auto``) the
+    batch before had at most ``stream.driver_rows`` valid rows, as the saved model's metadata says
+    (so a replayed batch goes where it went before). A first batch trains in the driver."""
+    if cfg.stream.train_in == "driver":
+        return True
+    before = (last_meta.get("metrics") or {}).get("rows_valid", 0) if last_meta.get("source") == "stream" else 0
+    return int(before) <= cfg.stream.driver_rows
+
+
 def training_columns(cfg: AppConfig) -> list[str]:
     """The columns a training task reads: inputs, label, forecast targets and naive forecasts."""
     d = cfg.data
@@ -116,10 +137,15 @@ def training_columns(cfg: AppConfig) -> list[str]:
 
 
 def training_plan(source: DataFrame, cfg: AppConfig, routes: list[int], threads: int, model_dir: str) -> DataFrame:
-    """The streaming plan from the source's rows to the tasks' result rows: each source partition's
-    rows are parsed by rows.py's rules and keyed in one Python task (:func:`parse_and_key`), counted
-    as the query's observed metrics (counts.with_counts), routed to their task and trained by
-    :func:`planned_batches`.
+    """The streaming plan from the source's rows to the tasks' result rows: :func:`keyed_plan`,
+    then :func:`training_stage`."""
+    return training_stage(keyed_plan(source, cfg, routes), cfg, routes, threads, model_dir)
+
+
+def keyed_plan(source: DataFrame, cfg: AppConfig, routes: list[int]) -> DataFrame:
+    """The source's rows parsed by rows.py's rules and keyed in one Python task per source
+    partition (:func:`parse_and_key`), counted as the query's observed metrics (counts.with_counts).
+    Where the driver trains (``stream.train_in``), this is the query's whole plan.
 
     Why the parse runs in Python here: Spark optimises and generates code for a micro-batch's whole
     plan anew every batch, and the rules as Spark SQL (spark_parse.py) are a large expression; the
@@ -133,9 +159,13 @@ def training_plan(source: DataFrame, cfg: AppConfig, routes: list[int], threads:
     parsed += [StructField("raw", BinaryType()), StructField("raw_length", IntegerType())]
     schema = StructType(parsed + [StructField(n, t) for n, t in KEYED.items()])
     keying = functools.partial(parse_and_key, config_dict=cfg.to_dict(), partitions=cfg.stream.partitions, routes=routes)
-    keyed = to_tasks(with_counts(rows.mapInArrow(keying, schema)), routes)
+    return with_counts(rows.mapInArrow(keying, schema))
+
+
+def training_stage(keyed: DataFrame, cfg: AppConfig, routes: list[int], threads: int, model_dir: str) -> DataFrame:
+    """Keyed rows routed to their task (routing.to_tasks) and trained by :func:`planned_batches`."""
     fn = functools.partial(planned_batches, config_dict=cfg.to_dict(), threads=threads, model_dir=model_dir)
-    return keyed.mapInArrow(fn, RESULT_SCHEMA)
+    return to_tasks(keyed, routes).mapInArrow(fn, RESULT_SCHEMA)
 
 
 LENGTH = "_length"  # a row's length in characters, as Spark's length() counts them
@@ -151,7 +181,9 @@ def parse_and_key(batches: Iterator[pa.RecordBatch], *, config_dict: dict[str, A
     from pyspark import TaskContext
 
     data = executor.task_config(config_dict).data
-    shift = Ticket.taken().shift
+    ticket = Ticket.taken()
+    executor.maybe_fail(ticket.batch_id)  # the worker fault point: where the driver trains, this is the batch's Python task
+    shift = ticket.shift
     ctx = TaskContext.get()
     spark_part = ctx.partitionId() if ctx is not None else 0
     seen = 0
@@ -212,8 +244,7 @@ RESULT_ARROW = pa.schema([(n, _ARROW_TYPES[t]) for n, t in (field.split() for fi
 
 def planned_batches(batches: Iterator[pa.RecordBatch], *, config_dict: dict[str, Any], threads: int, model_dir: str) -> Iterator[pa.RecordBatch]:
     """The training stage's ``mapInArrow`` body: a task's rows, valid and rejected, in; its
-    rejected rows (kind ``dead``), header count (``headers``), and each key's result and its fold
-    out (executor.key_rows), each as an Arrow batch of :data:`RESULT_ARROW`.
+    :func:`result_rows`, each as an Arrow batch of :data:`RESULT_ARROW`, out.
 
     Why Arrow in and out rather than ``mapInPandas``: PySpark converts every frame a task yields
     column by column through pandas, which for one-row results of 20 columns cost more CPU than
@@ -222,20 +253,29 @@ def planned_batches(batches: Iterator[pa.RecordBatch], *, config_dict: dict[str,
     received = list(batches)
     if not received or not sum(b.num_rows for b in received):
         return
-    frame = pa.Table.from_batches(received).to_pandas()
     cfg = executor.task_config(config_dict)
     ticket = Ticket.taken()
     executor.maybe_fail(ticket.batch_id)
+    model = functools.partial(model_at, cfg, model_dir, ticket.version)
+    for row in result_rows(pa.Table.from_batches(received), cfg, model, ticket, threads, entered):
+        yield pa.RecordBatch.from_pylist([row], schema=RESULT_ARROW)
+
+
+def result_rows(
+    table: pa.Table, cfg: AppConfig, model: Callable[[], executor.TaskModel], ticket: Ticket, threads: int, entered: float
+) -> Iterator[dict[str, Any]]:
+    """Keyed rows (:func:`keyed_plan`'s columns), valid and rejected, trained from ``model()``
+    (asked for only when there are valid rows): their rejected rows (kind ``dead``), header count
+    (``headers``), and each key's result and each task group's fold (executor.group_rows), as
+    result rows. A training task runs it on its keys; the driver (``stream.train_in``) on the
+    whole batch, its task groups side by side."""
+    frame = table.to_pandas()
     valid = frame["reason"].isna().to_numpy()
-    rejected = rejected_rows(frame.loc[~valid])
-    if rejected:
-        yield pa.RecordBatch.from_pylist(rejected, schema=RESULT_ARROW)
+    yield from rejected_rows(frame.loc[~valid])
     rows = frame.loc[valid].reset_index(drop=True)
     if rows.empty:
         return
-    model = model_at(cfg, model_dir, ticket.version)
-    for row in executor.key_rows(cfg, rows, model, batch_id=ticket.batch_id, epochs=ticket.epochs, threads=threads, entered=entered):
-        yield pa.RecordBatch.from_pylist([row], schema=RESULT_ARROW)
+    yield from executor.group_rows(cfg, rows, model(), batch_id=ticket.batch_id, epochs=ticket.epochs, threads=threads, entered=entered)
 
 
 def rejected_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -38,7 +38,9 @@ from streaming_lstm.spark import connect
 from streaming_lstm.storage.fs import is_local, join
 from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, History, MetricsTail, print_line
 from streaming_lstm.storage.store import ModelStore
-from streaming_lstm.trainer.handler import StreamingTrainer, plan_tasks, warm_workers
+from streaming_lstm.trainer.handler import StreamingTrainer
+from streaming_lstm.trainer.keepwarm import warm_workers
+from streaming_lstm.trainer.routing import plan_tasks
 
 log = logging.getLogger("streaming_lstm.trainer.remote")
 
@@ -104,6 +106,9 @@ class RemoteTrainer:
     def warm_up(self) -> float:
         tasks, _, threads = plan_tasks(self.spark, self.cfg)
         return warm_workers(self.spark, self.cfg, tasks, threads)
+
+    def get_ready(self) -> str:
+        return f"Python workers ready in {self.warm_up():.1f} s"
 
     def training_plan(self, source: DataFrame) -> DataFrame:
         """The rows parsed, counts observed: the server's handler plans each batch (planned.why_per_batch)."""

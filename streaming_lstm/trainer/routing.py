@@ -1,4 +1,5 @@
-"""Keying: which training partition (key) each valid row of a micro-batch goes to.
+"""Keying: which training partition (key) each valid row of a micro-batch goes to, and which
+Spark task trains each key with how many TensorFlow threads (:func:`plan_tasks`).
 
 Contract, for a batch of N valid rows and P keys, computed inside the training job itself (no
 counting job before it):
@@ -38,7 +39,11 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streaming_lstm.core.config import AppConfig
+from streaming_lstm.core.threads import intra_op_threads
+from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.parse.spark_parse import POSITION
+from streaming_lstm.spark import connect
 
 LOCAL_BITS = 33  # monotonically_increasing_id() = (partition index << 33) + position in partition
 ORDER_BITS = 40  # _idx = part << 40 | (offset or position) mod 2**40
@@ -180,3 +185,20 @@ def with_model_rows(rows: DataFrame, routes: Sequence[int], model: bytes) -> Dat
     pick = route_of(routes, F.pmod(F.spark_partition_id(), F.lit(len(routes))))
     data = rows.withColumn(ROUTE, pick).withColumn(MODEL, F.lit(None).cast("binary"))
     return to_tasks(data.unionByName(model_rows(rows.sparkSession, routes, model), allowMissingColumns=True), routes)
+
+
+def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int]:
+    """Spark tasks per batch, the route value of each (:func:`route_keys`) and TF threads per task.
+
+    Keys are the logical partitions; Spark tasks can each train several keys in turn. One task per
+    core (by default) saves the fixed cost of a Python task per extra key, which at many keys on
+    few cores is most of a warm batch (``python -m bench seed-table``).
+    """
+    return plan_tasks_for(cfg, connect.default_parallelism(spark))
+
+
+def plan_tasks_for(cfg: AppConfig, cores: int) -> tuple[int, list[int], int]:
+    """:func:`plan_tasks` on ``cores`` cores."""
+    tasks = min(cfg.stream.partitions, cfg.stream.tasks or cores)
+    threads = cfg.train.tf_threads or intra_op_threads(LSTMConfig.from_app(cfg), cfg.train.batch_size, max(1, cores // tasks))
+    return tasks, route_keys(tasks), threads

@@ -32,7 +32,7 @@ from streaming_lstm.spark.session import adaptive_execution_off
 from streaming_lstm.storage.fs import is_local, join
 from streaming_lstm.storage.metrics import BatchCallback, BatchMetrics, History, forecast_last, prequential_span, print_line
 from streaming_lstm.storage.store import check_compatible
-from streaming_lstm.trainer.keepwarm import WorkerKeepAlive
+from streaming_lstm.trainer.keepwarm import WorkerKeepAlive, trace_early
 from streaming_lstm.trainer.remote import make_trainer
 from streaming_lstm.trainer.sources import SourceSpec, open_source
 from streaming_lstm.trainer.window_state import operator_partitions, windowed
@@ -53,10 +53,11 @@ class Trainer(Protocol):
 
     def handle(self, df: DataFrame, batch_id: int) -> None: ...
     def training_plan(self, source: DataFrame) -> DataFrame:
-        """The query's plan from the source's rows on: parsed with the counts observed
-        (spark_parse.observed), or parsed and trained in it (planned.py)."""
+        """The query's plan from the source's rows on: parsed, counted, maybe trained (planned.py)."""
 
     def warm_up(self) -> float: ...
+    def get_ready(self) -> str: ...  # warm up as ``train`` does before its query starts; the line that says how
+
     def follow(self, query: StreamingQuery) -> None:
         """Take in what was applied elsewhere since the last call (a trainer in this process has nothing to take in)."""
 
@@ -360,6 +361,7 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
     spec = SourceSpec.from_args(args)
     spec.check()
     check_checkpoint(checkpoint, cfg)
+    trace_early(cfg, remote=connect.remote_from(getattr(args, "remote", None)) is not None)  # where the driver trains
     print(f"streaming-lstm: starting Spark ({describe_master(cfg, getattr(args, 'remote', None))}) ...", flush=True)
     with session_scope(cfg, getattr(args, "remote", None), checkpoint) as session:
         spark = session.spark
@@ -371,7 +373,7 @@ def run_cli(cfg: AppConfig, args: argparse.Namespace) -> int:
             f"trigger {cfg.stream.trigger}; starting at model version {trainer.state.version} (batch {trainer.state.last_batch_id})",
             flush=True,
         )
-        print(f"streaming-lstm: Python workers ready in {trainer.warm_up():.1f} s", flush=True)
+        print(f"streaming-lstm: {trainer.get_ready()}", flush=True)
         event = threading.Event()
         install_signal_handlers(event)
         watch = BrokerWatch(spec.bootstrap) if spec.kind == "kafka" and spec.bootstrap and choose_reader(spark, cfg) == READERS["spark"] else None

@@ -19,9 +19,16 @@ The tasks see the batch's rejected rows too (the batch is not read a second time
 back as a result row of kind ``dead``, header rows as a count of kind ``headers``
 (results.py), so the counts are exact under any retry (Spark delivers a job's result once).
 
+Where the driver trains (``stream.train_in``; :func:`driver_may_train`, :func:`in_driver`), the
+query's plan ends at the keyed rows (:func:`keyed_plan`): the handler collects them as Arrow and
+runs :func:`result_rows` on the whole batch, the task groups side by side (executor.group_rows),
+from the model it holds; or, for a batch it hands to the workers, adds :func:`training_stage`.
+Every way trains the same rows in the same keys and order, to the same weights.
+
 Where it applies: classic PySpark with a local master and a local checkpoint (Python workers read
-the model files directly), row mode. Spark Connect, event mode, other masters and checkpoints on
-HDFS or object stores plan per batch (``stream.plan``, :func:`why_per_batch`).
+the model files directly), row mode; with ``stream.train_in = driver`` any master and checkpoint
+(no task reads the model). Spark Connect, event mode, other masters and checkpoints on HDFS or
+object stores plan per batch (``stream.plan``, :func:`why_per_batch`).
 """
 
 from __future__ import annotations

@@ -258,12 +258,6 @@ def train_key(
 WARM_SCHEMA = "worker_pid int, seconds double"
 
 
-def start_worker(batches: Iterator[Any]) -> Iterator[Any]:
-    """A ``mapInArrow`` body that passes its rows through: started, a Python worker is ready for
-    the parsing and keying tasks (where the driver trains, they import no TensorFlow of their own)."""
-    yield from batches
-
-
 def warm_frames(frames: Iterator[pd.DataFrame], *, config_dict: dict[str, Any], threads: int) -> Iterator[pd.DataFrame]:
     """Import TF and trace, in this Python worker before the stream starts, what a partition of
     ``train.batch_size`` rows or more runs (training.padded_size; smaller partitions trace their

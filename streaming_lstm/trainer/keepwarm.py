@@ -105,8 +105,7 @@ def trace_in_background(cfg: AppConfig, threads: int, slots: int) -> Future[None
     per task group it trains side by side (compiled.model_slot): the trace mostly runs in
     TensorFlow's C++ with the GIL released, beside whatever Spark does. A trace started earlier
     for the same arguments (``train`` starts one before Spark, :func:`trace_early`) is taken over."""
-    key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), threads, slots)
-    started = _STARTED.pop(key, None)
+    started = _STARTED.pop(_trace_key(cfg, threads, slots), None)
     if started is not None:
         return started
     pool = ThreadPoolExecutor(1, thread_name_prefix="streaming-lstm-trace")
@@ -127,8 +126,7 @@ def trace_early(cfg: AppConfig, *, remote: bool) -> None:
     cores = local_cores(cfg.spark.master)
     if cores is not None:
         tasks, _, threads = plan_tasks_for(cfg, cores)
-        key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), threads, tasks)
-        _STARTED[key] = trace_in_background(cfg, threads, tasks)
+        _STARTED[_trace_key(cfg, threads, tasks)] = trace_in_background(cfg, threads, tasks)
 
 
 def local_cores(master: str) -> int | None:
@@ -138,6 +136,10 @@ def local_cores(master: str) -> int | None:
         return None
     n = found.group(1)
     return 1 if n is None else (os.cpu_count() or 1) if n == "*" else int(n)
+
+
+def _trace_key(cfg: AppConfig, threads: int, slots: int) -> tuple[str, int, int]:
+    return json.dumps(cfg.to_dict(), sort_keys=True, default=str), threads, slots
 
 
 def _trace(cfg: AppConfig, threads: int, slots: int) -> None:
@@ -152,4 +154,4 @@ def _trace(cfg: AppConfig, threads: int, slots: int) -> None:
 def start_workers(spark: SparkSession, tasks: int) -> None:
     """Start ``tasks`` Python workers for the parsing and keying tasks, as one stage of ``spark.range``."""
     connect.describe(spark, "streaming-lstm: start the Python workers")
-    spark.range(0, tasks, 1, tasks).mapInArrow(executor.start_worker, "id long").collect()
+    spark.range(0, tasks, 1, tasks).mapInArrow(touch, "pid long").collect()  # the keep-alive task's body

@@ -251,7 +251,7 @@ RESULT_ARROW = pa.schema([(n, _ARROW_TYPES[t]) for n, t in (field.split() for fi
 
 def planned_batches(batches: Iterator[pa.RecordBatch], *, config_dict: dict[str, Any], threads: int, model_dir: str) -> Iterator[pa.RecordBatch]:
     """The training stage's ``mapInArrow`` body: a task's rows, valid and rejected, in; its
-    :func:`result_rows`, each as an Arrow batch of :data:`RESULT_ARROW`, out.
+    :func:`result_rows`, as one Arrow batch of :data:`RESULT_ARROW`, out.
 
     Why Arrow in and out rather than ``mapInPandas``: PySpark converts every frame a task yields
     column by column through pandas, which for one-row results of 20 columns cost more CPU than
@@ -264,8 +264,9 @@ def planned_batches(batches: Iterator[pa.RecordBatch], *, config_dict: dict[str,
     ticket = Ticket.taken()
     executor.maybe_fail(ticket.batch_id)
     model = functools.partial(model_at, cfg, model_dir, ticket.version)
-    for row in result_rows(pa.Table.from_batches(received), cfg, model, ticket, threads, entered):
-        yield pa.RecordBatch.from_pylist([row], schema=RESULT_ARROW)
+    rows = list(result_rows(pa.Table.from_batches(received), cfg, model, ticket, threads, entered))
+    if rows:
+        yield pa.RecordBatch.from_pylist(rows, schema=RESULT_ARROW)  # one batch: a dead letter is a row
 
 
 def result_rows(

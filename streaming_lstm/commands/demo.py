@@ -167,7 +167,9 @@ def open_stream(stack: ExitStack, spark: SparkSession, cfg: AppConfig, args: arg
 
 
 def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from streaming_lstm.spark import connect
     from streaming_lstm.trainer import runner
+    from streaming_lstm.trainer.keepwarm import trace_early
     from streaming_lstm.trainer.remote import make_trainer
 
     started = time.monotonic()
@@ -179,12 +181,13 @@ def run_demo(cfg: AppConfig, args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f'--events {"needs" if events else "is needed for"} a config with data.mode = "events" (got {cfg.data.mode!r})')
     say = (lambda _msg: None) if args.json else (lambda msg: print(msg, flush=True))
     producer = Producer(cfg, args, events)
+    trace_early(cfg, remote=connect.remote_from(getattr(args, "remote", None)) is not None)  # as train does
     with ExitStack() as stack:
         session = stack.enter_context(runner.session_scope(cfg, getattr(args, "remote", None), checkpoint))
         stream = open_stream(stack, session.spark, cfg, args, say, producer.stop)
         stack.callback(producer.stop.set)  # unwound first: the producer stops before its sink and broker
         trainer = make_trainer(session.spark, cfg, checkpoint, on_batch=None if args.json else print_line)
-        say(f"demo: Python workers ready in {trainer.warm_up():.1f} s")
+        say(f"demo: {trainer.get_ready()}")
         say(f"demo: replaying {producer.count} {'events' if events else 'rows'} of {args.data} at {args.rate:g} rows/s into {stream.where}")
         say(f"demo: training with {cfg.stream.partitions} partitions, trigger {cfg.stream.trigger}; checkpoint {checkpoint}")
         thread = producer.thread(stream, trainer)

@@ -99,17 +99,18 @@ def jvm_heap_after_gc(spark: Any) -> int:
     return int(jvm.java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed())
 
 
-def processes() -> dict[str, list[int]]:
-    """This driver's process tree by kind: driver (Python), driver (JVM), Python worker."""
-    me = os.getpid()
-    out: dict[str, list[int]] = {}
-    for pid in tree(me):
-        out.setdefault(kind(pid, me), []).append(pid)
-    return out
+def processes(spark: Any) -> dict[str, list[int]]:
+    """The session's processes: this driver (Python), its own JVM, and that JVM's Python workers.
+
+    By the JVM's own pid, not by a process's kind: a test process may also run other JVMs (an HDFS
+    minicluster, a Connect server with its workers), whose steady CPU would otherwise be counted as
+    each batch's cost, and grow with a slower batch's wall time."""
+    jvm = int(spark._jvm.java.lang.ProcessHandle.current().pid())
+    return {"driver (JVM)": [jvm], "Python worker": [p for p in tree(jvm) if kind(p, os.getpid()) == "Python worker"]}
 
 
 def sample(spark: Any, checkpoint: Path, batches: int, walls: list[float]) -> dict[str, Any]:
-    procs = processes()
+    procs = processes(spark)
     workers = procs.get("Python worker", [])
     jvms = procs.get("driver (JVM)", [])
     driver = os.getpid()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streaming_lstm.trainer.keepwarm import WorkerKeepAlive
+from streaming_lstm.trainer.keepwarm import WorkerKeepAlive, start_workers_beside
 
 pytestmark = pytest.mark.spark
 
@@ -44,6 +44,24 @@ def test_the_task_runs_in_a_python_worker_only_when_due_and_idle(spark: Any) -> 
     clock.now = 1e9
     never.check(lambda: False)
     assert never.runs == 0
+
+
+def test_the_workers_started_beside_the_query_run_a_job_and_a_failure_is_only_logged(spark: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """``train``'s head start for the parsing workers: a job of one Python task per worker, in a
+    thread; where the session cannot run it, the thread ends quietly (the first batch starts them)."""
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup(None))
+    assert start_workers_beside(spark, 2).result(timeout=120) is None
+    jobs = [tracker.getJobInfo(j) for j in set(tracker.getJobIdsForGroup(None)) - before]
+    assert any(j is not None and j.status == "SUCCEEDED" and tracker.getStageInfo(j.stageIds[0]).numTasks == 2 for j in jobs), jobs
+
+    class Stopped:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("the session was stopped")
+
+    with caplog.at_level("DEBUG", logger="streaming_lstm.trainer.keepwarm"):
+        assert start_workers_beside(Stopped(), 2).result(timeout=10) is None  # type: ignore[arg-type]
+    assert "the session was stopped" in caplog.text
 
 
 class Query:

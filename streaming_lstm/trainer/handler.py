@@ -56,7 +56,7 @@ from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
 from streaming_lstm.storage.tracking import open_tracker
 from streaming_lstm.trainer import executor, planned
-from streaming_lstm.trainer.keepwarm import start_workers, trace_in_background, warm_workers
+from streaming_lstm.trainer.keepwarm import start_workers, start_workers_beside, trace_in_background, warm_workers
 from streaming_lstm.trainer.routing import ROUTE, keyed_rows, plan_tasks
 from streaming_lstm.trainer.state import TrainerState, Update
 from streaming_lstm.trainer.window_state import descriptor_warning, in_window_order
@@ -151,10 +151,12 @@ class StreamingTrainer:
         return time.perf_counter() - started
 
     def get_ready(self) -> str:
-        """:meth:`warm_up` as ``train`` runs it (the driver's trace beside the query's start); what it did."""
+        """:meth:`warm_up` as ``train`` runs it (the driver's trace and the parsing workers' start
+        beside the query's start); what it did."""
         if not self.driver_trains:
             return f"Python workers ready in {self.warm_up():.1f} s"
         self.warm_up(wait=False)
+        start_workers_beside(self.spark, self.tasks)
         which = "every batch" if self.cfg.stream.train_in == "driver" else f"while batches stay at or below {self.cfg.stream.driver_rows} rows"
         return f"the driver trains {which} (stream.train_in); it traces the model while the query starts"
 

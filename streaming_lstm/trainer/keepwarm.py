@@ -3,7 +3,8 @@ workers, and the models compiled in them, across long pauses.
 
 Before the first batch: :func:`warm_workers` imports TensorFlow and traces the model in each
 training worker; where the driver trains (``stream.train_in``), :func:`trace_in_background`
-traces it in the driver and :func:`start_workers` starts the workers that parse and key.
+traces it in the driver and :func:`start_workers` starts the workers that parse and key
+(:func:`start_workers_beside`: while the query starts).
 
 Spark stops every idle Python worker once none of them has run a task for a minute (the idle
 timeout of ``PythonWorkerFactory``, fixed in its code; ``spark.python.factory.idleWorkerMaxPoolSize``
@@ -155,3 +156,21 @@ def start_workers(spark: SparkSession, tasks: int) -> None:
     """Start ``tasks`` Python workers for the parsing and keying tasks, as one stage of ``spark.range``."""
     connect.describe(spark, "streaming-lstm: start the Python workers")
     spark.range(0, tasks, 1, tasks).mapInArrow(touch, "pid long").collect()  # the keep-alive task's body
+
+
+def start_workers_beside(spark: SparkSession, tasks: int) -> Future[None]:
+    """:func:`start_workers` in a thread, beside the query's start: the daemon's start and the
+    workers' forks then overlap the query's first trigger instead of running inside the first
+    batch's job. Only a head start: a failure (the session stopped meanwhile) is logged, and the
+    first batch's job starts whatever workers it still needs."""
+
+    def run() -> None:
+        try:
+            start_workers(spark, tasks)
+        except Exception as e:  # any: the first batch starts the workers instead
+            log.debug("starting the Python workers ahead of the first batch failed: %s", e)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="streaming-lstm-workers")
+    started = pool.submit(run)
+    pool.shutdown(wait=False)
+    return started

@@ -7,6 +7,8 @@ The trainer runs with its defaults (``stream.train_in`` auto: a local master's d
 batches of up to ``stream.driver_rows`` rows; trainer/planned.py) and, beside it in the same
 session, with the Python workers training in the query's plan (``train_in = workers``):
 ``ratio_workers``; and with each batch planned in Python (``stream.plan = batch``): ``ratio_batch``.
+A fourth query's foreachBatch only counts its rows (``df.count()``, one Spark job): ``ratio_count``,
+the same ratio for the least a foreachBatch that reads its batch does, the floor under ``ratio``.
 
 ``--remote local`` (or ``sc://HOST:PORT``) measures the same no-op and trainer over Spark Connect
 too (``local``: a server started for the run), in a second process after the classic one (PySpark
@@ -40,6 +42,11 @@ def noop(df: Any, batch_id: int) -> None:
     """The no-op foreachBatch (a module function, so Spark Connect sends it by reference)."""
 
 
+def count_rows(df: Any, batch_id: int) -> None:
+    """The least a foreachBatch that reads its rows does: count them (one Spark job)."""
+    df.count()
+
+
 def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str, list[float]]]:
     """Latencies per batch size: no-op, trainer and (classic only) plain TF; ``remote`` set: over Connect."""
     from streaming_lstm.core import training
@@ -61,6 +68,8 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
         spark = session.spark
         noop_feed, train_feed = FileFeed(base / "noop"), FileFeed(base / "train")
         noop_q = file_source(spark, noop_feed.dir, cfg).writeStream.foreachBatch(noop).option("checkpointLocation", str(base / "ck-noop")).start()
+        count_feed = FileFeed(base / "count")
+        count_q = file_source(spark, count_feed.dir, cfg).writeStream.foreachBatch(count_rows).option("checkpointLocation", str(base / "ck-count")).start()
         trainer = make_trainer(spark, cfg, str(base / "ck-train"))
         trainer.warm_up()
         train_q = start_query(trainer, file_source(spark, train_feed.dir, cfg))
@@ -72,7 +81,7 @@ def measure(args: argparse.Namespace, remote: str | None) -> dict[int, dict[str,
         workers.warm_up()
         workers_q = start_query(workers, file_source(spark, workers_feed.dir, cfg))
         queries = [("noop", noop_feed, noop_q), ("trainer", train_feed, train_q), ("trainer_workers", workers_feed, workers_q)]
-        queries.append(("trainer_batch", batch_feed, batch_q))
+        queries += [("trainer_batch", batch_feed, batch_q), ("count", count_feed, count_q)]
         spec = training.TrainSpec.from_app(cfg, streaming=True)
         try:
             for size in [int(s) for s in args.sizes.split(",")]:
@@ -137,10 +146,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = med["noop"] + med["plain_tf"]
         row: dict[str, Any] = {"rows": size, **{f"{k}_s": v for k, v in med.items()}}
         row |= {"ratio": med["trainer"] / base, "ratio_workers": med["trainer_workers"] / base, "ratio_batch": med["trainer_batch"] / base}
+        row["ratio_count"] = med["count"] / base  # the same ratio for a foreachBatch that only counts its rows
         row["all"] = times
         line = f"{size:>6} rows: trainer {med['trainer']:.3f} s (workers {med['trainer_workers']:.3f} s, planned per batch {med['trainer_batch']:.3f} s), "
         line += f"no-op {med['noop']:.3f} s, plain TF {med['plain_tf']:.3f} s -> ratio {row['ratio']:.2f} "
-        line += f"(workers {row['ratio_workers']:.2f}, per batch {row['ratio_batch']:.2f})"
+        line += f"(workers {row['ratio_workers']:.2f}, per batch {row['ratio_batch']:.2f}); a count only {med['count']:.3f} s, {row['ratio_count']:.2f}"
         remote = over_connect.get(str(size))
         if remote:
             cmed = {k: statistics.median(v) for k, v in remote.items()}

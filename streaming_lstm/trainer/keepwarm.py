@@ -109,10 +109,7 @@ def trace_in_background(cfg: AppConfig, threads: int, slots: int) -> Future[None
     started = _STARTED.pop(_trace_key(cfg, threads, slots), None)
     if started is not None:
         return started
-    pool = ThreadPoolExecutor(1, thread_name_prefix="streaming-lstm-trace")
-    traced = pool.submit(_trace, cfg, threads, slots)
-    pool.shutdown(wait=False)  # the thread ends with the trace
-    return traced
+    return _in_a_thread("streaming-lstm-trace", _trace, cfg, threads, slots)
 
 
 def trace_early(cfg: AppConfig, *, remote: bool) -> None:
@@ -170,7 +167,12 @@ def start_workers_beside(spark: SparkSession, tasks: int) -> Future[None]:
         except Exception as e:  # any: the first batch starts the workers instead
             log.debug("starting the Python workers ahead of the first batch failed: %s", e)
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="streaming-lstm-workers")
-    started = pool.submit(run)
+    return _in_a_thread("streaming-lstm-workers", run)
+
+
+def _in_a_thread(name: str, fn: Callable[..., None], *args: Any) -> Future[None]:
+    """``fn(*args)`` in a thread of its own, which ends with it; its result or error in the future."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    done = pool.submit(fn, *args)
     pool.shutdown(wait=False)
-    return started
+    return done

@@ -9,7 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming_lstm.core.model import LSTMStack, forward_steps, lstm_layer
+from streaming_lstm.core.model import LSTMStack, forward_steps, lstm_layer, transposed
 from streaming_lstm.core.weights import LSTMConfig, init_weights, schema
 
 
@@ -134,3 +134,27 @@ def test_first_layer_skips_the_input_gradient() -> None:
     grads = tape.gradient(out, [xs, *w])
     assert grads[0] is None
     assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads[1:])
+
+
+def grappler_optimised(fn) -> list[tuple[str, bool | None]]:  # type: ignore[no-untyped-def]
+    """The ops of ``fn``'s graph after Grappler's default passes, and each MatMul's transpose_b."""
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.framework import meta_graph
+    from tensorflow.python.grappler import tf_optimizer
+
+    cf = tf.function(fn).get_concrete_function(tf.TensorSpec((10, 8)), tf.TensorSpec((4, 8)))
+    graph = meta_graph.create_meta_graph_def(graph=cf.graph)
+    graph.collection_def["train_op"].node_list.value.extend(t.name.split(":")[0] for t in cf.outputs)
+    optimised = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), graph)
+    return [(n.op, n.attr["transpose_b"].b if n.op == "MatMul" else None) for n in optimised.node]
+
+
+def test_the_backward_multiplies_by_a_transposed_copy_that_grappler_keeps() -> None:
+    """``transposed`` survives Grappler: the MatMul reads a transposed copy (Eigen's fast path on
+    the backward's shapes), where a bare ``tf.transpose`` is folded into ``transpose_b``."""
+    kept = grappler_optimised(lambda a, b: tf.matmul(a, transposed(b)))
+    assert ("MatMul", False) in kept and ("Transpose", None) in kept
+    folded = grappler_optimised(lambda a, b: tf.matmul(a, tf.transpose(b)))
+    assert ("MatMul", True) in folded and ("Transpose", None) not in folded
+    a, b = tf.random.normal((10, 8), seed=1), tf.random.normal((4, 8), seed=2)
+    np.testing.assert_allclose(tf.function(lambda: tf.matmul(a, transposed(b)))().numpy(), tf.matmul(a, b, transpose_b=True).numpy(), rtol=1e-6, atol=1e-6)

@@ -184,15 +184,18 @@ def test_a_partition_task_with_only_its_model_row_returns_no_rows() -> None:
 
 
 def test_small_mini_batches_train_on_one_intra_op_thread_and_large_ones_on_every_core() -> None:
-    """The recurrent matmul B x H x 4H decides: split only from 2^26 multiply-adds (core/threads.py)."""
+    """The widest recurrent matmul B x H x 4H decides: split from 2^23 multiply-adds per layer
+    (core/threads.py: a stack's layers overlap on the inter-op threads without splitting)."""
     from streaming_lstm.core.threads import intra_op_threads
 
+    def one_layer(hidden: int) -> LSTMConfig:
+        return LSTMConfig(timesteps=4, features_per_step=1, hidden=(hidden,), num_classes=3)
+
     seed_shape = LSTMConfig(timesteps=4, features_per_step=1, hidden=(128, 256), num_classes=3)
-    assert intra_op_threads(seed_shape, 10, cores=2) == 1
-    assert intra_op_threads(seed_shape, 128, cores=2) == 1
-    assert intra_op_threads(seed_shape, 256, cores=2) == 2
+    assert [intra_op_threads(seed_shape, b, cores=2) for b in (10, 32, 64, 256)] == [1, 1, 2, 2]
     assert intra_op_threads(seed_shape, 256, cores=1) == 1
-    assert intra_op_threads(LSTMConfig(timesteps=4, features_per_step=1, hidden=(64,), num_classes=3), 256, cores=2) == 1
+    assert [intra_op_threads(one_layer(256), b, cores=2) for b in (16, 32)] == [1, 2]
+    assert intra_op_threads(one_layer(64), 256, cores=2) == 1
 
 
 def test_tensorflow_comes_without_keras_until_keras_is_asked_for() -> None:

@@ -107,10 +107,10 @@ class CompiledModel:
         self.outputs_step = tf.function(self.net, input_signature=[x_sig], autograph=False)  # the head's raw outputs
         self._reset = tf.function(self._reset_body, input_signature=[], autograph=False)
         # train.xla: XLA compiles the step (forward, hand-written backward, clipping, optimiser) into
-        # a few fused kernels. A step at small mini-batches is hundreds of small ops, each paying
-        # TensorFlow's dispatch; fused, it runs ~1.4x faster at mini-batch 10 (docs/benchmarks.md).
-        # The compile takes seconds per mini-batch size, once per process, which is why it is not
-        # the default. Only the step: the loop around it has a number of steps that varies per
+        # a few fused kernels: 1.04-1.13x the graph's step at mini-batch 256, but 0.72-0.80x at 10,
+        # where the graph's multiplications by transposed weight copies (model.transposed) win
+        # (docs/benchmarks.md). The compile takes seconds per mini-batch size, once per process,
+        # which is why it is not the default. Only the step: the loop around it has a number of steps that varies per
         # call, and XLA compiles once per shape.
         self._step = tf.function(self._train_step, jit_compile=True, autograph=False) if spec.xla else self._train_step
 

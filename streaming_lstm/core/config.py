@@ -144,8 +144,8 @@ class TrainConfig:
     # classifier, "batch" for a forecast (AppConfig.scores_in_steps).
     prequential: str = "auto"
     tf_threads: int = 0  # TF intra-op threads per process; 0 = per model and mini-batch (core/threads.py)
-    # Each optimiser step compiled by XLA into fused kernels (compiled.py): faster small
-    # mini-batches, for a compile of seconds per mini-batch size in every Python worker.
+    # Each optimiser step compiled by XLA into fused kernels (compiled.py): faster large
+    # mini-batches, slower small ones, for a compile of seconds per mini-batch size in every worker.
     xla: bool = False
 
 

@@ -40,3 +40,33 @@ def test_performed_flops_leave_out_what_the_step_does_not_multiply() -> None:
     two = lstm_flops_per_row(2, 1, [2, 3], 1)
     assert (two["forward"], two["train_performed"]) == (342, 342 + 96 + 336 + 12)
     assert two["train_performed"] < two["train"]
+
+
+SAME_THREADS = """
+import sys, tempfile
+from pathlib import Path
+import numpy as np
+import tensorflow as tf
+from bench.kernel import old_training, same_threads
+from streaming_lstm.core.weights import LSTMConfig, init_weights
+threads = same_threads()
+old = old_training("HEAD", Path(tempfile.mkdtemp()))
+cfg = LSTMConfig(timesteps=1, features_per_step=2, hidden=(4,), num_classes=2)
+spec = old.TrainSpec(cfg, "adam", 0.01, 5.0, 0.0)
+x, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int32)
+old.fit(init_weights(cfg), x, y, spec, epochs=1, batch_size=4, seed=0, threads=2)  # asks for two
+print(threads, tf.config.threading.get_intra_op_parallelism_threads())
+"""
+
+
+def test_both_kernels_measure_on_the_pools_of_this_checkouts_policy() -> None:
+    """``same_threads`` fixes TensorFlow's pools before either kernel runs (in a fresh process, as
+    ``bench kernel`` runs): a baseline's own first call, asking for other pools, cannot change them."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", SAME_THREADS], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    chosen, in_effect = done.stdout.split()[-2:]
+    assert chosen == "1"  # the first shape: layers 128,256 at mini-batch 10 (core/threads.py)
+    assert in_effect == "1"

@@ -110,8 +110,8 @@ class CompiledModel:
         # a few fused kernels: 1.04-1.13x the graph's step at mini-batch 256, but 0.72-0.80x at 10,
         # where the graph's multiplications by transposed weight copies (model.transposed) win
         # (docs/benchmarks.md). The compile takes seconds per mini-batch size, once per process,
-        # which is why it is not the default. Only the step: the loop around it has a number of steps that varies per
-        # call, and XLA compiles once per shape.
+        # which is why it is not the default. Only the step: the loop around it has a number of
+        # steps that varies per call, and XLA compiles once per shape.
         self._step = tf.function(self._train_step, jit_compile=True, autograph=False) if spec.xla else self._train_step
 
     # -- traced bodies ------------------------------------------------------------------------

@@ -19,8 +19,9 @@ cross-entropy are applied by the training functions (training.py).
 
 A layer's backward pass is written out (:func:`backward_steps`, :func:`lstm_layer`): the gate
 derivatives per step in the reverse order of the equations, then each weight's gradient as one
-matmul over all T*B rows. ``tests/test_model.py`` checks it against TensorFlow's autodiff of
-:func:`forward_steps` and the whole stack against ``tf.keras.layers.LSTM``.
+matmul over all T*B rows; products by a transposed weight multiply by a transposed copy
+(:func:`transposed`, Eigen's fast path). ``tests/test_model.py`` checks it against TensorFlow's
+autodiff of :func:`forward_steps` and the whole stack against ``tf.keras.layers.LSTM``.
 """
 
 from __future__ import annotations

@@ -296,6 +296,26 @@ def test_where_the_driver_trains_and_where_it_may_not(spark: Any, tmp_path: Path
     small = config(**{"stream.driver_rows": 10})
     assert in_driver(small, {}) and in_driver(small, {"source": "stream", "metrics": {"rows_valid": 10}})
     assert not in_driver(small, {"source": "stream", "metrics": {"rows_valid": 11}})
+    # stream.driver_rows = 0 (the default): what a quarter of spark.driver.maxResultSize holds at the
+    # data's width; the trainer reads the session's setting.
+    from streaming_lstm.spark.session import byte_size
+    from streaming_lstm.trainer.planned import KEYED_ROW_BYTES, driver_row_limit
+
+    iris_row = 8 * 4 + KEYED_ROW_BYTES
+    assert driver_row_limit(auto, byte_size("1g")) == (1 << 30) // 4 // iris_row == 3_355_443
+    assert driver_row_limit(auto, byte_size("512m")) == (1 << 29) // 4 // iris_row
+    wide = config(
+        **{"data.columns": [f"f{i}" for i in range(600)] + ["species"], "data.features": [f"f{i}" for i in range(600)], "model.features_per_step": 150}
+    )
+    assert driver_row_limit(wide, 1 << 30) == (1 << 30) // 4 // (8 * 600 + KEYED_ROW_BYTES) == 55_370
+    assert driver_row_limit(auto, 0) > 10**18 and driver_row_limit(small, 1 << 30) == 10
+    assert in_driver(auto, {"source": "stream", "metrics": {"rows_valid": 3_355_443}})
+    assert not in_driver(auto, {"source": "stream", "metrics": {"rows_valid": 3_355_444}})
+    assert [byte_size(t) for t in ("1073741824", "2g", "512 MB", "64k", "0")] == [1 << 30, 2 << 30, 512 << 20, 64 << 10, 0]
+    with pytest.raises(ValueError, match="not a Spark byte size: '1x'"):
+        byte_size("1x")
+    trainer = StreamingTrainer(spark, auto, tmp_path / "auto")
+    assert trainer.driver_rows == driver_row_limit(auto, byte_size(spark.sparkContext.getConf().get("spark.driver.maxResultSize", "1g")))
     # train's early trace plans for a local master's cores before Spark says them.
     from streaming_lstm.trainer.keepwarm import local_cores
 

@@ -198,6 +198,18 @@ def test_small_mini_batches_train_on_one_intra_op_thread_and_large_ones_on_every
     assert intra_op_threads(one_layer(64), 256, cores=2) == 1
 
 
+def test_tasks_side_by_side_take_up_to_twice_their_share_of_the_cores() -> None:
+    """threads.task_threads: a task's threads where splitting pays are twice its share of the
+    cores, at most all of them (core/threads.py), and one where it does not."""
+    from streaming_lstm.core.threads import task_threads
+
+    seed_shape = LSTMConfig(timesteps=4, features_per_step=1, hidden=(128, 256), num_classes=3)
+    assert [task_threads(seed_shape, 256, cores=2, tasks=t) for t in (1, 2)] == [2, 2]
+    assert [task_threads(seed_shape, 256, cores=8, tasks=t) for t in (1, 2, 8, 16)] == [8, 8, 2, 2]
+    assert task_threads(seed_shape, 256, cores=1, tasks=1) == 1
+    assert [task_threads(seed_shape, b, cores=2, tasks=2) for b in (10, 32)] == [1, 1]
+
+
 def test_tensorflow_comes_without_keras_until_keras_is_asked_for() -> None:
     """core/tf_import.py: the package's TensorFlow import leaves Keras out (a quarter of the
     import's time); the model trains without it, and ``tf.keras`` still loads it on first use."""

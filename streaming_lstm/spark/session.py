@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,6 +26,23 @@ CHECKPOINT_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 DAEMON_MODULE = "spark.python.daemon.module"
 DAEMON = "streaming_lstm.spark.daemon"  # forks the Python workers with TensorFlow imported
 FILESYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """A Spark byte-size setting (``1g``, ``512m``, ``1073741824``; a bare number is bytes) in bytes."""
+    found = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    unit = found.group(2).lower() if found else None
+    if found is None or unit not in _BYTE_UNITS:
+        raise ValueError(f"not a Spark byte size: {text!r} (a number with an optional unit k, m, g or t)")
+    return int(found.group(1)) * _BYTE_UNITS[unit]
+
+
+def max_result_bytes(spark: SparkSession) -> int:
+    """``spark.driver.maxResultSize`` in bytes (0: no limit)."""
+    return byte_size(spark.sparkContext.getConf().get("spark.driver.maxResultSize", "1g"))
 
 
 def log4j2_path() -> str:

@@ -47,7 +47,7 @@ from streaming_lstm.parse import counts as batch_counts
 from streaming_lstm.parse.counts import BatchCounts
 from streaming_lstm.parse.spark_parse import dead_letters, observed, parsed_batch
 from streaming_lstm.spark import connect
-from streaming_lstm.spark.session import adaptive_execution_off
+from streaming_lstm.spark.session import adaptive_execution_off, max_result_bytes
 from streaming_lstm.storage import tb_log
 from streaming_lstm.storage.deadletters import DeadLetterCap
 from streaming_lstm.storage.fs import join, local_path
@@ -56,8 +56,8 @@ from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
 from streaming_lstm.storage.tracking import open_tracker
 from streaming_lstm.trainer import executor, planned
-from streaming_lstm.trainer.keepwarm import start_workers, start_workers_beside, trace_in_background, warm_workers
-from streaming_lstm.trainer.routing import ROUTE, keyed_rows, plan_tasks
+from streaming_lstm.trainer.keepwarm import driver_cores, start_workers, start_workers_beside, trace_in_background, warm_workers
+from streaming_lstm.trainer.routing import ROUTE, driver_threads, keyed_rows, plan_tasks
 from streaming_lstm.trainer.state import TrainerState, Update
 from streaming_lstm.trainer.window_state import descriptor_warning, in_window_order
 
@@ -106,6 +106,9 @@ class StreamingTrainer:
             log.info("each batch is planned in Python: %s", why)
         # The driver may train (stream.train_in): the query's plan then ends at the keyed rows.
         self.driver_trains = self.planned and planned.driver_may_train(cfg, spark.sparkContext.master or "", remote=False)
+        # The driver's TF threads: its task groups share one pool (routing.driver_threads).
+        self.driver_threads = driver_threads(cfg, driver_cores(spark.sparkContext.master or "")) if self.driver_trains else 0
+        self.driver_rows = planned.driver_row_limit(cfg, max_result_bytes(spark)) if self.driver_trains else 0
         if cfg.stream.train_in == "driver" and not self.driver_trains:
             raise ValueError(f"stream.train_in = driver is not possible here: {why or 'stream.plan = batch'}; use stream.train_in = auto or workers")
         self._trace: Future[None] | None = None  # the driver's trace (warm_up) until a batch waits for it
@@ -144,7 +147,7 @@ class StreamingTrainer:
         if not self.driver_trains:
             return warm_workers(self.spark, self.cfg, self.tasks, self.threads)
         started = time.perf_counter()
-        self._trace = trace_in_background(self.cfg, self.threads, self.tasks)
+        self._trace = trace_in_background(self.cfg, self.driver_threads, self.tasks)
         if wait:
             start_workers(self.spark, self.tasks)
             self._traced()
@@ -157,7 +160,7 @@ class StreamingTrainer:
             return f"Python workers ready in {self.warm_up():.1f} s"
         self.warm_up(wait=False)
         start_workers_beside(self.spark, self.tasks)
-        which = "every batch" if self.cfg.stream.train_in == "driver" else f"while batches stay at or below {self.cfg.stream.driver_rows} rows"
+        which = "every batch" if self.cfg.stream.train_in == "driver" else f"while batches stay at or below {self.driver_rows} rows"
         return f"the driver trains {which} (stream.train_in); it traces the model while the query starts"
 
     def _traced(self) -> None:
@@ -211,7 +214,7 @@ class StreamingTrainer:
         if KIND in df.columns:  # the tasks' results: the query's plan trained (training_plan)
             results, folds, counts, steps = self._run_planned(df, batch_id, epochs)
         elif ROUTE in df.columns:  # keyed rows (planned.keyed_plan): the driver trains them, or the workers
-            in_driver = planned.in_driver(self.cfg, self.state.last_meta)
+            in_driver = planned.in_driver(self.cfg, self.state.last_meta, self.driver_rows)
             stage = None if in_driver else planned.training_stage(df, self.cfg, self.routes, self.threads, self.model_dir())
             results, folds, counts, steps = self._run_planned(df if stage is None else stage, batch_id, epochs, in_driver=in_driver)
         else:
@@ -263,7 +266,7 @@ class StreamingTrainer:
         if in_driver:
             self._traced()
             start = functools.partial(executor.start_model, self.state)
-            rows: list[Any] = list(planned.result_rows(table, self.cfg, start, ticket, self.threads, started))
+            rows: list[Any] = list(planned.result_rows(table, self.cfg, start, ticket, self.driver_threads, started))
         else:
             rows = table.to_pylist()
         results, folds, counts, letters = planned.decode_planned(rows, self.lstm, batch_id)

@@ -36,7 +36,7 @@ from pyspark.sql import SparkSession
 from streaming_lstm.core.config import AppConfig
 from streaming_lstm.spark import connect, zygote
 from streaming_lstm.trainer import executor, planned
-from streaming_lstm.trainer.routing import plan_tasks_for
+from streaming_lstm.trainer.routing import driver_threads, plan_tasks_for
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def trace_in_background(cfg: AppConfig, threads: int, slots: int) -> Future[None
 def trace_early(cfg: AppConfig, *, remote: bool) -> None:
     """Where the driver may train (planned.driver_may_train), import TensorFlow and trace the model
     before Spark starts, so both run while the JVM starts, for the tasks a local master's cores
-    give (routing.plan_tasks_for; a trainer whose plan differs traces again). The workers, which
+    give (routing.plan_tasks_for, routing.driver_threads; a trainer whose plan differs traces again). The workers, which
     then only parse and key, do not import TensorFlow beside them (spark/zygote.py): on 2 cores a
     third import slowed the start (``python -m bench coldstart``)."""
     if not planned.driver_may_train(cfg, cfg.spark.master, remote=remote):
@@ -123,8 +123,13 @@ def trace_early(cfg: AppConfig, *, remote: bool) -> None:
     os.environ[zygote.WORKERS_TF] = "0"
     cores = local_cores(cfg.spark.master)
     if cores is not None:
-        tasks, _, threads = plan_tasks_for(cfg, cores)
+        tasks, threads = plan_tasks_for(cfg, cores)[0], driver_threads(cfg, cores)
         _STARTED[_trace_key(cfg, threads, tasks)] = trace_in_background(cfg, threads, tasks)
+
+
+def driver_cores(master: str) -> int:
+    """The cores the driver trains on: a local master's, else this machine's."""
+    return local_cores(master) or os.cpu_count() or 1
 
 
 def local_cores(master: str) -> int | None:

@@ -127,14 +127,32 @@ def driver_may_train(cfg: AppConfig, master: str, remote: bool) -> bool:
     return cfg.stream.train_in == "driver" or (cfg.stream.train_in == "auto" and master.startswith("local"))
 
 
-def in_driver(cfg: AppConfig, last_meta: Mapping[str, Any]) -> bool:
+def in_driver(cfg: AppConfig, last_meta: Mapping[str, Any], limit: int | None = None) -> bool:
     """Whether the driver trains the next batch: ``stream.train_in = driver``, or (``auto``) the
-    batch before had at most ``stream.driver_rows`` valid rows, as the saved model's metadata says
-    (so a replayed batch goes where it went before). A first batch trains in the driver."""
+    batch before had at most ``limit`` valid rows (default: :func:`driver_row_limit` at Spark's
+    default result size), as the saved model's metadata says (so a replayed batch goes where it
+    went before). A first batch trains in the driver."""
     if cfg.stream.train_in == "driver":
         return True
     before = (last_meta.get("metrics") or {}).get("rows_valid", 0) if last_meta.get("source") == "stream" else 0
-    return int(before) <= cfg.stream.driver_rows
+    return int(before) <= (driver_row_limit(cfg, DEFAULT_RESULT_BYTES) if limit is None else limit)
+
+
+DEFAULT_RESULT_BYTES = 1 << 30  # spark.driver.maxResultSize's default, 1g
+KEYED_ROW_BYTES = 48  # a keyed row's Arrow bytes beside its float64 features: label, _idx, key, _route, offsets, validity
+
+
+def driver_row_limit(cfg: AppConfig, max_result_bytes: int) -> int:
+    """``stream.driver_rows``, or where it is 0, the valid rows whose keyed columns fill a quarter
+    of ``max_result_bytes`` (Spark's ``spark.driver.maxResultSize``, 0 = no limit): the driver
+    collects a batch it trains through Spark's result path, which fails a batch over that size;
+    the quarter leaves room for the batch's rejected rows, which travel with their text."""
+    if cfg.stream.driver_rows:
+        return cfg.stream.driver_rows
+    if max_result_bytes <= 0:
+        return 2**62
+    row = 8 * len(cfg.data.feature_columns()) + KEYED_ROW_BYTES
+    return max(1, max_result_bytes // 4 // row)
 
 
 def training_columns(cfg: AppConfig) -> list[str]:

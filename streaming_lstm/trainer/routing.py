@@ -40,7 +40,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streaming_lstm.core.config import AppConfig
-from streaming_lstm.core.threads import intra_op_threads
+from streaming_lstm.core.threads import intra_op_threads, task_threads
 from streaming_lstm.core.weights import LSTMConfig
 from streaming_lstm.parse.spark_parse import POSITION
 from streaming_lstm.spark import connect
@@ -188,7 +188,8 @@ def with_model_rows(rows: DataFrame, routes: Sequence[int], model: bytes) -> Dat
 
 
 def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int]:
-    """Spark tasks per batch, the route value of each (:func:`route_keys`) and TF threads per task.
+    """Spark tasks per batch, the route value of each (:func:`route_keys`) and TF threads per task
+    (threads.task_threads: the tasks run side by side).
 
     Keys are the logical partitions; Spark tasks can each train several keys in turn. One task per
     core (by default) saves the fixed cost of a Python task per extra key, which at many keys on
@@ -200,5 +201,12 @@ def plan_tasks(spark: SparkSession, cfg: AppConfig) -> tuple[int, list[int], int
 def plan_tasks_for(cfg: AppConfig, cores: int) -> tuple[int, list[int], int]:
     """:func:`plan_tasks` on ``cores`` cores."""
     tasks = min(cfg.stream.partitions, cfg.stream.tasks or cores)
-    threads = cfg.train.tf_threads or intra_op_threads(LSTMConfig.from_app(cfg), cfg.train.batch_size, max(1, cores // tasks))
+    threads = cfg.train.tf_threads or task_threads(LSTMConfig.from_app(cfg), cfg.train.batch_size, cores, tasks)
     return tasks, route_keys(tasks), threads
+
+
+def driver_threads(cfg: AppConfig, cores: int) -> int:
+    """TF intra-op threads of the driver where it trains (``stream.train_in``) on a master with
+    ``cores`` cores: its task groups train side by side in threads of one process and share one
+    pool, which gets every core where splitting pays (threads.intra_op_threads)."""
+    return cfg.train.tf_threads or intra_op_threads(LSTMConfig.from_app(cfg), cfg.train.batch_size, cores)

@@ -325,6 +325,35 @@ def test_where_the_driver_trains_and_where_it_may_not(spark: Any, tmp_path: Path
         StreamingTrainer(spark, config(**{"stream.train_in": "driver", "stream.plan": "batch"}), tmp_path / "ck")
 
 
+def test_a_batch_over_the_drivers_result_size_trains_in_the_workers(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
+    """A first batch trains in the driver whatever its size; one whose keyed rows are more than
+    ``spark.driver.maxResultSize`` lets the driver collect goes to the workers instead of failing
+    the query, to the weights the workers give it anyway."""
+    from streaming_lstm.trainer.planned import driver_row_limit
+
+    conf = spark.sparkContext._jsc.sc().conf()  # the live SparkConf each new task set reads its limit from
+    before = conf.get("spark.driver.maxResultSize", "1g")
+    rows = shuffled(iris_lines, 80, seed=3)  # 12 000 rows: ~0.9 MB of keyed rows
+    runs = {}
+    try:
+        conf.set("spark.driver.maxResultSize", "512k")
+        cfg = config(**{"stream.partitions": 2})
+        with streaming(spark, cfg, tmp_path / "small") as (trainer, feed):
+            assert trainer.driver_rows == driver_row_limit(cfg, 512 << 10) < len(rows)
+            observed = feed(rows)["observedMetrics"]["streaming_lstm"]
+            feed(rows[:100])
+        runs["small"] = trainer
+    finally:
+        conf.set("spark.driver.maxResultSize", before)
+    assert [m["trained_in"] for m in runs["small"].history] == ["workers", "workers"]
+    assert [m["rows_valid"] for m in runs["small"].history] == [12000, 100] and observed["rows_valid"] == 12000
+    with streaming(spark, config(**{"stream.partitions": 2, "stream.train_in": "workers"}), tmp_path / "workers") as (trainer, feed):
+        feed(rows)
+        feed(rows[:100])
+    for name, value in trainer.state.weights.items():
+        np.testing.assert_array_equal(runs["small"].state.weights[name], value, err_msg=name)
+
+
 def test_where_the_plan_is_built_once_and_why_not(spark: Any) -> None:
     from streaming_lstm.trainer.planned import why_per_batch
 

@@ -51,14 +51,14 @@ from streaming_lstm.spark.session import adaptive_execution_off, max_result_byte
 from streaming_lstm.storage import tb_log
 from streaming_lstm.storage.deadletters import DeadLetterCap
 from streaming_lstm.storage.fs import join, local_path
-from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, History, MetricsLog, forecast_fields
+from streaming_lstm.storage.metrics import METRICS_FILE, BatchCallback, BatchMetrics, History, MetricsLog
 from streaming_lstm.storage.store import ModelStore, ensure_private_dir
 from streaming_lstm.storage.tb_log import TensorBoardLog
 from streaming_lstm.storage.tracking import open_tracker
 from streaming_lstm.trainer import executor, planned
 from streaming_lstm.trainer.keepwarm import driver_cores, start_workers, start_workers_beside, trace_in_background, warm_workers
 from streaming_lstm.trainer.routing import ROUTE, driver_threads, keyed_rows, plan_tasks
-from streaming_lstm.trainer.state import TrainerState, Update
+from streaming_lstm.trainer.state import TrainerState, Update, batch_metrics
 from streaming_lstm.trainer.window_state import descriptor_warning, in_window_order
 
 log = logging.getLogger("streaming_lstm.trainer.handler")
@@ -214,14 +214,12 @@ class StreamingTrainer:
         if KIND in df.columns:  # the tasks' results: the query's plan trained (training_plan)
             results, folds, counts, steps = self._run_planned(df, batch_id, epochs)
         elif ROUTE in df.columns:  # keyed rows (planned.keyed_plan): the driver trains them, or the workers
-            in_driver = planned.in_driver(self.cfg, self.state.last_meta, self.driver_rows)
-            stage = None if in_driver else planned.training_stage(df, self.cfg, self.routes, self.threads, self.model_dir())
-            results, folds, counts, steps = self._run_planned(df if stage is None else stage, batch_id, epochs, in_driver=in_driver)
+            (results, folds, counts, steps), in_driver = self._run_keyed(df, batch_id, epochs)
         else:
             results, folds, counts, steps = self._run_per_batch(df, batch_id, epochs)
         if counts.empty:
             return  # an empty batch changes nothing and needs no version
-        metrics = self._batch_metrics(batch_id, counts, results, time.perf_counter() - started, epochs)
+        metrics = batch_metrics(self.cfg, self.state.version + 1, batch_id, counts, results, time.perf_counter() - started, epochs)
         metrics["step_seconds"] = steps
         metrics["count_job"] = counts.exact_job
         metrics["trained_in"] = "driver" if in_driver else "workers"
@@ -252,6 +250,21 @@ class StreamingTrainer:
         # counts.exact_counts' job when the observed counts were not enough (else ~0).
         return results, folds, counts, {"read_parse_train": t_train - started, "count": t_count - t_train, "dead_letters": t_dead - t_count}
 
+    def _run_keyed(self, df: DataFrame, batch_id: int, epochs: int) -> tuple[Ran, bool]:
+        """Keyed rows trained in the driver (planned.in_driver) or by the workers' stage; and
+        whether the driver trained them. A batch whose keyed rows Spark refuses to hand the driver
+        (over ``spark.driver.maxResultSize``: a first batch, or one after small ones, can be of any
+        size) goes to the workers, whose results are the keys' weights, not the rows."""
+        if planned.in_driver(self.cfg, self.state.last_meta, self.driver_rows):
+            try:
+                return self._run_planned(df, batch_id, epochs, in_driver=True), True
+            except Exception as e:  # Spark's error comes wrapped (py4j, or PySpark's captured exceptions)
+                if "maxResultSize" not in str(e):
+                    raise
+                log.warning("batch %d: its rows are more than spark.driver.maxResultSize lets the driver collect; the workers train it", batch_id)
+        stage = planned.training_stage(df, self.cfg, self.routes, self.threads, self.model_dir())
+        return self._run_planned(stage, batch_id, epochs), False
+
     def _run_planned(self, df: DataFrame, batch_id: int, epochs: int, *, in_driver: bool = False) -> Ran:
         """Steps 2-4 where the query's plan holds them (planned.py): give the batch's tasks their
         ticket, run the plan, decode; write the dead letters the tasks returned. ``in_driver``:
@@ -281,43 +294,6 @@ class StreamingTrainer:
         connect.describe(self.spark, f"streaming-lstm batch {batch_id}: dead letters")
         letters.write.mode("overwrite").json(join(self.deadletter_dir, f"batch_id={batch_id}"))
         self.deadletter_cap.written(batch_id)
-
-    def _batch_metrics(self, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float, epochs: int) -> BatchMetrics:
-        """Step 5a: the batch's figures, checked: every valid row was trained exactly once."""
-        rows_valid = counts.rows_valid
-        rows_trained = sum(r.rows for r in results)
-        if rows_trained != rows_valid:
-            raise RuntimeError(f"batch {batch_id}: {rows_valid} valid rows but {rows_trained} trained; not committing")
-        correct = sum(r.prequential.correct for r in results)
-        loss_sum = sum(r.prequential.loss_sum for r in results)
-        nan = float("nan")
-        record: BatchMetrics = {
-            "batch_id": batch_id,
-            "version": self.state.version + 1,
-            "rows_in": rows_valid + counts.rows_dead + counts.headers_skipped,
-            "rows_valid": rows_valid,
-            "rows_dead": counts.rows_dead,
-            "headers_skipped": counts.headers_skipped,
-            "dead_reasons": counts.dead_by_reason,
-            "partition_rows": sorted(r.rows for r in results),
-            "local_epochs": epochs,
-            "prequential_correct": correct,
-            "prequential_accuracy": correct / rows_valid if rows_valid else nan,
-            "prequential_loss": loss_sum / rows_valid if rows_valid else nan,
-            "train_loss": sum(r.train_loss * r.rows for r in results) / rows_valid if rows_valid else nan,
-            "task_seconds_max": max((r.seconds for r in results), default=0.0),
-            "rows_per_s": rows_valid / latency if latency > 0 else 0.0,
-            "latency_s": latency,
-            "time": time.time(),
-        }
-        if self.cfg.data.mode == "events":  # rows are windows; what came in were events
-            record["events_accepted"] = counts.events_accepted
-            record["rows_in"] = counts.events_accepted + counts.rows_dead + counts.headers_skipped
-        if self.lstm.forecast:
-            sums = [sum(getattr(r.prequential, k) for r in results) for k in ("abs_sum", "sq_sum", "naive_sum")]
-            record.update(forecast_fields(rows_valid * self.lstm.num_classes, *sums))  # type: ignore[typeddict-item]
-            record["prequential_accuracy"] = nan  # no classes: the forecast figures above say how it does
-        return record
 
     def _apply(self, batch_id: int, results: list[PartitionResult], folds: list[Fold], metrics: BatchMetrics) -> None:
         """Step 5b: drift, then the state averages and saves the new version; then log and report."""

@@ -1,4 +1,5 @@
-"""The driver-side state: global weights, normaliser, counters; applies each batch id exactly once.
+"""The driver-side state: global weights, normaliser, counters; applies each batch id exactly once
+and checks and records each batch's figures (:func:`batch_metrics`).
 
 Averaging rule (the one Spark MLlib's StreamingKMeans uses for its centres). With the partition
 results (n_k, w_k) of batch t and the forgetting factor a in [0, 1]:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +36,11 @@ from streaming_lstm.core.drift import Adwin
 from streaming_lstm.core.gain import ForecastGain
 from streaming_lstm.core.normalizer import NormStats
 from streaming_lstm.core.rehearsal import Rehearsal
-from streaming_lstm.core.results import Fold
+from streaming_lstm.core.results import Fold, PartitionResult
 from streaming_lstm.core.server_opt import ServerOptimizer
 from streaming_lstm.core.weights import LSTMConfig, Weights, all_finite, flatten, init_weights, unflatten
+from streaming_lstm.parse.counts import BatchCounts
+from streaming_lstm.storage.metrics import BatchMetrics, forecast_fields
 from streaming_lstm.storage.store import ModelStore, shape_mismatch
 
 log = logging.getLogger(__name__)
@@ -306,3 +310,45 @@ class TrainerState:
                 extra=extra,
                 rehearsal=self.rehearsal if len(self.rehearsal) else None,
             )
+
+
+def batch_metrics(
+    cfg: AppConfig, version: int, batch_id: int, counts: BatchCounts, results: list[PartitionResult], latency: float, epochs: int
+) -> BatchMetrics:
+    """The handler's step 5a: batch ``batch_id``'s figures as model ``version`` records them, checked:
+    every valid row was trained exactly once."""
+    rows_valid = counts.rows_valid
+    rows_trained = sum(r.rows for r in results)
+    if rows_trained != rows_valid:
+        raise RuntimeError(f"batch {batch_id}: {rows_valid} valid rows but {rows_trained} trained; not committing")
+    correct = sum(r.prequential.correct for r in results)
+    loss_sum = sum(r.prequential.loss_sum for r in results)
+    nan = float("nan")
+    record: BatchMetrics = {
+        "batch_id": batch_id,
+        "version": version,
+        "rows_in": rows_valid + counts.rows_dead + counts.headers_skipped,
+        "rows_valid": rows_valid,
+        "rows_dead": counts.rows_dead,
+        "headers_skipped": counts.headers_skipped,
+        "dead_reasons": counts.dead_by_reason,
+        "partition_rows": sorted(r.rows for r in results),
+        "local_epochs": epochs,
+        "prequential_correct": correct,
+        "prequential_accuracy": correct / rows_valid if rows_valid else nan,
+        "prequential_loss": loss_sum / rows_valid if rows_valid else nan,
+        "train_loss": sum(r.train_loss * r.rows for r in results) / rows_valid if rows_valid else nan,
+        "task_seconds_max": max((r.seconds for r in results), default=0.0),
+        "rows_per_s": rows_valid / latency if latency > 0 else 0.0,
+        "latency_s": latency,
+        "time": time.time(),
+    }
+    if cfg.data.mode == "events":  # rows are windows; what came in were events
+        record["events_accepted"] = counts.events_accepted
+        record["rows_in"] = counts.events_accepted + counts.rows_dead + counts.headers_skipped
+    lstm = LSTMConfig.from_app(cfg)
+    if lstm.forecast:
+        sums = [sum(getattr(r.prequential, k) for r in results) for k in ("abs_sum", "sq_sum", "naive_sum")]
+        record.update(forecast_fields(rows_valid * lstm.num_classes, *sums))  # type: ignore[typeddict-item]
+        record["prequential_accuracy"] = nan  # no classes: the forecast figures above say how it does
+    return record

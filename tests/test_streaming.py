@@ -328,7 +328,8 @@ def test_where_the_driver_trains_and_where_it_may_not(spark: Any, tmp_path: Path
 def test_a_batch_over_the_drivers_result_size_trains_in_the_workers(spark: Any, iris_lines: list[str], tmp_path: Path) -> None:
     """A first batch trains in the driver whatever its size; one whose keyed rows are more than
     ``spark.driver.maxResultSize`` lets the driver collect goes to the workers instead of failing
-    the query, to the weights the workers give it anyway."""
+    the query, to the weights the workers give it anyway (under ``stream.train_in = driver``: an
+    error that names the setting)."""
     from streaming_lstm.trainer.planned import driver_row_limit
 
     conf = spark.sparkContext._jsc.sc().conf()  # the live SparkConf each new task set reads its limit from
@@ -343,6 +344,11 @@ def test_a_batch_over_the_drivers_result_size_trains_in_the_workers(spark: Any, 
             observed = feed(rows)["observedMetrics"]["streaming_lstm"]
             feed(rows[:100])
         runs["small"] = trainer
+        # stream.train_in = driver, whose workers may not read the model: an error naming the setting.
+        refused = r"batch 0: its rows are more than spark\.driver\.maxResultSize .*; raise spark\.driver\.maxResultSize"
+        driver = config(**{"stream.partitions": 2, "stream.train_in": "driver"})
+        with pytest.raises(Exception, match=refused), streaming(spark, driver, tmp_path / "driver") as (_, feed):
+            feed(rows)
     finally:
         conf.set("spark.driver.maxResultSize", before)
     assert [m["trained_in"] for m in runs["small"].history] == ["workers", "workers"]

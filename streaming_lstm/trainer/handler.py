@@ -252,16 +252,22 @@ class StreamingTrainer:
 
     def _run_keyed(self, df: DataFrame, batch_id: int, epochs: int) -> tuple[Ran, bool]:
         """Keyed rows trained in the driver (planned.in_driver) or by the workers' stage; and
-        whether the driver trained them. A batch whose keyed rows Spark refuses to hand the driver
-        (over ``spark.driver.maxResultSize``: a first batch, or one after small ones, can be of any
-        size) goes to the workers, whose results are the keys' weights, not the rows."""
+        whether the driver trained them. Under ``stream.train_in = auto`` a batch whose keyed rows
+        Spark refuses to hand the driver (over ``spark.driver.maxResultSize``: a first batch, or
+        one after small ones, can be of any size) goes to the workers, whose results are the keys'
+        weights, not the rows; under ``driver`` (where the workers may not read the model) that
+        is an error naming the setting."""
         if planned.in_driver(self.cfg, self.state.last_meta, self.driver_rows):
             try:
                 return self._run_planned(df, batch_id, epochs, in_driver=True), True
             except Exception as e:  # Spark's error comes wrapped (py4j, or PySpark's captured exceptions)
                 if "maxResultSize" not in str(e):
                     raise
-                log.warning("batch %d: its rows are more than spark.driver.maxResultSize lets the driver collect; the workers train it", batch_id)
+                too_many = f"batch {batch_id}: its rows are more than spark.driver.maxResultSize lets the driver collect"
+                if self.cfg.stream.train_in == "driver":
+                    fix = "raise spark.driver.maxResultSize ([spark.conf]) or cap the batches (stream.max_offsets_per_trigger)"
+                    raise RuntimeError(f"{too_many}; {fix}") from e
+                log.warning("%s; the workers train it", too_many)
         stage = planned.training_stage(df, self.cfg, self.routes, self.threads, self.model_dir())
         return self._run_planned(stage, batch_id, epochs), False
 

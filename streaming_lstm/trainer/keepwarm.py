@@ -114,10 +114,11 @@ def trace_in_background(cfg: AppConfig, threads: int, slots: int) -> Future[None
 
 def trace_early(cfg: AppConfig, *, remote: bool) -> None:
     """Where the driver may train (planned.driver_may_train), import TensorFlow and trace the model
-    before Spark starts, so both run while the JVM starts, for the tasks a local master's cores
-    give (routing.plan_tasks_for, routing.driver_threads; a trainer whose plan differs traces again). The workers, which
-    then only parse and key, do not import TensorFlow beside them (spark/zygote.py): on 2 cores a
-    third import slowed the start (``python -m bench coldstart``)."""
+    before Spark starts, so both run while the JVM starts, for the tasks and threads a local
+    master's cores give (routing.plan_tasks_for, routing.driver_threads; a trainer whose plan
+    differs traces again). The workers, which then only parse and key, do not import TensorFlow
+    beside them (spark/zygote.py): on 2 cores a third import slowed the start (``python -m bench
+    coldstart``)."""
     if not planned.driver_may_train(cfg, cfg.spark.master, remote=remote):
         return
     os.environ[zygote.WORKERS_TF] = "0"

@@ -127,18 +127,17 @@ def driver_may_train(cfg: AppConfig, master: str, remote: bool) -> bool:
     return cfg.stream.train_in == "driver" or (cfg.stream.train_in == "auto" and master.startswith("local"))
 
 
-def in_driver(cfg: AppConfig, last_meta: Mapping[str, Any], limit: int | None = None) -> bool:
+def in_driver(cfg: AppConfig, last_meta: Mapping[str, Any], limit: int) -> bool:
     """Whether the driver trains the next batch: ``stream.train_in = driver``, or (``auto``) the
-    batch before had at most ``limit`` valid rows (default: :func:`driver_row_limit` at Spark's
-    default result size), as the saved model's metadata says (so a replayed batch goes where it
-    went before). A first batch trains in the driver."""
+    batch before had at most ``limit`` valid rows (:func:`driver_row_limit`), as the saved model's
+    metadata says (so a replayed batch goes where it went before). A first batch trains in the
+    driver."""
     if cfg.stream.train_in == "driver":
         return True
     before = (last_meta.get("metrics") or {}).get("rows_valid", 0) if last_meta.get("source") == "stream" else 0
-    return int(before) <= (driver_row_limit(cfg, DEFAULT_RESULT_BYTES) if limit is None else limit)
+    return int(before) <= limit
 
 
-DEFAULT_RESULT_BYTES = 1 << 30  # spark.driver.maxResultSize's default, 1g
 KEYED_ROW_BYTES = 48  # a keyed row's Arrow bytes beside its float64 features: label, _idx, key, _route, offsets, validity
 
 

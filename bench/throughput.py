@@ -43,9 +43,10 @@ from bench.common import FileFeed, lstm_flops_per_row, matmul_peak_gflops, synth
 from bench.common import parser as bench_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = {
+BATCH = 256  # every side's mini-batch
+OVERRIDES: dict[str, object] = {
     "model.hidden": "128,256",
-    "train.batch_size": 256,
+    "train.batch_size": BATCH,
     "train.local_epochs": 1,
     "train.warmup_epochs": 0,
     "train.warmup_batch_size": 0,  # every side trains in mini-batches of 256
@@ -162,12 +163,13 @@ class Stream:
 SIDES = ("streaming", "streaming_workers", "single", "keras")
 
 
-def measure(streams: dict[str, Stream], size: int, seed: int) -> dict[str, float]:
-    """Rows/s of each side (:data:`SIDES`) on the same ``size`` rows, one after another."""
+def measure(streams: dict[str, Stream], size: int, seed: int, xla: bool) -> dict[str, float]:
+    """Rows/s of each side (:data:`SIDES`) on the same ``size`` rows, one after another (the
+    single process with ``train.xla = xla``, as the streams have it)."""
     rows = synthetic_rows(size, seed=seed)
     out = {name: stream.rows_per_s(rows) for name, stream in streams.items()}
-    out["single"] = in_child("from_scratch", size, 256, seed)
-    out["keras"] = in_child("keras", size, 256, seed)
+    out["single"] = in_child("from_scratch", size, BATCH, seed, xla)
+    out["keras"] = in_child("keras", size, BATCH, seed)
     return out
 
 
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for run in range(args.runs):
             peaks.append(in_child("peak"))  # once per run: the machine's speed drifts between hours
             for size in sizes:
-                runs[size].append(measure(streams, size, size + run))
+                runs[size].append(measure(streams, size, size + run, args.xla))
                 if not args.json:
                     print(f"run {run + 1} {size:>7} rows: " + " | ".join(f"{k} {runs[size][-1][k]:8.0f}" for k in SIDES) + " rows/s", flush=True)
             small.append(small_batch_rows_per_s(args.small_rows, args.small_batch, 7 + run, args.xla))
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "prequential": args.prequential,
         "xla": args.xla,
         "hidden": list(m.hidden),
-        "batch_size": 256,
+        "batch_size": BATCH,
         "epochs": 1,
         "runs": args.runs,
         "flops_per_row": flops,
